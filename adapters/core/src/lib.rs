@@ -1,0 +1,27 @@
+//! The stores behind a Twine server: where messages are kept for recovery and where sessions
+//! remember their rooms and acknowledged positions.
+//!
+//! # Layout
+//!
+//! - [`Position`]: a message's place in its room, a per-room unique, strictly increasing
+//!   millisecond timestamp. "Everything after position P" is exact.
+//! - [`History`]: the per-room message log. `append` assigns the position (so a shared backend can
+//!   assign it on its own side, one clock for every node), `read_after` pages through it, and
+//!   `subscribe` yields every appended message in append order per room.
+//! - [`SessionStore`]: a session's rooms, their join positions and acknowledged positions.
+//! - [`memory`]: the embedded default, both stores in one process.
+//! - [`conformance`]: the suite every store implementation must pass.
+//! - [`StoreError`]: what a store can fail with.
+
+pub mod conformance;
+mod error;
+mod history;
+pub mod memory;
+mod position;
+mod session;
+
+pub use error::StoreError;
+pub use history::{Feed, History, Message, Page};
+pub use memory::MemoryStore;
+pub use position::Position;
+pub use session::{RoomCursor, Session, SessionStore};

@@ -1,0 +1,57 @@
+//! The `twine` binary: reads the configuration, picks the stores, serves until SIGTERM or
+//! SIGINT, then closes every socket and exits 0.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+use twine::Server;
+use twine::config::Config;
+use twine::stores::Stores;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(twine::config::ConfigError::Invalid(e)) => e.exit(),
+        Err(e) => anyhow::bail!("invalid configuration: {e}"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&config.log).context("invalid --log filter")?)
+        .init();
+
+    let addr = SocketAddr::new(config.host, config.port());
+    let stores = Stores::from_config(&config);
+    let server = Server::build(config, stores)
+        .await
+        .context("could not start the stores")?;
+    if server.generated_key {
+        tracing::info!(
+            api_key = server.app.api_key.as_str(),
+            "no API key configured (--api-key / TWINE_API_KEY); generated one for this run"
+        );
+    }
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("could not listen on {addr}"))?;
+    tracing::info!("listening on {}", listener.local_addr()?);
+    server.serve(listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
