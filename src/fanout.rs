@@ -98,59 +98,31 @@ impl Fanout {
 
     async fn deliver(&self, message: &Message) {
         let mut state = self.state.lock().await;
-        let State {
-            seq, rooms, held, ..
-        } = &mut *state;
-        let Some(room) = rooms.get_mut(&message.room) else {
-            return; // nobody here listens to this room
+        let Some(outgoing) = state.deliver(message) else {
+            return;
         };
-        if message.position <= room.last {
-            return; // already covered by a join cut
-        }
-        *seq += 1;
-        room.last = message.position;
-        room.recent.push_back((*seq, message.position));
-        if room.recent.len() > RECENT_PER_ROOM {
-            room.recent.pop_front();
-        }
-        let outgoing = Arc::new(Outgoing::new(message));
-        for holder in &room.holders {
-            if let Some(buffer) = held.get_mut(holder) {
-                buffer.push(outgoing.clone());
-            }
-        }
-        if room.members > 0 {
-            let sent = self
-                .io
-                .to(message.room.clone())
-                .emit("message", &outgoing.body)
-                .await;
-            if let Err(e) = sent {
-                tracing::warn!(room = %message.room, "broadcast did not reach every socket: {e}");
-            }
+        // Broadcast under the lock, so no join can slip between this message and the next.
+        let sent = self
+            .io
+            .to(message.room.clone())
+            .emit("message", &outgoing.body)
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(room = %message.room, "broadcast did not reach every socket: {e}");
         }
     }
 
-    async fn room_mut<'a>(
-        &self,
-        rooms: &'a mut HashMap<String, RoomState>,
-        room: &str,
-    ) -> Result<&'a mut RoomState, StoreError> {
-        if !rooms.contains_key(room) {
-            // Read under the lock: a message appended meanwhile is either before this position
-            // (and so before the join) or delivered after the room exists here.
-            let last = self.history.last_position(room).await?;
-            rooms.insert(
-                room.to_owned(),
-                RoomState {
-                    last,
-                    members: 0,
-                    holders: Vec::new(),
-                    recent: VecDeque::new(),
-                },
-            );
+    /// Makes sure `rooms` are tracked here, starting unknown ones at the store's newest position.
+    /// Called under the lock: a message appended meanwhile is either at or before that position
+    /// (so before any join that follows) or delivered after the room is tracked.
+    async fn track(&self, state: &mut State, rooms: &[String]) -> Result<(), StoreError> {
+        for room in rooms {
+            if !state.rooms.contains_key(room) {
+                let last = self.history.last_position(room).await?;
+                state.rooms.insert(room.clone(), RoomState::new(last));
+            }
         }
-        Ok(rooms.get_mut(room).expect("inserted above"))
+        Ok(())
     }
 
     /// Joins `socket` to `room` now. Returns the room's position at the join (the socket gets
@@ -161,35 +133,24 @@ impl Fanout {
         room: &str,
     ) -> Result<(Position, Seq), StoreError> {
         let mut state = self.state.lock().await;
-        let seq = state.seq;
-        let entry = self.room_mut(&mut state.rooms, room).await?;
-        entry.members += 1;
+        self.track(&mut state, &[room.to_owned()]).await?;
         socket.join(room.to_owned());
-        Ok((entry.last, seq))
+        Ok(state.join(room))
     }
 
     /// Takes `socket` out of `room`.
     pub async fn leave(&self, socket: &SocketRef, room: &str) {
         let mut state = self.state.lock().await;
         socket.leave(room.to_owned());
-        if let Some(entry) = state.rooms.get_mut(room) {
-            entry.members = entry.members.saturating_sub(1);
-        }
-        state.forget_if_unused(room);
+        state.leave(room);
     }
 
     /// Starts buffering the live messages of `rooms` for connection `sid`, which is about to
     /// replay. Returns the cut its replay must stop at.
     pub async fn hold(&self, sid: Sid, rooms: &[String]) -> Result<Cut, StoreError> {
         let mut state = self.state.lock().await;
-        let mut cut = Cut::new();
-        for room in rooms {
-            let entry = self.room_mut(&mut state.rooms, room).await?;
-            entry.holders.push(sid);
-            cut.insert(room.clone(), entry.last);
-        }
-        state.held.entry(sid).or_default();
-        Ok(cut)
+        self.track(&mut state, rooms).await?;
+        Ok(state.hold(sid, rooms))
     }
 
     /// Ends the hold: sends `socket` what was buffered since [`Fanout::hold`], then joins it to
@@ -197,32 +158,19 @@ impl Fanout {
     /// live delivery starts after.
     pub async fn release(&self, socket: &SocketRef, rooms: &[String]) -> (Vec<Arc<Outgoing>>, Seq) {
         let mut state = self.state.lock().await;
-        let buffered = state.held.remove(&socket.id).unwrap_or_default();
+        let (buffered, seq) = state.release(socket.id, rooms);
         for message in &buffered {
             if let Err(e) = socket.emit("message", &message.body) {
                 tracing::warn!(sid = %socket.id, "could not send a buffered message: {e}");
             }
         }
-        for room in rooms {
-            if let Some(entry) = state.rooms.get_mut(room) {
-                entry.holders.retain(|h| *h != socket.id);
-                entry.members += 1;
-            }
-        }
         socket.join(rooms.to_vec());
-        (buffered, state.seq)
+        (buffered, seq)
     }
 
     /// Forgets a held connection that went away before its release.
     pub async fn abandon(&self, sid: Sid, rooms: &[String]) {
-        let mut state = self.state.lock().await;
-        state.held.remove(&sid);
-        for room in rooms {
-            if let Some(entry) = state.rooms.get_mut(room) {
-                entry.holders.retain(|h| *h != sid);
-            }
-            state.forget_if_unused(room);
-        }
+        self.state.lock().await.abandon(sid, rooms);
     }
 
     /// The newest position broadcast to `room` here.
@@ -230,18 +178,108 @@ impl Fanout {
         self.state.lock().await.rooms.get(room).map(|r| r.last)
     }
 
-    /// Resolves an acknowledgement of `position` by a connection whose live rooms are `links`
-    /// (room, sequence number its live delivery started after). The acknowledged message is the
-    /// earliest one sent to it with that position; the answer is, per room, the newest position
-    /// sent to it up to and including that message. `None` when no such message is remembered.
+    /// See [`State::resolve_ack`].
     pub async fn resolve_ack(
         &self,
         position: Position,
         links: &[(String, Seq)],
     ) -> Option<Vec<(String, Position)>> {
-        let state = self.state.lock().await;
+        self.state.lock().await.resolve_ack(position, links)
+    }
+}
+
+impl RoomState {
+    fn new(last: Position) -> RoomState {
+        RoomState {
+            last,
+            members: 0,
+            holders: Vec::new(),
+            recent: VecDeque::new(),
+        }
+    }
+}
+
+/// The bookkeeping, kept apart from the sockets so it can be checked on its own.
+impl State {
+    /// Records `message` as broadcast and buffers it for held connections. Returns it encoded when
+    /// local sockets are in its room.
+    fn deliver(&mut self, message: &Message) -> Option<Arc<Outgoing>> {
+        let room = self.rooms.get_mut(&message.room)?; // nobody here listens to it
+        if message.position <= room.last {
+            return None; // at or before a join cut already
+        }
+        self.seq += 1;
+        room.last = message.position;
+        room.recent.push_back((self.seq, message.position));
+        if room.recent.len() > RECENT_PER_ROOM {
+            room.recent.pop_front();
+        }
+        let outgoing = Arc::new(Outgoing::new(message));
+        for holder in &room.holders {
+            if let Some(buffer) = self.held.get_mut(holder) {
+                buffer.push(outgoing.clone());
+            }
+        }
+        (room.members > 0).then_some(outgoing)
+    }
+
+    fn join(&mut self, room: &str) -> (Position, Seq) {
+        let entry = self.rooms.get_mut(room).expect("tracked before joining");
+        entry.members += 1;
+        (entry.last, self.seq)
+    }
+
+    fn leave(&mut self, room: &str) {
+        if let Some(entry) = self.rooms.get_mut(room) {
+            entry.members = entry.members.saturating_sub(1);
+        }
+        self.forget_if_unused(room);
+    }
+
+    fn hold(&mut self, sid: Sid, rooms: &[String]) -> Cut {
+        self.held.entry(sid).or_default();
+        rooms
+            .iter()
+            .filter_map(|room| {
+                let entry = self.rooms.get_mut(room)?;
+                entry.holders.push(sid);
+                Some((room.clone(), entry.last))
+            })
+            .collect()
+    }
+
+    fn release(&mut self, sid: Sid, rooms: &[String]) -> (Vec<Arc<Outgoing>>, Seq) {
+        let buffered = self.held.remove(&sid).unwrap_or_default();
+        for room in rooms {
+            if let Some(entry) = self.rooms.get_mut(room) {
+                entry.holders.retain(|h| *h != sid);
+                entry.members += 1;
+            }
+        }
+        (buffered, self.seq)
+    }
+
+    fn abandon(&mut self, sid: Sid, rooms: &[String]) {
+        self.held.remove(&sid);
+        for room in rooms {
+            if let Some(entry) = self.rooms.get_mut(room) {
+                entry.holders.retain(|h| *h != sid);
+            }
+            self.forget_if_unused(room);
+        }
+    }
+
+    /// Resolves an acknowledgement of `position` by a connection whose live rooms are `links`
+    /// (room, sequence number its live delivery started after). The acknowledged message is the
+    /// earliest one sent to it with that position; the answer is, per room, the newest position
+    /// sent to it up to and including that message. `None` when no such message is remembered.
+    fn resolve_ack(
+        &self,
+        position: Position,
+        links: &[(String, Seq)],
+    ) -> Option<Vec<(String, Position)>> {
         let sent_after = |room: &str, since: Seq| {
-            state.rooms.get(room).map(|r| {
+            self.rooms.get(room).map(|r| {
                 let from = r.recent.partition_point(|(seq, _)| *seq <= since);
                 r.recent.range(from..)
             })
@@ -265,9 +303,7 @@ impl Fanout {
                 .collect(),
         )
     }
-}
 
-impl State {
     fn forget_if_unused(&mut self, room: &str) {
         if self
             .rooms
@@ -276,5 +312,120 @@ impl State {
         {
             self.rooms.remove(room);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(room: &str, position: u64) -> Message {
+        Message {
+            room: room.into(),
+            position: Position(position),
+            payload: format!("{{\"p\":{position}}}"),
+        }
+    }
+
+    fn tracked(rooms: &[(&str, u64)]) -> State {
+        let mut state = State::default();
+        for (room, last) in rooms {
+            state
+                .rooms
+                .insert(room.to_string(), RoomState::new(Position(*last)));
+        }
+        state
+    }
+
+    fn positions(buffered: &[Arc<Outgoing>]) -> Vec<(String, u64)> {
+        buffered
+            .iter()
+            .map(|o| (o.room.clone(), o.position.0))
+            .collect()
+    }
+
+    #[test]
+    fn a_held_connection_gets_exactly_what_came_after_its_cut() {
+        let mut state = tracked(&[("a", 10), ("b", 20)]);
+        state.join("a"); // another socket, so broadcasts happen
+        let sid = Sid::new();
+        let rooms = vec!["a".to_string(), "b".to_string()];
+        let cut = state.hold(sid, &rooms);
+        assert_eq!(
+            cut,
+            Cut::from([("a".into(), Position(10)), ("b".into(), Position(20))])
+        );
+
+        assert!(state.deliver(&message("a", 11)).is_some(), "a has a member");
+        assert!(state.deliver(&message("b", 21)).is_none(), "b has none yet");
+        assert!(
+            state.deliver(&message("b", 21)).is_none(),
+            "a repeat is dropped"
+        );
+        state.deliver(&message("a", 9)); // before the cut: replay covers it
+        let (buffered, seq) = state.release(sid, &rooms);
+        assert_eq!(
+            positions(&buffered),
+            vec![("a".into(), 11), ("b".into(), 21)]
+        );
+
+        assert!(state.deliver(&message("b", 22)).is_some(), "b is live now");
+        assert!(state.held.is_empty());
+        assert_eq!(seq, 2);
+    }
+
+    #[test]
+    fn messages_for_rooms_nobody_here_joined_are_skipped() {
+        let mut state = tracked(&[]);
+        assert!(state.deliver(&message("elsewhere", 5)).is_none());
+        assert_eq!(state.seq, 0);
+    }
+
+    #[test]
+    fn an_ack_covers_what_was_sent_before_it_in_every_room_but_not_after() {
+        let mut state = tracked(&[("a", 0), ("b", 0)]);
+        let (_, since_a) = state.join("a");
+        let (_, since_b) = state.join("b");
+        // Same millisecond in two rooms: a@100 is sent before b@100.
+        for m in [
+            message("a", 90),
+            message("b", 95),
+            message("a", 100),
+            message("b", 100),
+            message("a", 101),
+        ] {
+            state.deliver(&m);
+        }
+        let links = vec![("a".to_string(), since_a), ("b".to_string(), since_b)];
+        let mut handled = state.resolve_ack(Position(100), &links).unwrap();
+        handled.sort();
+        assert_eq!(
+            handled,
+            vec![("a".into(), Position(100)), ("b".into(), Position(95))]
+        );
+        assert_eq!(state.resolve_ack(Position(42), &links), None, "never sent");
+    }
+
+    #[test]
+    fn an_ack_ignores_messages_sent_before_the_connection_joined() {
+        let mut state = tracked(&[("a", 0)]);
+        state.join("a");
+        state.deliver(&message("a", 5));
+        let (_, since) = state.join("a");
+        state.deliver(&message("a", 6));
+        let links = vec![("a".to_string(), since)];
+        assert_eq!(state.resolve_ack(Position(5), &links), None);
+        assert_eq!(
+            state.resolve_ack(Position(6), &links),
+            Some(vec![("a".into(), Position(6))])
+        );
+    }
+
+    #[test]
+    fn rooms_are_forgotten_once_nobody_uses_them() {
+        let mut state = tracked(&[("a", 0)]);
+        state.join("a");
+        state.leave("a");
+        assert!(state.rooms.is_empty());
     }
 }

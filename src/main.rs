@@ -1,6 +1,7 @@
 //! The `twine` binary: reads the configuration, picks the stores, serves until SIGTERM or
 //! SIGINT, then closes every socket and exits 0.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 use anyhow::Context;
@@ -18,6 +19,7 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => anyhow::bail!("invalid configuration: {e}"),
     };
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(EnvFilter::try_new(&config.log).context("invalid --log filter")?)
         .init();
 
@@ -28,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
         .context("could not start the stores")?;
     if server.generated_key {
         tracing::info!(
-            api_key = server.app.api_key.as_str(),
+            api_key = %server.app.api_key.as_str(),
             "no API key configured (--api-key / TWINE_API_KEY); generated one for this run"
         );
     }

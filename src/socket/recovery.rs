@@ -131,6 +131,7 @@ pub async fn recover(conn: &Turn, s: &SocketRef) {
         }
     }
     let (buffered, seq) = app.fanout.release(s, &rooms).await;
+    tracing::debug!(sid = %s.id, buffered = buffered.len(), "live");
     for message in buffered {
         conn.replayed(&message.room, message.position);
     }

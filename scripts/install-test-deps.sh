@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what the test suites need on a fresh machine: Node.js with npm (from Debian when the
+# machine has none) and the npm packages of js-fixtures (real socket.io-client and the published
+# Twine libraries), exactly as locked.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_install() {
+  if [ -z "${APT_UPDATED:-}" ]; then
+    apt-get update -qq
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "installing Node.js and npm"
+  apt_install nodejs npm
+fi
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "Node.js 20 or newer is needed for the compatibility tests (found $(node --version))" >&2
+  exit 1
+fi
+
+echo "installing js-fixtures npm packages"
+npm ci --prefix js-fixtures --no-audit --no-fund --loglevel=error

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Every test, on a fresh machine: installs what the tests need, checks formatting and lints, runs
+# the Rust unit and integration tests, builds the release binary and runs the JavaScript
+# compatibility suite (real socket.io-client and Twine libraries) against it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
+cargo build --release --locked --bin twine
+
+TWINE_BIN="$PWD/target/release/twine" \
+  node --test --test-concurrency=1 --test-timeout=120000 compat-tests/*.test.mjs
