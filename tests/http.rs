@@ -42,7 +42,11 @@ async fn health_answers_201_ok() {
 #[tokio::test]
 async fn a_publish_is_stored_with_a_position_and_answered_201() {
     let s = server(&[]).await;
-    let (status, _, body) = call(&s, publish("Bearer k", r#"{"room_id":"r","payload":{"a":1}}"#)).await;
+    let (status, _, body) = call(
+        &s,
+        publish("Bearer k", r#"{"room_id":"r","payload":{"a":1}}"#),
+    )
+    .await;
     assert_eq!((status, body.as_str()), (StatusCode::CREATED, "ok"));
     let page = s
         .app
@@ -57,11 +61,20 @@ async fn a_publish_is_stored_with_a_position_and_answered_201() {
 #[tokio::test]
 async fn refusals_carry_their_status_and_nothing_is_stored() {
     let s = server(&["--max-payload", "100"]).await;
-    let big = format!(r#"{{"room_id":"r","payload":{{"x":"{}"}}}}"#, "y".repeat(200));
+    let big = format!(
+        r#"{{"room_id":"r","payload":{{"x":"{}"}}}}"#,
+        "y".repeat(200)
+    );
     let cases = [
-        (publish("nope", r#"{"room_id":"r","payload":{}}"#), StatusCode::UNAUTHORIZED),
+        (
+            publish("nope", r#"{"room_id":"r","payload":{}}"#),
+            StatusCode::UNAUTHORIZED,
+        ),
         (publish("k", r#"{"room_id":"r"}"#), StatusCode::BAD_REQUEST),
-        (publish("k", r#"{"room_id":"r","payload":1}"#), StatusCode::BAD_REQUEST),
+        (
+            publish("k", r#"{"room_id":"r","payload":1}"#),
+            StatusCode::BAD_REQUEST,
+        ),
         (publish("k", &big), StatusCode::PAYLOAD_TOO_LARGE),
     ];
     for (request, expected) in cases {
@@ -81,7 +94,8 @@ async fn refusals_carry_their_status_and_nothing_is_stored() {
 #[tokio::test]
 async fn set_cookie_follows_the_secure_flag() {
     let s = server(&["--cookie-secure", "false"]).await;
-    let (_, headers, body) = call(&s, Request::get("/set-cookie").body(Body::empty()).unwrap()).await;
+    let (_, headers, body) =
+        call(&s, Request::get("/set-cookie").body(Body::empty()).unwrap()).await;
     assert_eq!(body, "First cookie set");
     let cookie = headers[header::SET_COOKIE].to_str().unwrap();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
@@ -98,7 +112,10 @@ async fn an_allowed_origin_is_echoed_with_credentials_and_others_are_not() {
             .unwrap()
     };
     let (_, headers, _) = call(&s, request("https://app.test")).await;
-    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.test");
+    assert_eq!(
+        headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://app.test"
+    );
     assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
     let (_, headers, _) = call(&s, request("https://evil.test")).await;
     assert!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
