@@ -7,7 +7,7 @@ use tower::ServiceExt;
 use twine::Server;
 use twine::config::Config;
 use twine::stores::Stores;
-use twine_store::Position;
+use twine_store::{Message, Position};
 
 async fn server(args: &[&str]) -> Server {
     let args = ["twine", "--api-key", "k"].iter().chain(args);
@@ -22,6 +22,12 @@ async fn call(server: &Server, request: Request<Body>) -> (StatusCode, header::H
     let headers = response.headers().clone();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, headers, String::from_utf8(body.to_vec()).unwrap())
+}
+
+async fn stored(server: &Server, room: &str) -> Vec<Message> {
+    let history = &server.app.history;
+    let page = history.read_after(room, Position::ZERO, Position::MAX, 100);
+    page.await.unwrap().messages
 }
 
 fn publish(key: &str, body: &str) -> Request<Body> {
@@ -48,14 +54,9 @@ async fn a_publish_is_stored_with_a_position_and_answered_201() {
     )
     .await;
     assert_eq!((status, body.as_str()), (StatusCode::CREATED, "ok"));
-    let page = s
-        .app
-        .history
-        .read_after("r", Position::ZERO, Position::MAX, 10)
-        .await
-        .unwrap();
-    assert_eq!(page.messages.len(), 1);
-    assert_eq!(page.messages[0].payload, r#"{"a":1}"#);
+    let stored = stored(&s, "r").await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].payload, r#"{"a":1}"#);
 }
 
 #[tokio::test]
@@ -82,13 +83,7 @@ async fn refusals_carry_their_status_and_nothing_is_stored() {
         assert_eq!(status, expected, "{body}");
         assert!(!body.is_empty());
     }
-    let page = s
-        .app
-        .history
-        .read_after("r", Position::ZERO, Position::MAX, 10)
-        .await
-        .unwrap();
-    assert!(page.messages.is_empty());
+    assert!(stored(&s, "r").await.is_empty());
 }
 
 #[tokio::test]
