@@ -23,7 +23,8 @@ export function publish(server, room, payload, { key = server.apiKey, body } = {
 
 /**
  * Connects a socket.io-client and resolves once connected. `cookie` goes in the handshake;
- * every `message` is recorded in `socket.messages` and acknowledged unless `ack` is false.
+ * every `message` is recorded in `socket.messages` (arrival times in `socket.arrivals`) and
+ * acknowledged unless `ack` is false.
  */
 export function connect(url, { cookie, transports, ack = true, reconnection = false } = {}) {
   const socket = io(url, {
@@ -34,7 +35,9 @@ export function connect(url, { cookie, transports, ack = true, reconnection = fa
   });
   socket.messages = [];
   socket.events = [];
+  socket.arrivals = [];
   socket.on('message', (m) => {
+    socket.arrivals.push(Date.now());
     socket.messages.push(m);
     if (ack) socket.emit('updateSessionTS', m.timestamp);
   });

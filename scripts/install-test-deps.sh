@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the test suites need on a fresh machine: Node.js with npm (from Debian when the
-# machine has none) and the npm packages of js-fixtures (real socket.io-client and the published
-# Twine libraries), exactly as locked.
+# Installs what the test suites need on a fresh machine: redis-server and nginx from Debian (the
+# tests start their own instances on free ports), Node.js with npm (from Debian when the machine
+# has none) and the npm packages of js-fixtures (real socket.io-client and the published Twine
+# libraries), exactly as locked.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,19 @@ apt_install() {
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v nginx >/dev/null || missing+=(nginx-light)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  apt_install "${missing[@]}"
+fi
+redis_major=$(redis-server --version | sed -E 's/.* v=([0-9]+).*/\1/')
+if [ "$redis_major" -lt 7 ]; then
+  echo "Redis 7 or newer is needed (found $(redis-server --version))" >&2
+  exit 1
+fi
 
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "installing Node.js and npm"

@@ -66,6 +66,19 @@ pub struct Config {
     #[arg(long, env = "TWINE_HISTORY_PER_ROOM", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub history_per_room: u64,
 
+    /// Redis to share history, sessions and live delivery between nodes, e.g.
+    /// `redis://cache:6379/0` (`rediss://` for TLS). Unset: the in-memory store, one node. The
+    /// original's `CACHE_ENDPOINT` (`host[:port]`) is read when `REDIS_URL` is unset.
+    #[arg(long, env = "REDIS_URL")]
+    redis_url: Option<String>,
+
+    #[arg(long = "cache-endpoint", env = "CACHE_ENDPOINT", hide = true)]
+    cache_endpoint: Option<String>,
+
+    /// Prefix of every Redis key and channel, so several deployments can share one Redis.
+    #[arg(long, env = "TWINE_REDIS_PREFIX", default_value = "twine")]
+    pub redis_prefix: String,
+
     /// Log filter (`error`, `warn`, `info`, `debug`, or per-target directives).
     #[arg(long, env = "TWINE_LOG", default_value = "info")]
     pub log: String,
@@ -122,6 +135,14 @@ impl Config {
     /// The listen port: `--port`/`PORT`, else `ENV_PORT`, else 3005.
     pub fn port(&self) -> u16 {
         self.port.or(self.env_port).unwrap_or(3005)
+    }
+
+    /// The Redis to use: `--redis-url`/`REDIS_URL`, else `CACHE_ENDPOINT`.
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis_url
+            .as_deref()
+            .or(self.cache_endpoint.as_deref())
+            .filter(|u| !u.is_empty())
     }
 
     pub fn with_port(mut self, port: u16) -> Config {

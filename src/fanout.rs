@@ -17,11 +17,14 @@ use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use tokio::sync::Mutex;
-use twine_store::{Feed, History, Message, Position, StoreError};
+use twine_store::{Feed, FeedEvent, History, Message, Position, StoreError};
 
 /// Broadcasts remembered per room for resolving acknowledgements. An acknowledgement of an older
 /// message is ignored: recovery then replays from the previous acknowledgement, never losing one.
 const RECENT_PER_ROOM: usize = 4096;
+
+/// Most messages one room catches up on after an interrupted feed.
+const CATCH_UP_LIMIT: usize = 100_000;
 
 /// The node-local sequence number of a broadcast.
 pub type Seq = u64;
@@ -90,10 +93,54 @@ impl Fanout {
 
     /// Delivers the feed until it closes.
     pub async fn run(self: Arc<Self>, mut feed: Feed) {
-        while let Some(message) = feed.recv().await {
-            self.deliver(&message).await;
+        while let Some(event) = feed.recv().await {
+            match event {
+                FeedEvent::Message(message) => self.deliver(&message).await,
+                FeedEvent::Gap => self.catch_up().await,
+            }
         }
         tracing::warn!("the store's live feed closed; live delivery stopped");
+    }
+
+    /// After the feed was interrupted: delivers, in order, what each room tracked here missed.
+    /// The feed is already back, so anything newer follows in it (and repeats are skipped).
+    async fn catch_up(&self) {
+        let rooms: Vec<(String, Position)> = {
+            let state = self.state.lock().await;
+            state
+                .rooms
+                .iter()
+                .map(|(r, s)| (r.clone(), s.last))
+                .collect()
+        };
+        tracing::info!(
+            rooms = rooms.len(),
+            "live feed resumed; catching up from history"
+        );
+        for (room, last) in rooms {
+            let mut attempts = 0;
+            let page = loop {
+                match self
+                    .history
+                    .read_after(&room, last, Position::MAX, CATCH_UP_LIMIT)
+                    .await
+                {
+                    Ok(page) => break Some(page),
+                    Err(e) if attempts < 10 => {
+                        attempts += 1;
+                        tracing::warn!(%room, "catch-up read failed, retrying: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(%room, "catch-up gave up; live clients may have missed messages until they reconnect: {e}");
+                        break None;
+                    }
+                }
+            };
+            for message in page.into_iter().flat_map(|p| p.messages) {
+                self.deliver(&message).await;
+            }
+        }
     }
 
     async fn deliver(&self, message: &Message) {

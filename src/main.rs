@@ -24,7 +24,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     let addr = SocketAddr::new(config.host, config.port());
-    let stores = Stores::from_config(&config);
+    let stores = Stores::from_config(&config)
+        .await
+        .context("could not reach the configured store")?;
     let server = Server::build(config, stores)
         .await
         .context("could not start the stores")?;

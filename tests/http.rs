@@ -12,7 +12,7 @@ use twine_store::{Message, Position};
 async fn server(args: &[&str]) -> Server {
     let args = ["twine", "--api-key", "k"].iter().chain(args);
     let config = Config::from_sources(args, std::iter::empty()).unwrap();
-    let stores = Stores::from_config(&config);
+    let stores = Stores::from_config(&config).await.unwrap();
     Server::build(config, stores).await.unwrap()
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::{History, Position, SessionStore};
+use crate::{FeedEvent, History, Position, SessionStore};
 
 /// A fresh, empty pair of stores (for a shared backend: under a key prefix of its own).
 pub trait StoreFactory: Fn() -> (Arc<dyn History>, Arc<dyn SessionStore>) {}
@@ -134,7 +134,7 @@ pub async fn the_feed_carries_every_append_in_order(h: Arc<dyn History>) {
             .await
             .expect("the feed delivers within 5 s")
             .expect("the feed stays open");
-        assert_eq!(got, expected);
+        assert_eq!(got, FeedEvent::Message(expected));
     }
 }
 

@@ -24,8 +24,18 @@ pub struct Page {
     pub truncated: bool,
 }
 
+/// What a [`History`] subscription yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeedEvent {
+    /// A message just appended; a room's messages arrive in position order.
+    Message(Message),
+    /// The subscription was interrupted and is back: messages appended meanwhile were not
+    /// yielded, and must be read from the history.
+    Gap,
+}
+
 /// Every message appended to a [`History`], in append order within each room.
-pub type Feed = mpsc::UnboundedReceiver<Message>;
+pub type Feed = mpsc::UnboundedReceiver<FeedEvent>;
 
 /// A per-room, append-only message log with positions assigned by the store.
 #[async_trait]
@@ -47,6 +57,10 @@ pub trait History: Send + Sync + 'static {
     /// The position of the newest message of `room`, or [`Position::ZERO`] when it has none.
     async fn last_position(&self, room: &str) -> Result<Position, StoreError>;
 
-    /// Every message appended from now on, in append order within each room.
+    /// Every message appended from now on, in append order within each room. Resolves once the
+    /// subscription is in place.
     async fn subscribe(&self) -> Result<Feed, StoreError>;
+
+    /// Whether the store answers now; a load balancer is told through `GET /`.
+    async fn check(&self) -> Result<(), StoreError>;
 }

@@ -21,7 +21,7 @@ mod position;
 mod session;
 
 pub use error::StoreError;
-pub use history::{Feed, History, Message, Page};
+pub use history::{Feed, FeedEvent, History, Message, Page};
 pub use memory::MemoryStore;
 pub use position::Position;
 pub use session::{RoomCursor, Session, SessionStore};

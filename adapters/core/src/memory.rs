@@ -10,7 +10,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::{
-    Feed, History, Message, Page, Position, RoomCursor, Session, SessionStore, StoreError,
+    Feed, FeedEvent, History, Message, Page, Position, RoomCursor, Session, SessionStore,
+    StoreError,
 };
 
 /// How often, at most, an operation also sweeps out expired rooms and sessions.
@@ -27,7 +28,7 @@ pub struct MemoryStore {
 struct Inner {
     rooms: HashMap<String, RoomLog>,
     sessions: HashMap<String, StoredSession>,
-    feeds: Vec<mpsc::UnboundedSender<Message>>,
+    feeds: Vec<mpsc::UnboundedSender<FeedEvent>>,
     last_sweep: Instant,
 }
 
@@ -147,7 +148,7 @@ impl History for MemoryStore {
         // Sent under the lock, so every subscriber sees a room's messages in position order.
         inner
             .feeds
-            .retain(|feed| feed.send(message.clone()).is_ok());
+            .retain(|feed| feed.send(FeedEvent::Message(message.clone())).is_ok());
         Ok(message)
     }
 
@@ -194,6 +195,10 @@ impl History for MemoryStore {
         let (tx, rx) = mpsc::unbounded_channel();
         self.lock().feeds.push(tx);
         Ok(rx)
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

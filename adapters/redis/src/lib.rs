@@ -1,0 +1,378 @@
+//! The Redis store: history and sessions shared by every node of a deployment.
+//!
+//! # Key layout (all under a configurable prefix, default `twine`)
+//!
+//! - `<prefix>:h:<room>`: a stream per room, one entry per message, id `<timestamp>-0`, field `p`
+//!   the payload. Trimmed by Redis on every append (entries older than the window, and beyond
+//!   the per-room count) and expiring a window after the room's last message.
+//! - `<prefix>:s:<session id>`: a hash per session, room → `<joined_at>:<acked>`, expiring a window
+//!   after the session's last activity.
+//! - `<prefix>:feed`: the pub/sub channel every node listens to for new messages.
+//!
+//! Appending is one Lua script: it reads Redis's own clock (`TIME`), makes the timestamp
+//! `max(now, last + 1)` for the room, adds the entry, trims, and publishes it on the feed. Scripts
+//! run atomically, so every node sees each room's messages in timestamp order, with one clock for
+//! the whole deployment.
+
+mod scripts;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Client, RedisError};
+use tokio::sync::mpsc;
+use twine_store::{
+    Feed, FeedEvent, History, Message, Page, Position, RoomCursor, Session, SessionStore,
+    StoreError,
+};
+
+/// How long a command may take before Redis counts as unavailable.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between attempts to re-establish the feed.
+const FEED_RETRY: Duration = Duration::from_millis(500);
+
+/// Settings of a [`RedisStore`].
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    /// Prefix of every key and channel, so several deployments can share one Redis.
+    pub prefix: String,
+    /// How long messages are kept.
+    pub history_window: Duration,
+    /// How long an idle session is kept.
+    pub session_window: Duration,
+    /// Most messages kept per room.
+    pub max_per_room: usize,
+}
+
+/// History and sessions in Redis. Cloning shares the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    client: Client,
+    conn: ConnectionManager,
+    options: RedisOptions,
+}
+
+fn unavailable(e: RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn corrupt(what: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(what.into())
+}
+
+/// Accepts a `redis://` or `rediss://` URL, or the original's bare `host[:port]` endpoint.
+pub fn normalize_url(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else if endpoint.contains(':') {
+        format!("redis://{endpoint}")
+    } else {
+        format!("redis://{endpoint}:6379")
+    }
+}
+
+impl RedisStore {
+    /// Connects, failing when Redis cannot be reached now. Later outages are survived: calls fail
+    /// with [`StoreError::Unavailable`] and the connection comes back by itself.
+    pub async fn connect(url: &str, options: RedisOptions) -> Result<RedisStore, StoreError> {
+        let client = Client::open(normalize_url(url))
+            .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(unavailable)?;
+        let store = RedisStore {
+            client,
+            conn,
+            options,
+        };
+        store.check().await?;
+        Ok(store)
+    }
+
+    /// The same connection under another key prefix (another deployment, or another test).
+    pub fn with_prefix(&self, prefix: impl Into<String>) -> RedisStore {
+        let mut store = self.clone();
+        store.options.prefix = prefix.into();
+        store
+    }
+
+    fn history_key(&self, room: &str) -> String {
+        format!("{}:h:{room}", self.options.prefix)
+    }
+
+    fn session_key(&self, id: &str) -> String {
+        format!("{}:s:{id}", self.options.prefix)
+    }
+
+    fn feed_channel(&self) -> String {
+        format!("{}:feed", self.options.prefix)
+    }
+
+    fn session_ms(&self) -> u64 {
+        self.options.session_window.as_millis() as u64
+    }
+
+    /// Forwards the feed channel into `tx` until the receiver is dropped, re-subscribing after
+    /// any interruption and then telling the receiver it may have missed messages.
+    async fn pump_feed(
+        client: Client,
+        channel: String,
+        mut pubsub: redis::aio::PubSub,
+        tx: mpsc::UnboundedSender<FeedEvent>,
+    ) {
+        loop {
+            {
+                let mut messages = pubsub.on_message();
+                while let Some(msg) = messages.next().await {
+                    let event = match msg.get_payload::<Vec<u8>>() {
+                        Ok(bytes) => match decode_feed(&bytes) {
+                            Some(message) => FeedEvent::Message(message),
+                            None => {
+                                tracing::warn!("ignoring an unreadable feed message");
+                                continue;
+                            }
+                        },
+                        Err(e) => {
+                            tracing::warn!("ignoring an unreadable feed message: {e}");
+                            continue;
+                        }
+                    };
+                    if tx.send(event).is_err() {
+                        return;
+                    }
+                }
+            }
+            tracing::warn!("Redis feed interrupted; re-subscribing");
+            pubsub = loop {
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(FEED_RETRY).await;
+                match subscribe(&client, &channel).await {
+                    Ok(p) => break p,
+                    Err(e) => tracing::debug!("Redis feed not back yet: {e}"),
+                }
+            };
+            tracing::info!("Redis feed re-subscribed");
+            if tx.send(FeedEvent::Gap).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn subscribe(client: &Client, channel: &str) -> Result<redis::aio::PubSub, RedisError> {
+    let mut pubsub = tokio::time::timeout(RESPONSE_TIMEOUT, client.get_async_pubsub())
+        .await
+        .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+    pubsub.subscribe(channel).await?;
+    Ok(pubsub)
+}
+
+/// A feed message is `<timestamp>:<room length>:<room><payload>`, built by the append script.
+fn decode_feed(bytes: &[u8]) -> Option<Message> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let (position, rest) = text.split_once(':')?;
+    let (room_len, rest) = rest.split_once(':')?;
+    let room_len: usize = room_len.parse().ok()?;
+    if rest.len() < room_len || !rest.is_char_boundary(room_len) {
+        return None;
+    }
+    let (room, payload) = rest.split_at(room_len);
+    Some(Message {
+        room: room.to_owned(),
+        position: Position(position.parse().ok()?),
+        payload: payload.to_owned(),
+    })
+}
+
+fn parse_position(id: &str) -> Option<Position> {
+    id.split('-').next()?.parse().ok().map(Position)
+}
+
+#[async_trait]
+impl History for RedisStore {
+    async fn append(&self, room: &str, payload: &str) -> Result<Message, StoreError> {
+        let position: u64 = scripts::APPEND
+            .key(self.history_key(room))
+            .arg(payload)
+            .arg(self.options.history_window.as_millis() as u64)
+            .arg(self.options.max_per_room)
+            .arg(self.feed_channel())
+            .arg(room)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(Message {
+            room: room.to_owned(),
+            position: Position(position),
+            payload: payload.to_owned(),
+        })
+    }
+
+    async fn read_after(
+        &self,
+        room: &str,
+        after: Position,
+        until: Position,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let (truncated, entries): (i64, Vec<(String, String)>) = scripts::READ
+            .key(self.history_key(room))
+            .arg(after.0)
+            .arg(if until == Position::MAX {
+                "+".to_owned()
+            } else {
+                until.0.to_string()
+            })
+            .arg(limit)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut messages = entries
+            .into_iter()
+            .map(|(id, payload)| {
+                let position =
+                    parse_position(&id).ok_or_else(|| corrupt(format!("entry id {id}")))?;
+                Ok(Message {
+                    room: room.to_owned(),
+                    position,
+                    payload,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        messages.reverse();
+        Ok(Page {
+            messages,
+            truncated: truncated != 0,
+        })
+    }
+
+    async fn last_position(&self, room: &str) -> Result<Position, StoreError> {
+        let last: u64 = scripts::LAST
+            .key(self.history_key(room))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(Position(last))
+    }
+
+    async fn subscribe(&self) -> Result<Feed, StoreError> {
+        let channel = self.feed_channel();
+        let pubsub = subscribe(&self.client, &channel)
+            .await
+            .map_err(unavailable)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(Self::pump_feed(self.client.clone(), channel, pubsub, tx));
+        Ok(rx)
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+fn parse_cursor(value: &str) -> Option<RoomCursor> {
+    let (joined, acked) = value.split_once(':')?;
+    Some(RoomCursor {
+        joined_at: Position(joined.parse().ok()?),
+        acked: Position(acked.parse().ok()?),
+    })
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        let key = self.session_key(id);
+        let (fields, _): (BTreeMap<String, String>, i64) = redis::pipe()
+            .hgetall(&key)
+            .pexpire(&key, self.session_ms() as i64)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let rooms = fields
+            .into_iter()
+            .map(|(room, value)| {
+                let cursor = parse_cursor(&value)
+                    .ok_or_else(|| corrupt(format!("session cursor {value:?}")))?;
+                Ok((room, cursor))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Some(Session { rooms }))
+    }
+
+    async fn join(&self, id: &str, room: &str, at: Position) -> Result<(), StoreError> {
+        let key = self.session_key(id);
+        let _: (i64, i64) = redis::pipe()
+            .hset_nx(&key, room, format!("{}:0", at.0))
+            .pexpire(&key, self.session_ms() as i64)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn leave(&self, id: &str, room: &str) -> Result<(), StoreError> {
+        let key = self.session_key(id);
+        let _: i64 = self
+            .conn
+            .clone()
+            .hdel(&key, room)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn advance(&self, id: &str, positions: &[(String, Position)]) -> Result<(), StoreError> {
+        let mut invocation = scripts::ADVANCE.key(self.session_key(id));
+        invocation.arg(self.session_ms());
+        for (room, position) in positions {
+            invocation.arg(room).arg(position.0);
+        }
+        let _: i64 = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feed_messages_round_trip_rooms_with_separators() {
+        let m = decode_feed("1795593690279:5:a:b\n{\"x\":\"y:z\"}".as_bytes()).unwrap();
+        assert_eq!(m.position, Position(1_795_593_690_279));
+        assert_eq!(m.room, "a:b\n{");
+        assert_eq!(m.payload, "\"x\":\"y:z\"}");
+        assert_eq!(decode_feed(b"12:99:short"), None);
+    }
+
+    #[test]
+    fn bare_endpoints_become_urls() {
+        assert_eq!(normalize_url("cache.example"), "redis://cache.example:6379");
+        assert_eq!(
+            normalize_url("cache.example:7000"),
+            "redis://cache.example:7000"
+        );
+        assert_eq!(normalize_url("rediss://x:1/2"), "rediss://x:1/2");
+    }
+}

@@ -1,0 +1,119 @@
+//! The store conformance suite, and what only a shared store must show, against a real
+//! `redis-server`.
+
+mod redis_server;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use redis_server::RedisServer;
+use twine_store::{History, Position, SessionStore};
+use twine_store_redis::{RedisOptions, RedisStore};
+
+fn options(prefix: &str) -> RedisOptions {
+    RedisOptions {
+        prefix: prefix.into(),
+        history_window: Duration::from_secs(3600),
+        session_window: Duration::from_secs(3600),
+        max_per_room: 1000,
+    }
+}
+
+#[tokio::test]
+async fn the_redis_store_passes_the_conformance_suite() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url(), options("unused"))
+        .await
+        .unwrap();
+    let next = AtomicU32::new(0);
+    twine_store::conformance::run_all(|| {
+        let prefixed = store.with_prefix(format!("t{}", next.fetch_add(1, Ordering::SeqCst)));
+        let history: Arc<dyn History> = Arc::new(prefixed.clone());
+        let sessions: Arc<dyn SessionStore> = Arc::new(prefixed);
+        (history, sessions)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_nodes_appending_to_one_room_get_distinct_increasing_positions() {
+    let server = RedisServer::start();
+    let a = RedisStore::connect(&server.url(), options("nodes"))
+        .await
+        .unwrap();
+    let b = RedisStore::connect(&server.url(), options("nodes"))
+        .await
+        .unwrap();
+    let appends = (0..400).map(|i| {
+        let node = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move { node.append("room", "{}").await.unwrap().position })
+    });
+    let mut positions = Vec::new();
+    for task in appends {
+        positions.push(task.await.unwrap());
+    }
+    positions.sort();
+    positions.dedup();
+    assert_eq!(positions.len(), 400, "every position is distinct");
+    let page = a
+        .read_after("room", Position::ZERO, Position::MAX, 1000)
+        .await
+        .unwrap();
+    let stored: Vec<Position> = page.messages.iter().map(|m| m.position).collect();
+    assert_eq!(stored, positions, "stored in position order");
+}
+
+#[tokio::test]
+async fn retention_by_count_is_done_by_redis_and_reported() {
+    let server = RedisServer::start();
+    let mut opts = options("count");
+    opts.max_per_room = 3;
+    let store = RedisStore::connect(&server.url(), opts).await.unwrap();
+    let mut appended = Vec::new();
+    for _ in 0..5 {
+        appended.push(store.append("room", "{}").await.unwrap());
+    }
+    let page = store
+        .read_after("room", Position::ZERO, Position::MAX, 100)
+        .await
+        .unwrap();
+    assert_eq!(page.messages, appended[2..].to_vec());
+    assert!(page.truncated, "two were trimmed");
+    let page = store
+        .read_after("room", appended[1].position, Position::MAX, 100)
+        .await
+        .unwrap();
+    assert!(!page.truncated, "nothing after the second was trimmed");
+}
+
+#[tokio::test]
+async fn sessions_and_history_expire_on_the_redis_side() {
+    let server = RedisServer::start();
+    let mut opts = options("ttl");
+    opts.history_window = Duration::from_millis(300);
+    opts.session_window = Duration::from_millis(300);
+    let store = RedisStore::connect(&server.url(), opts).await.unwrap();
+    store.append("room", "{}").await.unwrap();
+    store.join("sid", "room", Position(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(store.load("sid").await.unwrap(), None);
+    let page = store
+        .read_after("room", Position::ZERO, Position::MAX, 100)
+        .await
+        .unwrap();
+    assert!(page.messages.is_empty());
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_reported_unavailable() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(&server.url(), options("down"))
+        .await
+        .unwrap();
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let err = store.append("room", "{}").await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert!(store.check().await.is_err());
+}

@@ -1,0 +1,181 @@
+// Three nodes on one real redis-server acting as one service: delivery across nodes, recovery on
+// a different node, a node killed with SIGKILL, concurrent publishes through every node, and a
+// Redis outage. Observers connected throughout record the ground truth.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startTwine } from '../js-fixtures/server.mjs';
+import { startRedis } from '../js-fixtures/services.mjs';
+import { connect, fetchCookie, publish, subscribe, until, sleep } from '../js-fixtures/clients.mjs';
+
+let redis;
+let nodes;
+before(async () => {
+  redis = await startRedis();
+  nodes = [];
+  for (let i = 0; i < 3; i++) nodes.push(await startTwine({ args: ['--redis-url', redis.url] }));
+});
+after(async () => {
+  for (const n of nodes) await n.stop('SIGKILL');
+  await redis.stop();
+});
+
+const view = (m) => `${m.room}/${m.timestamp}/${m.n}`;
+
+test('a publish on one node reaches subscribers on every node, once each', async (t) => {
+  const sockets = await Promise.all(nodes.map((n) => connect(n.url)));
+  try {
+    for (const s of sockets) await subscribe(s, 'across');
+    const started = Date.now();
+    const latencies = [];
+    for (let n = 0; n < 20; n++) {
+      const sent = Date.now();
+      assert.equal((await publish(nodes[n % 3], 'across', { n, sent })).status, 201);
+    }
+    await until(() => sockets.every((s) => s.messages.length === 20), 5000, 'every node delivers');
+    await sleep(200);
+    for (const s of sockets) {
+      assert.deepEqual(s.messages.map((m) => m.n), [...Array(20).keys()]);
+    }
+    for (const s of sockets) s.messages.forEach((m, i) => latencies.push(s.arrivals[i] - m.sent));
+    latencies.sort((a, b) => a - b);
+    const at = (q) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
+    t.diagnostic(`publish→deliver across 3 nodes: p50 ${at(0.5)} ms, p99 ${at(0.99)} ms, max ${at(1)} ms`);
+    assert.ok(Date.now() - started < 5000);
+  } finally {
+    for (const s of sockets) s.close();
+  }
+});
+
+test('a client that drops on node 1 recovers on node 2 what was published through node 3', async () => {
+  const room = 'move';
+  const truth = await connect(nodes[2].url);
+  await subscribe(truth, room);
+  const cookie = await fetchCookie(nodes[0].url);
+  const first = await connect(nodes[0].url, { cookie });
+  await subscribe(first, room);
+  await publish(nodes[0], room, { n: 0 });
+  await until(() => first.messages.length === 1, 3000, 'first');
+  first.close();
+  await sleep(100);
+  const burst = await Promise.all(Array.from({ length: 100 }, (_, i) => publish(nodes[2], room, { n: i + 1 })));
+  assert.ok(burst.every((r) => r.status === 201));
+  await until(() => truth.messages.length === 101, 5000, 'observer');
+  const again = await connect(nodes[1].url, { cookie });
+  await until(() => again.messages.length === 100, 5000, 'replayed on node 2');
+  await sleep(200);
+  assert.deepEqual(again.messages.map(view), truth.messages.slice(1).map(view));
+  again.close();
+  truth.close();
+});
+
+test('concurrent publishes through all three nodes during a reconnect: no gap, no duplicate', async () => {
+  const room = 'busy';
+  const truth = await connect(nodes[2].url);
+  await subscribe(truth, room);
+  const cookie = await fetchCookie(nodes[0].url);
+  const first = await connect(nodes[0].url, { cookie });
+  await subscribe(first, room);
+  await publish(nodes[0], room, { n: 0 });
+  await until(() => first.messages.length === 1, 3000, 'first');
+  first.close();
+
+  let n = 1;
+  let publishing = true;
+  const publishers = nodes.flatMap((node) =>
+    [0, 1].map(async () => {
+      while (publishing) await publish(node, room, { n: n++ });
+    }),
+  );
+  await sleep(200);
+  const again = await connect(nodes[1].url, { cookie });
+  await sleep(300);
+  publishing = false;
+  await Promise.all(publishers);
+  await until(() => truth.messages.length === n, 10000, 'observer has all');
+  await until(() => again.messages.length >= n - 1, 10000, 'recovered client has all');
+  await sleep(300);
+  assert.deepEqual(again.messages.map(view), truth.messages.slice(1).map(view));
+  again.close();
+  truth.close();
+});
+
+test('clients of a node killed with SIGKILL recover on another node with nothing lost', async () => {
+  const victim = await startTwine({ args: ['--redis-url', redis.url] });
+  const room = 'crash';
+  const truth = await connect(nodes[2].url);
+  await subscribe(truth, room);
+  const clients = [];
+  for (let i = 0; i < 5; i++) {
+    const cookie = await fetchCookie(victim.url);
+    const socket = await connect(victim.url, { cookie });
+    await subscribe(socket, room);
+    clients.push({ cookie, sockets: [socket] });
+  }
+  let n = 0;
+  let publishing = true;
+  const publisher = (async () => {
+    while (publishing) {
+      await publish(nodes[n % 2 === 0 ? 0 : 2], room, { n: n++ });
+      await sleep(2);
+    }
+  })();
+  await sleep(200);
+  await victim.stop('SIGKILL');
+  await until(() => clients.every((c) => !c.sockets[0].connected), 5000, 'clients notice');
+  for (const c of clients) c.sockets.push(await connect(nodes[1].url, { cookie: c.cookie }));
+  await sleep(200);
+  publishing = false;
+  await publisher;
+  await until(() => truth.messages.length === n, 10000, 'observer has all');
+  const all = truth.messages.map(view);
+  for (const c of clients) {
+    await until(
+      () => new Set(c.sockets.flatMap((s) => s.messages.map(view))).size === all.length,
+      10000,
+      'every message reached the client',
+    );
+    const received = c.sockets.flatMap((s) => s.messages.map(view));
+    assert.deepEqual([...new Set(received)].sort(), [...all].sort(), 'nothing lost');
+    for (const s of c.sockets) {
+      const ts = s.messages.map((m) => m.timestamp);
+      assert.deepEqual(ts, [...ts].sort((a, b) => a - b), 'in order on each connection');
+    }
+  }
+  for (const c of clients) for (const s of c.sockets) s.close();
+  truth.close();
+});
+
+test('while Redis is down publishing answers 503, health reports it, clients stay; it recovers by itself', async () => {
+  const room = 'outage';
+  const socket = await connect(nodes[0].url);
+  await subscribe(socket, room);
+  try {
+    await redis.stop();
+    const res = await publish(nodes[1], room, { n: 1 });
+    assert.equal(res.status, 503);
+    assert.match(await res.text(), /not stored; retry later/);
+    const health = await fetch(`${nodes[1].url}/`);
+    assert.equal(health.status, 503);
+    assert.match(await health.text(), /degraded/);
+    await sleep(1500);
+    assert.ok(socket.connected, 'connected clients stay connected');
+
+    await redis.start();
+    let healthy = false;
+    for (let i = 0; i < 100 && !healthy; i++) {
+      healthy = (await fetch(`${nodes[1].url}/`)).status === 201;
+      if (!healthy) await sleep(100);
+    }
+    assert.ok(healthy, 'healthy again without a restart');
+    let accepted = false;
+    for (let i = 0; i < 50 && !accepted; i++) {
+      accepted = (await publish(nodes[1], room, { n: 2 })).status === 201;
+      if (!accepted) await sleep(100);
+    }
+    assert.ok(accepted, 'publishing works again');
+    await until(() => socket.messages.some((m) => m.n === 2), 5000, 'live delivery resumed');
+    assert.ok(!socket.messages.some((m) => m.n === 1), 'the refused message was never delivered');
+  } finally {
+    socket.close();
+  }
+});
