@@ -8,6 +8,9 @@ pub enum StoreError {
     /// when it is retried later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store is up but refuses more work until a backlog drains.
+    #[error("store full: {0}")]
+    Full(String),
     /// The backend answered with something this store cannot read.
     #[error("store returned corrupt data: {0}")]
     Corrupt(String),
@@ -16,6 +19,6 @@ pub enum StoreError {
 impl StoreError {
     /// Whether retrying later may succeed.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::Full(_))
     }
 }

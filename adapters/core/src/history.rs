@@ -63,4 +63,9 @@ pub trait History: Send + Sync + 'static {
 
     /// Whether the store answers now; a load balancer is told through `GET /`.
     async fn check(&self) -> Result<(), StoreError>;
+
+    /// Messages accepted but not yet written to the archive, for stores that write behind.
+    async fn backlog(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
 }

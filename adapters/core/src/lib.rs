@@ -9,19 +9,25 @@
 //!   assign it on its own side, one clock for every node), `read_after` pages through it, and
 //!   `subscribe` yields every appended message in append order per room.
 //! - [`SessionStore`]: a session's rooms, their join positions and acknowledged positions.
+//! - [`Archive`]: the long-window tier, and [`Tiered`], a recent tier in front of it.
+//! - [`WriteThrough`]: history kept only in an archive, written before a publish is accepted.
 //! - [`memory`]: the embedded default, both stores in one process.
 //! - [`conformance`]: the suite every store implementation must pass.
 //! - [`StoreError`]: what a store can fail with.
 
+mod archive;
 pub mod conformance;
 mod error;
 mod history;
 pub mod memory;
 mod position;
 mod session;
+mod write_through;
 
+pub use archive::{Archive, Tiered};
 pub use error::StoreError;
 pub use history::{Feed, FeedEvent, History, Message, Page};
-pub use memory::MemoryStore;
+pub use memory::{MemoryArchive, MemoryStore};
 pub use position::Position;
 pub use session::{RoomCursor, Session, SessionStore};
+pub use write_through::WriteThrough;

@@ -1,7 +1,8 @@
 //! The embedded default: history and sessions in this process's memory, with the same retention
 //! rules a shared store applies (a time window and a per-room count).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound::{Excluded, Included};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::{
-    Feed, FeedEvent, History, Message, Page, Position, RoomCursor, Session, SessionStore,
+    Archive, Feed, FeedEvent, History, Message, Page, Position, RoomCursor, Session, SessionStore,
     StoreError,
 };
 
@@ -248,6 +249,62 @@ impl SessionStore for MemoryStore {
     }
 }
 
+/// An [`Archive`] in memory, for exercising the tiers in tests.
+#[derive(Default)]
+pub struct MemoryArchive {
+    rooms: Mutex<HashMap<String, BTreeMap<Position, String>>>,
+}
+
+#[async_trait]
+impl Archive for MemoryArchive {
+    async fn put(&self, messages: &[Message]) -> Result<(), StoreError> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        for m in messages {
+            let room = rooms.entry(m.room.clone()).or_default();
+            room.insert(m.position, m.payload.clone());
+        }
+        Ok(())
+    }
+
+    async fn read_after(
+        &self,
+        room: &str,
+        after: Position,
+        until: Position,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(log) = rooms.get(room).filter(|_| after < until) else {
+            return Ok(Page::default());
+        };
+        let range = log.range((Excluded(after), Included(until)));
+        let available = range.clone().count();
+        let skip = available.saturating_sub(limit);
+        let messages = range
+            .skip(skip)
+            .map(|(position, payload)| Message {
+                room: room.to_owned(),
+                position: *position,
+                payload: payload.clone(),
+            })
+            .collect();
+        Ok(Page {
+            messages,
+            truncated: skip > 0,
+        })
+    }
+
+    async fn last_position(&self, room: &str) -> Result<Position, StoreError> {
+        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let last = rooms.get(room).and_then(|r| r.keys().next_back().copied());
+        Ok(last.unwrap_or(Position::ZERO))
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +371,10 @@ mod tests {
             (Arc::new(store.clone()), Arc::new(store))
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn the_memory_archive_passes_the_archive_conformance_suite() {
+        crate::conformance::run_archive(|| Arc::new(MemoryArchive::default())).await;
     }
 }
