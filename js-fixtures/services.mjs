@@ -77,6 +77,39 @@ export async function startRedis() {
 }
 
 /**
+ * dynalite, a DynamoDB-compatible server, keeping its data on disk so `stop()` then `start()`
+ * (an outage) loses nothing. `env` holds the AWS settings that point a node at it.
+ */
+export async function startDynalite() {
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'twine-dynalite-'));
+  const cli = new URL('./node_modules/dynalite/cli.js', import.meta.url).pathname;
+  const dynamo = {
+    port,
+    env: {
+      AWS_ENDPOINT_URL_DYNAMODB: `http://127.0.0.1:${port}`,
+      AWS_REGION: 'us-east-1',
+      AWS_ACCESS_KEY_ID: 'test',
+      AWS_SECRET_ACCESS_KEY: 'test',
+      AWS_EC2_METADATA_DISABLED: 'true',
+    },
+    current: null,
+    async start() {
+      this.current = launch(process.execPath, [cli, '--port', String(port), '--path', dir]);
+      await waitForPort(port);
+    },
+    async stop() {
+      if (!this.current) return;
+      this.current.proc.kill('SIGKILL');
+      await this.current.exited;
+      this.current = null;
+    },
+  };
+  await dynamo.start();
+  return dynamo;
+}
+
+/**
  * nginx in front of `upstreams` (ports) with compat-tests/nginx/twine-sticky.conf, which pins a
  * client to one node by its twineid cookie and proxies WebSocket upgrades.
  */

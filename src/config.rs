@@ -79,6 +79,26 @@ pub struct Config {
     #[arg(long, env = "TWINE_REDIS_PREFIX", default_value = "twine")]
     pub redis_prefix: String,
 
+    /// DynamoDB table holding history for the whole recovery window (layout compatible with the
+    /// original's `rooms` table). Region, credentials and endpoint come from the AWS SDK's
+    /// standard settings (`AWS_REGION`, `AWS_ENDPOINT_URL_DYNAMODB`, ...).
+    #[arg(long, env = "TWINE_DYNAMODB_TABLE")]
+    pub dynamodb_table: Option<String>,
+
+    /// Create the DynamoDB table (and enable its TTL) when it does not exist.
+    #[arg(long, env = "TWINE_DYNAMODB_CREATE_TABLE", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub dynamodb_create_table: bool,
+
+    /// Seconds of history Redis keeps in front of DynamoDB. Default 120 with DynamoDB, else the
+    /// whole recovery window.
+    #[arg(long, env = "TWINE_REDIS_HISTORY_SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    redis_history_secs: Option<u64>,
+
+    /// With Redis and DynamoDB: most messages waiting in Redis to be written to DynamoDB. At this
+    /// size publishing answers 503 until the backlog drains.
+    #[arg(long, env = "TWINE_ARCHIVE_BACKLOG_MAX", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub archive_backlog_max: u64,
+
     /// Log filter (`error`, `warn`, `info`, `debug`, or per-target directives).
     #[arg(long, env = "TWINE_LOG", default_value = "info")]
     pub log: String,
@@ -143,6 +163,16 @@ impl Config {
             .as_deref()
             .or(self.cache_endpoint.as_deref())
             .filter(|u| !u.is_empty())
+    }
+
+    /// How long Redis keeps messages: `--redis-history-secs`, else 120 s in front of DynamoDB,
+    /// else the recovery window.
+    pub fn redis_history(&self) -> Duration {
+        match (self.redis_history_secs, &self.dynamodb_table) {
+            (Some(secs), _) => Duration::from_secs(secs),
+            (None, Some(_)) => Duration::from_secs(120),
+            (None, None) => self.recovery_window,
+        }
     }
 
     pub fn with_port(mut self, port: u16) -> Config {

@@ -17,7 +17,10 @@ pub enum AppError {
     /// A body the original server also refused; the text is the original's where it had one.
     #[error("Malformed Request: {0}")]
     Malformed(&'static str),
-    #[error("Service Unavailable: the message was not stored; retry later.")]
+    #[error("{}", match .0 {
+        StoreError::Full(_) => "Service Unavailable: the archive backlog is full, so the message was not accepted; retry later.",
+        _ => "Service Unavailable: the message was not stored; retry later.",
+    })]
     Store(#[from] StoreError),
 }
 

@@ -1,9 +1,17 @@
 //! Chooses the history and session stores from the configuration, once, at start-up. Nothing
 //! else in the server knows which one runs.
+//!
+//! | configured | history | sessions | nodes |
+//! |---|---|---|---|
+//! | nothing | memory | memory | one |
+//! | Redis | Redis | Redis | many |
+//! | Redis + DynamoDB | Redis (recent), written behind to DynamoDB (whole window) | Redis | many |
+//! | DynamoDB | DynamoDB, written before a publish is accepted | memory | one |
 
 use std::sync::Arc;
 
-use twine_store::{History, MemoryStore, SessionStore, StoreError};
+use twine_store::{History, MemoryStore, SessionStore, StoreError, Tiered, WriteThrough};
+use twine_store_dynamodb::{DynamoArchive, DynamoOptions};
 use twine_store_redis::{RedisOptions, RedisStore};
 
 use crate::config::Config;
@@ -15,39 +23,66 @@ pub struct Stores {
 
 impl Stores {
     pub async fn from_config(config: &Config) -> Result<Stores, StoreError> {
-        match config.redis_url() {
-            Some(url) => {
+        let archive = match &config.dynamodb_table {
+            Some(table) => {
+                let options = DynamoOptions {
+                    table: table.clone(),
+                    create_table: config.dynamodb_create_table,
+                    window: config.recovery_window,
+                };
+                Some(Arc::new(DynamoArchive::from_env(options).await?))
+            }
+            None => None,
+        };
+        let memory = || MemoryStore::new(config.recovery_window, config.history_per_room as usize);
+        let stores = match (config.redis_url(), archive) {
+            (Some(url), archive) => {
                 let options = RedisOptions {
                     prefix: config.redis_prefix.clone(),
-                    history_window: config.recovery_window,
+                    history_window: config.redis_history(),
                     session_window: config.recovery_window,
                     max_per_room: config.history_per_room as usize,
+                    archive_backlog_max: archive.as_ref().map(|_| config.archive_backlog_max),
                 };
                 let redis = RedisStore::connect(url, options).await?;
-                tracing::info!(
-                    prefix = %config.redis_prefix,
-                    window = ?config.recovery_window,
-                    per_room = config.history_per_room,
-                    "stores: Redis (shared by every node using this prefix)"
-                );
-                Ok(Stores {
-                    history: Arc::new(redis.clone()),
+                let history: Arc<dyn History> = match archive {
+                    Some(archive) => {
+                        redis.spawn_archiver(archive.clone());
+                        Arc::new(Tiered::new(Arc::new(redis.clone()), archive))
+                    }
+                    None => Arc::new(redis.clone()),
+                };
+                Stores {
+                    history,
                     sessions: Arc::new(redis),
-                })
+                }
             }
-            None => {
-                let memory =
-                    MemoryStore::new(config.recovery_window, config.history_per_room as usize);
-                tracing::info!(
-                    window = ?config.recovery_window,
-                    per_room = config.history_per_room,
-                    "stores: in memory (single node; history and sessions end with the process)"
-                );
-                Ok(Stores {
+            (None, Some(archive)) => Stores {
+                history: Arc::new(WriteThrough::new(archive)),
+                sessions: Arc::new(memory()),
+            },
+            (None, None) => {
+                let memory = memory();
+                Stores {
                     history: Arc::new(memory.clone()),
                     sessions: Arc::new(memory),
-                })
+                }
             }
-        }
+        };
+        tracing::info!(
+            redis = config.redis_url().is_some(),
+            redis_prefix = %config.redis_prefix,
+            redis_history = ?config.redis_history(),
+            dynamodb_table = config.dynamodb_table.as_deref().unwrap_or("-"),
+            window = ?config.recovery_window,
+            "stores: {}",
+            match (config.redis_url(), &config.dynamodb_table) {
+                (Some(_), Some(_)) => "Redis, written behind to DynamoDB (many nodes)",
+                (Some(_), None) => "Redis (many nodes)",
+                (None, Some(_)) => "DynamoDB with sessions in memory (one node)",
+                (None, None) => "in memory (one node; history and sessions end with the process)",
+            }
+        );
+        Ok(stores)
     }
 }

@@ -4,6 +4,7 @@
 pub mod auth;
 mod cookie;
 mod health;
+mod metrics;
 mod publish;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::state::AppState;
 pub fn routes(app: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(health::health))
+        .route("/metrics", get(metrics::metrics))
         .route("/set-cookie", get(cookie::set_cookie))
         .route("/api/twine", post(publish::publish))
         .with_state(app)

@@ -14,6 +14,7 @@
 //! run atomically, so every node sees each room's messages in timestamp order, with one clock for
 //! the whole deployment.
 
+mod archiver;
 mod scripts;
 
 use std::collections::BTreeMap;
@@ -45,6 +46,9 @@ pub struct RedisOptions {
     pub session_window: Duration,
     /// Most messages kept per room.
     pub max_per_room: usize,
+    /// With an archive behind Redis: the most messages waiting to be archived. Publishing is
+    /// refused (not lost) while the backlog is at this size.
+    pub archive_backlog_max: Option<u64>,
 }
 
 /// History and sessions in Redis. Cloning shares the connection.
@@ -111,6 +115,10 @@ impl RedisStore {
 
     fn session_key(&self, id: &str) -> String {
         format!("{}:s:{id}", self.options.prefix)
+    }
+
+    fn queue_key(&self) -> String {
+        format!("{}:archive", self.options.prefix)
     }
 
     fn feed_channel(&self) -> String {
@@ -204,14 +212,21 @@ impl History for RedisStore {
     async fn append(&self, room: &str, payload: &str) -> Result<Message, StoreError> {
         let position: u64 = scripts::APPEND
             .key(self.history_key(room))
+            .key(self.queue_key())
             .arg(payload)
             .arg(self.options.history_window.as_millis() as u64)
             .arg(self.options.max_per_room)
             .arg(self.feed_channel())
             .arg(room)
+            .arg(self.options.archive_backlog_max.unwrap_or(0))
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| match e.code() {
+                Some("BACKLOG") => StoreError::Full(
+                    "the archive backlog is full; publishing resumes as it drains".into(),
+                ),
+                _ => unavailable(e),
+            })?;
         Ok(Message {
             room: room.to_owned(),
             position: Position(position),
@@ -282,6 +297,19 @@ impl History for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn backlog(&self) -> Result<Option<u64>, StoreError> {
+        if self.options.archive_backlog_max.is_none() {
+            return Ok(None);
+        }
+        let len: u64 = self
+            .conn
+            .clone()
+            .xlen(self.queue_key())
+            .await
+            .map_err(unavailable)?;
+        Ok(Some(len))
     }
 }
 

@@ -4,12 +4,18 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// KEYS[1] the room's stream; ARGV payload, window ms, max entries, feed channel, room.
-/// Returns the new message's timestamp.
+/// KEYS[1] the room's stream, KEYS[2] the write-behind queue; ARGV payload, window ms, max
+/// entries, feed channel, room, queue limit (0: no archive behind Redis).
+/// Returns the new message's timestamp, or an error `BACKLOG` when the queue is full.
 pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local key = KEYS[1]
+local key, queue = KEYS[1], KEYS[2]
+local payload, window, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local channel, room, queue_max = ARGV[4], ARGV[5], tonumber(ARGV[6])
+if queue_max > 0 and redis.call('XLEN', queue) >= queue_max then
+  return redis.error_reply('BACKLOG the archive backlog is full')
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local last = 0
@@ -23,27 +29,46 @@ if redis.call('EXISTS', key) == 1 then
 end
 local ts = math.max(now, last + 1)
 local id = string.format('%d', ts)
-local window = tonumber(ARGV[2])
-local max = tonumber(ARGV[3])
-redis.call('XADD', key, id .. '-0', 'p', ARGV[1])
--- Trim from the front: entries older than the window, then beyond the count. The newest
--- trimmed id is recorded as the stream's max-deleted-entry-id, which readers compare with
--- their position to know whether something they would need is gone.
-local dropped = nil
-local old = redis.call('XREVRANGE', key, '(' .. string.format('%d', ts - window) .. '-0', '-', 'COUNT', 1)
-if #old > 0 then dropped = tonumber(string.match(old[1][1], '^(%d+)')) end
+redis.call('XADD', key, id .. '-0', 'p', payload)
+-- Entries from keep_from on may not be archived yet and must stay. keep_from is the time the
+-- oldest queued message was queued (its queue id); a message's timestamp is never before the
+-- time it was queued, so every unarchived message is at or after it.
+local keep_from = nil
+if queue_max > 0 then
+  redis.call('XADD', queue, '*', 'r', room, 't', id, 'p', payload)
+  local oldest = redis.call('XRANGE', queue, '-', '+', 'COUNT', 1)
+  keep_from = tonumber(string.match(oldest[1][1], '^(%d+)'))
+end
+-- Trim from the front: entries older than the window, then beyond the count. The newest trimmed
+-- id is recorded as the stream's max-deleted-entry-id, which readers compare with their
+-- position to know whether something they would need is gone.
+local function newest_before(bound)
+  local e = redis.call('XREVRANGE', key, '(' .. string.format('%d', bound) .. '-0', '-', 'COUNT', 1)
+  if #e > 0 then return tonumber(string.match(e[1][1], '^(%d+)')) end
+  return nil
+end
+local floor = ts - window
+if keep_from and keep_from < floor then floor = keep_from end
+local dropped = newest_before(floor)
 local len = redis.call('XLEN', key)
 if len > max then
   local over = redis.call('XRANGE', key, '-', '+', 'COUNT', len - max)
   local d = tonumber(string.match(over[#over][1], '^(%d+)'))
-  if not dropped or d > dropped then dropped = d end
+  if keep_from and d >= keep_from then d = newest_before(keep_from) end
+  if d and (not dropped or d > dropped) then dropped = d end
 end
 if dropped then
   redis.call('XTRIM', key, 'MINID', '=', string.format('%d', dropped + 1) .. '-0')
   redis.call('XSETID', key, id .. '-0', 'MAXDELETEDID', string.format('%d', dropped) .. '-0')
 end
-redis.call('PEXPIRE', key, window)
-redis.call('PUBLISH', ARGV[4], id .. ':' .. string.len(ARGV[5]) .. ':' .. ARGV[5] .. ARGV[1])
+-- An idle room's key goes a window after its last message; with an archive behind, an hour
+-- later, so an archive outage of up to an hour does not take unarchived messages with it.
+if queue_max > 0 then
+  redis.call('PEXPIRE', key, window + 3600000)
+else
+  redis.call('PEXPIRE', key, window)
+end
+redis.call('PUBLISH', channel, id .. ':' .. string.len(room) .. ':' .. room .. payload)
 return ts
 "#,
     )

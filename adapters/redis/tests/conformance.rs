@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use redis_server::RedisServer;
-use twine_store::{History, Position, SessionStore};
+use twine_store::{Archive, History, MemoryArchive, Position, SessionStore};
 use twine_store_redis::{RedisOptions, RedisStore};
 
 fn options(prefix: &str) -> RedisOptions {
@@ -17,6 +17,7 @@ fn options(prefix: &str) -> RedisOptions {
         history_window: Duration::from_secs(3600),
         session_window: Duration::from_secs(3600),
         max_per_room: 1000,
+        archive_backlog_max: None,
     }
 }
 
@@ -116,4 +117,76 @@ async fn an_unreachable_redis_is_reported_unavailable() {
     let err = store.append("room", "{}").await.unwrap_err();
     assert!(err.is_unavailable(), "{err}");
     assert!(store.check().await.is_err());
+}
+
+#[tokio::test]
+async fn accepted_messages_are_written_behind_to_the_archive() {
+    let server = RedisServer::start();
+    let mut opts = options("behind");
+    opts.archive_backlog_max = Some(10_000);
+    let store = RedisStore::connect(&server.url(), opts).await.unwrap();
+    let archive = Arc::new(MemoryArchive::default());
+    let archiver = store.spawn_archiver(archive.clone());
+    let mut appended = Vec::new();
+    for i in 0..500 {
+        appended.push(store.append(["a", "b"][i % 2], "{}").await.unwrap());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.backlog().await.unwrap() != Some(0) {
+        assert!(std::time::Instant::now() < deadline, "backlog drains");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for room in ["a", "b"] {
+        let archived = archive
+            .read_after(room, Position::ZERO, Position::MAX, 1000)
+            .await
+            .unwrap()
+            .messages;
+        let expected: Vec<_> = appended
+            .iter()
+            .filter(|m| m.room == room)
+            .cloned()
+            .collect();
+        assert_eq!(archived, expected, "room {room} archived completely, once");
+    }
+    archiver.abort();
+}
+
+#[tokio::test]
+async fn a_full_backlog_refuses_publishes_instead_of_losing_them() {
+    let server = RedisServer::start();
+    let mut opts = options("full");
+    opts.archive_backlog_max = Some(5);
+    let store = RedisStore::connect(&server.url(), opts).await.unwrap();
+    for _ in 0..5 {
+        store.append("room", "{}").await.unwrap();
+    }
+    let err = store.append("room", "{}").await.unwrap_err();
+    assert!(matches!(err, twine_store::StoreError::Full(_)), "{err}");
+    let page = store
+        .read_after("room", Position::ZERO, Position::MAX, 100)
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 5, "the refused message was not stored");
+}
+
+#[tokio::test]
+async fn unarchived_messages_outlive_the_redis_window() {
+    let server = RedisServer::start();
+    let mut opts = options("keep");
+    opts.history_window = Duration::from_millis(200);
+    opts.archive_backlog_max = Some(10_000);
+    let store = RedisStore::connect(&server.url(), opts).await.unwrap();
+    let first = store.append("room", "{}").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    store.append("room", "{}").await.unwrap();
+    let page = store
+        .read_after("room", Position::ZERO, Position::MAX, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.messages.first(),
+        Some(&first),
+        "not archived yet, so not trimmed"
+    );
 }
