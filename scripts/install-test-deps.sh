@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the test suites need on a fresh machine: redis-server and nginx from Debian (the
-# tests start their own instances on free ports), Node.js with npm (from Debian when the machine
+# Installs what the test suites need on a fresh machine: redis-server, nginx and Chromium from
+# Debian (the tests start their own instances on free ports; playwright-core drives Chromium), Node.js with npm (from Debian when the machine
 # has none) and the npm packages of js-fixtures (real socket.io-client and the published Twine
 # libraries), exactly as locked.
 set -euo pipefail
@@ -17,6 +17,7 @@ apt_install() {
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v nginx >/dev/null || missing+=(nginx-light)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   apt_install "${missing[@]}"

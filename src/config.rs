@@ -99,6 +99,16 @@ pub struct Config {
     #[arg(long, env = "TWINE_ARCHIVE_BACKLOG_MAX", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub archive_backlog_max: u64,
 
+    /// Serve the demo page at `/demo/` (a live feed using the published twine-client-library)
+    /// with its publish route `POST /demo/publish`. Off by default: the route publishes without
+    /// the API key.
+    #[arg(long, env = "TWINE_DEMO", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub demo: bool,
+
+    /// Folder holding `demo/` and the npm packages it loads (`node_modules/`).
+    #[arg(long, env = "TWINE_DEMO_DIR", default_value = "js-fixtures")]
+    pub demo_dir: std::path::PathBuf,
+
     /// Log filter (`error`, `warn`, `info`, `debug`, or per-target directives).
     #[arg(long, env = "TWINE_LOG", default_value = "info")]
     pub log: String,

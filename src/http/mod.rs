@@ -3,6 +3,7 @@
 
 pub mod auth;
 mod cookie;
+mod demo;
 mod health;
 mod metrics;
 mod publish;
@@ -17,12 +18,17 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use crate::state::AppState;
 
 pub fn routes(app: Arc<AppState>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/", get(health::health))
         .route("/metrics", get(metrics::metrics))
         .route("/set-cookie", get(cookie::set_cookie))
-        .route("/api/twine", post(publish::publish))
-        .with_state(app)
+        .route("/api/twine", post(publish::publish));
+    let router = if app.config.demo {
+        router.merge(demo::routes(&app.config.demo_dir))
+    } else {
+        router
+    };
+    router.with_state(app)
 }
 
 /// Credentialed CORS: an allowed `Origin` is echoed back with

@@ -1,0 +1,99 @@
+// The demo feed: the published twine-client-library, unchanged, against this Twine node (or the
+// one named by ?server=). ?room= picks the room (default "lobby").
+import TwineClientLibrary from 'twine-client-library';
+
+const params = new URLSearchParams(location.search);
+const server = params.get('server') ?? location.origin;
+const room = params.get('room') ?? 'lobby';
+
+const list = document.getElementById('messages');
+const status = document.getElementById('status');
+const statusText = document.getElementById('status-text');
+const transport = document.getElementById('transport');
+document.getElementById('room-name').textContent = room;
+
+const time = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+
+function show(message) {
+  const item = document.createElement('li');
+  item.className = 'message';
+  item.dataset.ts = String(message.timestamp);
+  if (message.n !== undefined) item.dataset.n = String(message.n);
+  const when = document.createElement('span');
+  when.className = 'time';
+  when.textContent = time.format(new Date(message.timestamp));
+  const who = document.createElement('span');
+  who.className = 'who';
+  who.textContent = message.name || 'backend';
+  const text = document.createElement('span');
+  text.className = 'text';
+  text.textContent = message.text ?? JSON.stringify(message);
+  item.append(when, who, text);
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.append(item);
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+function setStatus(state, text) {
+  status.dataset.state = state;
+  statusText.textContent = text;
+}
+
+const twine = new TwineClientLibrary(server);
+let subscribed = false;
+
+// The library creates its socket once its /set-cookie request returns. Handlers are attached the
+// moment it does: messages replayed right after connecting would be missed by a listener
+// attached later (the library's own listenOn attaches up to 100 ms late).
+let current;
+Object.defineProperty(twine, 'socket', {
+  configurable: true,
+  enumerable: true,
+  get: () => current,
+  set: (socket) => {
+    current = socket;
+    if (socket) attach(socket);
+  },
+});
+
+function attach(socket) {
+  socket.on('connect', () => {
+    setStatus('live', 'live');
+    transport.textContent = socket.io.engine.transport.name;
+    socket.io.engine.once('upgrade', (t) => (transport.textContent = t.name));
+    // Recovery rejoins the room on later connects; subscribing once per page is enough.
+    if (!subscribed) {
+      subscribed = true;
+      twine.subscribe(room);
+    }
+  });
+  socket.on('disconnect', () => setStatus('offline', 'reconnecting…'));
+  socket.on('message', (message) => {
+    if (message.room !== room) return;
+    show(message);
+    // Acknowledge as the library's listenOn does, so recovery resumes after it.
+    socket.emit('updateSessionTS', message.timestamp);
+  });
+}
+
+document.getElementById('composer').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const button = form.querySelector('button');
+  const text = form.text.value.trim();
+  if (!text) return;
+  button.disabled = true;
+  try {
+    const res = await fetch(`${server}/demo/publish`, {
+      method: 'POST',
+      credentials: 'include',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ room, name: form.name.value, text }),
+    });
+    if (res.ok) form.text.value = '';
+    else alert(await res.text());
+  } finally {
+    button.disabled = false;
+    form.text.focus();
+  }
+});
