@@ -11,14 +11,21 @@ COPY src ./src
 RUN cargo build --release --locked --bin twine \
  && strip target/release/twine
 
+# The demo page (--demo) and the two npm packages it loads, served as static files.
+FROM node:20-bookworm-slim AS demo
+WORKDIR /srv/twine
+COPY js-fixtures/demo ./demo
+RUN npm install --no-save --no-audit --no-fund twine-client-library@1.0.4 socket.io-client@4.8
+
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home twine
 COPY --from=build /src/target/release/twine /usr/local/bin/twine
+COPY --from=demo /srv/twine /srv/twine
 USER twine
-ENV PORT=3005
+ENV PORT=3005 TWINE_DEMO_DIR=/srv/twine
 EXPOSE 3005
 # GET / answers 201 while the node is healthy.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=5s --retries=3 \

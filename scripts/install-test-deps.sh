@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the test suites need on a fresh machine: redis-server, nginx and Chromium from
-# Debian (the tests start their own instances on free ports; playwright-core drives Chromium), Node.js with npm (from Debian when the machine
+# Installs what the test suites need on a fresh machine: redis-server, nginx, Chromium and
+# docker-compose (to validate the compose file) from Debian (the tests start their own instances
+# on free ports; playwright-core drives Chromium), python-socketio from PyPI, Node.js with npm (from Debian when the machine
 # has none) and the npm packages of js-fixtures (real socket.io-client and the published Twine
 # libraries), exactly as locked.
 set -euo pipefail
@@ -18,6 +19,7 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v nginx >/dev/null || missing+=(nginx-light)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   apt_install "${missing[@]}"
@@ -36,6 +38,11 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 20 ]; then
   echo "Node.js 20 or newer is needed for the compatibility tests (found $(node --version))" >&2
   exit 1
+fi
+
+if ! python3 -c 'import socketio, websocket, requests' 2>/dev/null; then
+  echo "installing python-socketio"
+  python3 -m pip install --quiet --disable-pip-version-check "python-socketio[client]==5.18.1"
 fi
 
 echo "installing js-fixtures npm packages"
