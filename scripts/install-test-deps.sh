@@ -47,3 +47,8 @@ fi
 
 echo "installing js-fixtures npm packages"
 npm ci --prefix js-fixtures --no-audit --no-fund --loglevel=error
+
+echo "installing the Node peer and Artillery npm packages"
+npm ci --prefix js-fixtures/node-peer --no-audit --no-fund --loglevel=error
+# Artillery's optional browser download cannot work offline.
+PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix js-fixtures/artillery --no-audit --no-fund --loglevel=error

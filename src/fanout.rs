@@ -331,11 +331,16 @@ impl State {
                 r.recent.range(from..)
             })
         };
+        // Within a room, sequence numbers and positions both increase: binary searches.
         let acked_seq = links
             .iter()
             .filter_map(|(room, since)| {
-                let mut sent = sent_after(room, *since)?;
-                sent.find(|(_, p)| *p == position).map(|(seq, _)| *seq)
+                let recent = &self.rooms.get(room)?.recent;
+                let at = recent.partition_point(|(_, p)| *p < position);
+                match recent.get(at) {
+                    Some(&(seq, p)) if p == position && seq > *since => Some(seq),
+                    _ => None,
+                }
             })
             .min()?;
         Some(

@@ -25,6 +25,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use twine_store::StoreError;
@@ -86,6 +87,12 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let io = self.io;
+        // Small frames (one message, one heartbeat) must leave at once, not wait for Nagle.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY not set: {e}");
+            }
+        });
         axum::serve(listener, self.router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
