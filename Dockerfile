@@ -7,6 +7,7 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY adapters ./adapters
+COPY loadgen ./loadgen
 COPY src ./src
 RUN cargo build --release --locked --bin twine \
  && strip target/release/twine

@@ -121,7 +121,7 @@ function publish(req, res) {
 const malformed = (res, why) => reply(res, 400, `Malformed Request: ${why}`);
 
 function reply(res, status, text) {
-  res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8' });
+  res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
   res.end(text);
 }
 
