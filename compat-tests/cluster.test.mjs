@@ -21,6 +21,22 @@ after(async () => {
 
 const view = (m) => `${m.room}/${m.timestamp}/${m.n}`;
 
+/**
+ * An observer on node 3 subscribed to `room`, and a session on node 1 that subscribed, received
+ * and acknowledged message 0, then dropped. Returns the observer and the session's cookie.
+ */
+async function observedDrop(room) {
+  const truth = await connect(nodes[2].url);
+  await subscribe(truth, room);
+  const cookie = await fetchCookie(nodes[0].url);
+  const first = await connect(nodes[0].url, { cookie });
+  await subscribe(first, room);
+  await publish(nodes[0], room, { n: 0 });
+  await until(() => first.messages.length === 1, 3000, 'first');
+  first.close();
+  return { truth, cookie };
+}
+
 test('a publish on one node reaches subscribers on every node, once each', async (t) => {
   const sockets = await Promise.all(nodes.map((n) => connect(n.url)));
   try {
@@ -48,14 +64,7 @@ test('a publish on one node reaches subscribers on every node, once each', async
 
 test('a client that drops on node 1 recovers on node 2 what was published through node 3', async () => {
   const room = 'move';
-  const truth = await connect(nodes[2].url);
-  await subscribe(truth, room);
-  const cookie = await fetchCookie(nodes[0].url);
-  const first = await connect(nodes[0].url, { cookie });
-  await subscribe(first, room);
-  await publish(nodes[0], room, { n: 0 });
-  await until(() => first.messages.length === 1, 3000, 'first');
-  first.close();
+  const { truth, cookie } = await observedDrop(room);
   await sleep(100);
   const burst = await Promise.all(Array.from({ length: 100 }, (_, i) => publish(nodes[2], room, { n: i + 1 })));
   assert.ok(burst.every((r) => r.status === 201));
@@ -70,14 +79,7 @@ test('a client that drops on node 1 recovers on node 2 what was published throug
 
 test('concurrent publishes through all three nodes during a reconnect: no gap, no duplicate', async () => {
   const room = 'busy';
-  const truth = await connect(nodes[2].url);
-  await subscribe(truth, room);
-  const cookie = await fetchCookie(nodes[0].url);
-  const first = await connect(nodes[0].url, { cookie });
-  await subscribe(first, room);
-  await publish(nodes[0], room, { n: 0 });
-  await until(() => first.messages.length === 1, 3000, 'first');
-  first.close();
+  const { truth, cookie } = await observedDrop(room);
 
   let n = 1;
   let publishing = true;

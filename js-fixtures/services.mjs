@@ -54,15 +54,17 @@ function launch(cmd, args) {
   return { proc, exited, output: () => output };
 }
 
-/** A redis-server without persistence; `stop()` and `start()` again on the same port. */
-export async function startRedis() {
-  const port = await freePort();
-  const redis = {
+/**
+ * A server that can be stopped and started again on the same port (an outage): `launchOn(port)`
+ * starts one instance.
+ */
+async function restartable(port, launchOn, extra = {}) {
+  const service = {
     port,
-    url: `redis://127.0.0.1:${port}`,
+    ...extra,
     current: null,
     async start() {
-      this.current = launch('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
+      this.current = launchOn(port);
       await waitForPort(port);
     },
     async stop() {
@@ -72,8 +74,18 @@ export async function startRedis() {
       this.current = null;
     },
   };
-  await redis.start();
-  return redis;
+  await service.start();
+  return service;
+}
+
+/** A redis-server without persistence; `stop()` and `start()` again on the same port. */
+export async function startRedis() {
+  const port = await freePort();
+  return restartable(
+    port,
+    (p) => launch('redis-server', ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']),
+    { url: `redis://127.0.0.1:${port}` },
+  );
 }
 
 /**
@@ -84,8 +96,7 @@ export async function startDynalite() {
   const port = await freePort();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'twine-dynalite-'));
   const cli = new URL('./node_modules/dynalite/cli.js', import.meta.url).pathname;
-  const dynamo = {
-    port,
+  return restartable(port, (p) => launch(process.execPath, [cli, '--port', String(p), '--path', dir]), {
     env: {
       AWS_ENDPOINT_URL_DYNAMODB: `http://127.0.0.1:${port}`,
       AWS_REGION: 'us-east-1',
@@ -93,20 +104,7 @@ export async function startDynalite() {
       AWS_SECRET_ACCESS_KEY: 'test',
       AWS_EC2_METADATA_DISABLED: 'true',
     },
-    current: null,
-    async start() {
-      this.current = launch(process.execPath, [cli, '--port', String(port), '--path', dir]);
-      await waitForPort(port);
-    },
-    async stop() {
-      if (!this.current) return;
-      this.current.proc.kill('SIGKILL');
-      await this.current.exited;
-      this.current = null;
-    },
-  };
-  await dynamo.start();
-  return dynamo;
+  });
 }
 
 /**

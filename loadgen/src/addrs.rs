@@ -32,6 +32,12 @@ impl SourceAddrs {
     }
 }
 
+/// The most connections one process can hold here: its open-files hard limit, less headroom.
+pub fn connection_ceiling() -> usize {
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((0, 0));
+    (hard.saturating_sub(2_000) as usize).min(100_000)
+}
+
 /// Raises this process's open-files limit to its hard limit (root may raise the hard limit).
 pub fn raise_open_files_limit() -> anyhow::Result<()> {
     let want = 1_048_576;

@@ -120,6 +120,8 @@ struct Fleet {
     dropped: AtomicUsize,
     /// Clients that have everything they were waiting for.
     complete: AtomicUsize,
+    /// Messages received by all clients.
+    delivered: AtomicU64,
     ack: bool,
     stop: watch::Receiver<bool>,
     connecting: Semaphore,
@@ -172,6 +174,7 @@ async fn client_task(fleet: Arc<Fleet>, plan: Plan) -> Seen {
         tokio::select! {
             event = client.next_event() => match event {
                 Ok(Some(Event::Message(m))) => {
+                    fleet.delivered.fetch_add(1, Ordering::Relaxed);
                     let at = now_us();
                     seen.latencies_us.push(at.saturating_sub(m.sent_us).min(u32::MAX as u64) as u32);
                     seen.seqs.push(m.seq);
@@ -222,6 +225,7 @@ impl Run {
                 errors: AtomicUsize::new(0),
                 dropped: AtomicUsize::new(0),
                 complete: AtomicUsize::new(0),
+                delivered: AtomicU64::new(0),
                 ack: args.ack,
                 stop: stop_rx,
                 connecting: Semaphore::new(512),
@@ -260,6 +264,29 @@ impl Run {
             }
         }
         handles
+    }
+
+    /// Waits until the clients have received `expected` messages in all, or nothing more
+    /// arrives for five seconds (a server behind its load delivers late, not never).
+    async fn settle(&self, expected: u64) {
+        let mut last = self.fleet.delivered.load(Ordering::Relaxed);
+        let mut still_since = Instant::now();
+        let give_up = Instant::now() + Duration::from_secs(180);
+        loop {
+            let now = self.fleet.delivered.load(Ordering::Relaxed);
+            if now >= expected
+                || still_since.elapsed() > Duration::from_secs(5)
+                || Instant::now() > give_up
+            {
+                return;
+            }
+            if now != last {
+                last = now;
+                still_since = Instant::now();
+            }
+            self.progress(&format!("delivering: {now}/{expected}"));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     async fn finish(&self, handles: Vec<JoinHandle<Seen>>) -> Vec<Seen> {
@@ -335,6 +362,11 @@ struct Publishing<'a> {
 enum PublishLimit {
     Count(u64),
     For(Duration),
+}
+
+/// Messages due to all clients: each gets everything published to its room.
+fn due(rooms_of: &[usize], published: &[Vec<u64>]) -> u64 {
+    rooms_of.iter().map(|&r| published[r].len() as u64).sum()
 }
 
 fn latency_figures(seen: &[Seen]) -> (Option<Latency>, Vec<(f64, f64)>) {
@@ -482,8 +514,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Figures> {
                 first_seq: 0,
             };
             let published = publish(job, &publish_errors, None).await?;
-            // Let the last deliveries land.
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            run.settle(due(&rooms_of, &published)).await;
             figures.server_cpu_seconds = procfs::cpu_seconds(pid)? - cpu_before;
             let elapsed = started.elapsed().as_secs_f64();
             figures.dropped = run.fleet.dropped.load(Ordering::Relaxed);
@@ -556,15 +587,15 @@ pub async fn run(args: &Args) -> anyhow::Result<Figures> {
             tokio::time::sleep(Duration::from_secs(2)).await;
             let _ = stop_live.send(true);
             let live = live.await??;
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            figures.server_cpu_seconds = procfs::cpu_seconds(pid)? - cpu_before;
-            figures.connect_errors += again.fleet.errors.load(Ordering::Relaxed);
-            figures.dropped = again.fleet.dropped.load(Ordering::Relaxed);
-            let seen = again.finish(handles).await;
             let mut published = away;
             for (room, seqs) in live.into_iter().enumerate() {
                 published[room].extend(seqs);
             }
+            again.settle(due(&rooms_of, &published)).await;
+            figures.server_cpu_seconds = procfs::cpu_seconds(pid)? - cpu_before;
+            figures.connect_errors += again.fleet.errors.load(Ordering::Relaxed);
+            figures.dropped = again.fleet.dropped.load(Ordering::Relaxed);
+            let seen = again.finish(handles).await;
             figures.publishes = published.iter().map(|p| p.len() as u64).sum();
             tally(&mut figures, &seen, &rooms_of, &published, 0);
             figures.recovery_seconds = all_recovered.then_some(recovery);

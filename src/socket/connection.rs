@@ -9,6 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use socketioxide::adapter::Adapter;
 use socketioxide::handler::{FromMessage, Value};
@@ -20,9 +21,17 @@ use crate::fanout::Seq;
 use crate::session::SessionHandle;
 use crate::state::AppState;
 
+/// How often, at most, a flowing stream of acknowledgements is resolved and stored. Clients
+/// acknowledge every message; resolving each would cost more than delivering it.
+const ACK_FLUSH_EVERY: Duration = Duration::from_secs(1);
+
 pub struct Connection {
     pub session: SessionHandle,
     pub app: Arc<AppState>,
+    /// Newest acknowledged timestamp not yet resolved and stored (0: none).
+    latest_ack: AtomicU64,
+    /// Wall-clock ms of the last time acknowledgements were resolved.
+    last_ack_flush: AtomicU64,
     tickets: AtomicU64,
     turn: watch::Sender<u64>,
     first_turn: Mutex<Option<Ticket>>,
@@ -54,6 +63,8 @@ impl Connection {
         let conn = Arc::new(Connection {
             session,
             app,
+            latest_ack: AtomicU64::new(0),
+            last_ack_flush: AtomicU64::new(0),
             tickets: AtomicU64::new(0),
             turn: watch::Sender::new(0),
             first_turn: Mutex::new(None),
@@ -121,10 +132,42 @@ impl Connection {
         self.sent().recovering.clone()
     }
 
+    /// Records an acknowledgement as it arrives (acknowledgements arrive in the order the client
+    /// handled its messages, so the newest one covers the others). Returns whether it is time to
+    /// resolve and store it ([`Connection::flush_acks`]).
+    pub fn note_ack(&self, position: Position) -> bool {
+        self.latest_ack.store(position.0, Ordering::SeqCst);
+        let now = Position::now_ms();
+        let last = self.last_ack_flush.load(Ordering::SeqCst);
+        now.saturating_sub(last) >= ACK_FLUSH_EVERY.as_millis() as u64
+            && self
+                .last_ack_flush
+                .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+    }
+
+    /// Resolves the newest acknowledgement not yet stored and stores the positions it covers.
+    pub async fn flush_acks(&self) {
+        let latest = self.latest_ack.swap(0, Ordering::SeqCst);
+        if latest == 0 {
+            return;
+        }
+        let handled = self.acknowledge(Position(latest)).await;
+        if handled.is_empty() {
+            tracing::debug!(
+                position = latest,
+                "acknowledged timestamp not among recent messages"
+            );
+        }
+        if let Err(e) = self.session.advance(&handled).await {
+            tracing::warn!("acknowledgement not stored: {e}");
+        }
+    }
+
     /// Resolves "the client handled the message it was sent with this timestamp, and everything
     /// sent before it" into the newest handled position per room. Empty when no message with that
     /// timestamp was sent recently.
-    pub async fn acknowledge(&self, position: Position) -> Vec<(String, Position)> {
+    async fn acknowledge(&self, position: Position) -> Vec<(String, Position)> {
         let links: Vec<(String, Seq)> = {
             let mut sent = self.sent();
             sent.acknowledges = true;
@@ -241,5 +284,34 @@ impl<A: Adapter> FromMessage<A> for InTurn {
     fn from_message(s: Arc<Socket<A>>, _: Value, _: Option<i64>) -> Result<Self, NotAdmitted> {
         let conn = s.extensions.get::<Arc<Connection>>().ok_or(NotAdmitted)?;
         Ok(InTurn(conn.ticket()))
+    }
+}
+
+/// Extractor for `updateSessionTS`: records the acknowledged timestamp while the event is decoded,
+/// in arrival order, so the handler (run as a task of its own) needs no turn unless it is time to
+/// store. Put it last.
+pub struct AckArrival {
+    pub conn: Arc<Connection>,
+    /// The timestamp, when the argument is one.
+    pub position: Option<Position>,
+    /// Whether this handler should resolve and store the acknowledgements now.
+    pub flush: bool,
+}
+
+impl<A: Adapter> FromMessage<A> for AckArrival {
+    type Error = NotAdmitted;
+    fn from_message(s: Arc<Socket<A>>, v: Value, _: Option<i64>) -> Result<Self, NotAdmitted> {
+        let conn = s.extensions.get::<Arc<Connection>>().ok_or(NotAdmitted)?;
+        // The event as JSON text: ["updateSessionTS", <timestamp>].
+        let position = v
+            .as_str()
+            .and_then(|text| serde_json::from_str::<Vec<serde_json::Value>>(text).ok())
+            .and_then(|args| args.get(1).and_then(super::events::timestamp));
+        let flush = position.is_some_and(|p| conn.note_ack(p));
+        Ok(AckArrival {
+            conn,
+            position,
+            flush,
+        })
     }
 }

@@ -8,7 +8,7 @@ use socketioxide::ParserError;
 use socketioxide::extract::{Extension, SocketRef, TryData};
 use twine_store::Position;
 
-use super::connection::{Connection, InTurn};
+use super::connection::{AckArrival, Connection, InTurn};
 use super::{emit, reject};
 
 /// Longest room name, in bytes.
@@ -26,10 +26,10 @@ fn room_name(data: Result<Value, ParserError>) -> Result<String, String> {
     }
 }
 
-fn timestamp(data: Result<Value, ParserError>) -> Option<Position> {
-    let number = match data {
-        Ok(Value::Number(n)) => n,
-        _ => return None,
+/// A client's `updateSessionTS` argument as a position: a non-negative whole number.
+pub(super) fn timestamp(arg: &Value) -> Option<Position> {
+    let Value::Number(number) = arg else {
+        return None;
     };
     number.as_u64().map(Position).or_else(|| {
         let f = number.as_f64()?;
@@ -76,25 +76,18 @@ pub async fn unsubscribe(s: SocketRef, TryData(data): TryData<Value>, InTurn(tic
     emit(&s, "roomLeft", &format!("You have left room: {room}"));
 }
 
-pub async fn update_session_ts(
-    s: SocketRef,
-    TryData(data): TryData<Value>,
-    InTurn(ticket): InTurn,
-) {
-    let conn = ticket.wait().await;
-    let Some(position) = timestamp(data) else {
-        return reject(
-            &s,
-            "updateSessionTS",
-            "timestamp must be the non-negative integer timestamp of a received message",
-        );
-    };
-    let handled = conn.acknowledge(position).await;
-    if handled.is_empty() {
-        tracing::debug!(sid = %s.id, %position, "acknowledged timestamp not among recent messages");
-    }
-    if let Err(e) = conn.session.advance(&handled).await {
-        tracing::warn!("acknowledgement not stored: {e}");
+pub async fn update_session_ts(s: SocketRef, ack: AckArrival) {
+    if ack.position.is_none() || ack.flush {
+        // Behind every event that arrived earlier (their tickets were taken as they arrived).
+        let turn = ack.conn.ticket().wait().await;
+        if ack.position.is_none() {
+            return reject(
+                &s,
+                "updateSessionTS",
+                "timestamp must be the non-negative integer timestamp of a received message",
+            );
+        }
+        turn.flush_acks().await;
     }
 }
 
@@ -105,6 +98,7 @@ pub async fn state_recovery(InTurn(ticket): InTurn) {
 
 pub async fn disconnect(s: SocketRef, Extension(conn): Extension<Arc<Connection>>) {
     let turn = conn.ticket().wait().await;
+    turn.flush_acks().await;
     let positions = turn.last_sent().await;
     if let Err(e) = turn.session.advance(&positions).await {
         tracing::warn!("positions not stored on disconnect: {e}");
@@ -136,15 +130,15 @@ mod tests {
     #[test]
     fn timestamps_are_non_negative_whole_numbers() {
         assert_eq!(
-            timestamp(Ok(Value::from(1_732_000_000_123u64))),
+            timestamp(&Value::from(1_732_000_000_123u64)),
             Some(Position(1_732_000_000_123))
         );
         assert_eq!(
-            timestamp(Ok(Value::from(1.5e12))),
+            timestamp(&Value::from(1.5e12)),
             Some(Position(1_500_000_000_000))
         );
-        assert_eq!(timestamp(Ok(Value::from(1.5))), None);
-        assert_eq!(timestamp(Ok(Value::from(-3))), None);
-        assert_eq!(timestamp(Ok(Value::from("123"))), None);
+        assert_eq!(timestamp(&Value::from(1.5)), None);
+        assert_eq!(timestamp(&Value::from(-3)), None);
+        assert_eq!(timestamp(&Value::from("123")), None);
     }
 }

@@ -51,30 +51,27 @@ async fn history_kept_only_in_dynamodb_passes_the_conformance_suite() {
     twine_store::conformance::run_all(|| next.lock().unwrap().next().unwrap()).await;
 }
 
+/// Connects to `table` without creating it; returns the refusal.
+async fn connect_existing(server: &Dynalite, table: &str) -> twine_store::StoreError {
+    let options = DynamoOptions {
+        table: table.into(),
+        create_table: false,
+        window: Duration::from_secs(60),
+    };
+    DynamoArchive::connect(server.client(), options)
+        .await
+        .err()
+        .expect("refused")
+}
+
 #[tokio::test]
 async fn a_missing_table_or_a_wrong_key_schema_fails_clearly() {
     let server = Dynalite::start();
-    let options = DynamoOptions {
-        table: "absent".into(),
-        create_table: false,
-        window: Duration::from_secs(60),
-    };
-    let err = DynamoArchive::connect(server.client(), options)
-        .await
-        .err()
-        .unwrap();
+    let err = connect_existing(&server, "absent").await;
     assert!(err.to_string().contains("does not exist"), "{err}");
 
     server.create_table_with_wrong_schema("wrong").await;
-    let options = DynamoOptions {
-        table: "wrong".into(),
-        create_table: false,
-        window: Duration::from_secs(60),
-    };
-    let err = DynamoArchive::connect(server.client(), options)
-        .await
-        .err()
-        .unwrap();
+    let err = connect_existing(&server, "wrong").await;
     assert!(
         err.to_string()
             .contains("expected hash key id (S) and range key time_created (N)"),
