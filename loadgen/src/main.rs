@@ -34,6 +34,11 @@ enum Command {
     Run(scenario::Args),
     /// Start our server and the Node peer, run every scenario against both, write BENCHMARKS.md.
     Bench(bench::Args),
+    /// Redraw BENCHMARKS.md (and its charts) from the raw figures a benchmark left in bench/.
+    Report {
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        out: std::path::PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -45,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&figures)?);
         }
         Command::Bench(args) => bench::run(args).await?,
+        Command::Report { out } => report::rewrite(&out)?,
     }
     Ok(())
 }

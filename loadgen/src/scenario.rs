@@ -69,7 +69,7 @@ pub struct Args {
     pub quiet: bool,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Latency {
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -77,7 +77,7 @@ pub struct Latency {
 }
 
 /// What a run measured. Fields a scenario does not measure stay empty.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Figures {
     pub scenario: String,
     pub connections: usize,

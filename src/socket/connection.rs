@@ -4,7 +4,9 @@
 //! Socket.IO runs each event handler as its own task, so two events sent back to back could be
 //! handled out of order. Each event therefore takes a ticket while it is decoded (synchronously, in
 //! arrival order) and its handler waits for its turn. Recovery holds the first turn, so events a
-//! client sends right after connecting run after its rooms are restored.
+//! client sends right after connecting run after its rooms are restored. Acknowledgements, one per
+//! message received, only record their timestamp as they are decoded; they are resolved and
+//! stored at most once a second and when the connection ends.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
