@@ -137,6 +137,17 @@ fn table(out: &mut String, title: &str, ours: &Figures, peer: Option<&Figures>) 
                 |f| f.latency.as_ref().map_or(f64::NAN, |l| l.max_ms),
                 1,
             );
+            if let Some(peer) = peer
+                && peer.publishes != ours.publishes
+            {
+                let _ = writeln!(
+                    out,
+                    "\nThe publisher waits for each `201`, so in the same window the two servers \
+                     accepted different numbers of publishes ({} and {}) and carried different \
+                     loads: compare deliveries per CPU-second here, not latency.",
+                    ours.publishes, peer.publishes
+                );
+            }
         }
         _ => {
             put("sessions", |f| f.connections as f64, 0);
@@ -252,104 +263,107 @@ fn targets(out: &mut String, runs: &[Run]) {
 
 const COLORS: [RGBColor; 2] = [RGBColor(91, 91, 214), RGBColor(230, 120, 40)];
 
+/// One chart: a line per server (with point markers when asked), axes from zero.
+struct Chart<'a> {
+    caption: &'a str,
+    x_desc: &'a str,
+    y_desc: &'a str,
+    x_max: f64,
+    y_max: f64,
+    markers: bool,
+}
+
+impl Chart<'_> {
+    fn draw(&self, path: &Path, lines: Vec<(Server, Vec<(f64, f64)>)>) -> anyhow::Result<()> {
+        let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(self.caption, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..self.x_max, 0f64..self.y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc(self.x_desc)
+            .y_desc(self.y_desc)
+            .draw()?;
+        for (server, points) in lines {
+            let color = COLORS[server as usize % COLORS.len()];
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+                .label(server.name())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+            if self.markers {
+                chart.draw_series(
+                    points
+                        .into_iter()
+                        .map(|p| Circle::new(p, 4, color.filled())),
+                )?;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE)
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    }
+}
+
 fn latency_chart(path: &Path, runs: &[&Run]) -> anyhow::Result<()> {
-    let max_ms = runs
+    let x_max = runs
         .iter()
         .filter_map(|r| r.figures.latency.as_ref().map(|l| l.p99_ms * 1.5))
         .fold(1.0f64, f64::max);
-    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "publish→deliver latency (fan-out, 1 room)",
-            ("sans-serif", 18),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0f64..max_ms, 0f64..1f64)?;
-    chart
-        .configure_mesh()
-        .x_desc("latency, ms")
-        .y_desc("fraction of deliveries")
-        .draw()?;
-    for (i, run) in runs.iter().enumerate() {
-        let color = COLORS[i % 2];
-        chart
-            .draw_series(LineSeries::new(
-                run.figures.latency_cdf.iter().copied(),
-                color.stroke_width(2),
-            ))?
-            .label(run.server.name())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE)
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    let chart = Chart {
+        caption: "publish→deliver latency (fan-out, 1 room)",
+        x_desc: "latency, ms",
+        y_desc: "fraction of deliveries",
+        x_max,
+        y_max: 1.0,
+        markers: false,
+    };
+    chart.draw(
+        path,
+        runs.iter()
+            .map(|r| (r.server, r.figures.latency_cdf.clone()))
+            .collect(),
+    )
 }
 
 fn memory_chart(path: &Path, runs: &[Run]) -> anyhow::Result<()> {
-    let series = |server: Server| -> Vec<(f64, f64)> {
-        runs.iter()
-            .filter(|r| r.server == server && r.figures.scenario == "Idle")
-            .map(|r| {
-                (
-                    r.figures.connections as f64,
-                    r.figures.rss_per_connection_bytes / 1024.0,
-                )
-            })
-            .collect()
-    };
-    let all: Vec<(f64, f64)> = [Server::Twine, Server::NodePeer]
+    let lines: Vec<(Server, Vec<(f64, f64)>)> = [Server::Twine, Server::NodePeer]
         .into_iter()
-        .flat_map(series)
+        .map(|server| {
+            let points = runs
+                .iter()
+                .filter(|r| r.server == server && r.figures.scenario == "Idle")
+                .map(|r| {
+                    (
+                        r.figures.connections as f64,
+                        r.figures.rss_per_connection_bytes / 1024.0,
+                    )
+                })
+                .collect();
+            (server, points)
+        })
         .collect();
-    let max_n = all.iter().map(|p| p.0).fold(1.0, f64::max);
-    let max_kb = all.iter().map(|p| p.1).fold(1.0, f64::max) * 1.2;
-    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "server memory per idle WebSocket connection",
-            ("sans-serif", 18),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0f64..max_n * 1.05, 0f64..max_kb)?;
-    chart
-        .configure_mesh()
-        .x_desc("connections")
-        .y_desc("RSS per connection, KB")
-        .draw()?;
-    for (i, server) in [Server::Twine, Server::NodePeer].into_iter().enumerate() {
-        let color = COLORS[i];
-        let points = series(server);
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-            .label(server.name())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-            });
-        chart.draw_series(
-            points
-                .into_iter()
-                .map(|p| Circle::new(p, 4, color.filled())),
-        )?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE)
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+    let all = lines.iter().flat_map(|(_, p)| p.iter());
+    let x_max = all.clone().map(|p| p.0).fold(1.0, f64::max) * 1.05;
+    let y_max = all.map(|p| p.1).fold(1.0, f64::max) * 1.2;
+    let chart = Chart {
+        caption: "server memory per idle WebSocket connection",
+        x_desc: "connections",
+        y_desc: "RSS per connection, KB",
+        x_max,
+        y_max,
+        markers: true,
+    };
+    chart.draw(path, lines)
 }
 
 pub fn write(out: &Path, runs: &[Run], of_record: bool) -> anyhow::Result<()> {
