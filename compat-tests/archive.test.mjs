@@ -28,9 +28,9 @@ before(async () => {
   for (let i = 0; i < 2; i++) nodes.push(await startTwine({ args: nodeArgs(), env: dynamo.env }));
 });
 after(async () => {
-  for (const n of nodes) await n.stop('SIGKILL');
-  await redis.stop();
-  await dynamo.stop();
+  for (const n of nodes ?? []) await n.stop('SIGKILL');
+  await redis?.stop();
+  await dynamo?.stop();
 });
 
 const view = (m) => `${m.room}/${m.timestamp}/${m.n}`;
@@ -102,7 +102,7 @@ test('a node killed with SIGKILL right after answering 201 to a burst loses none
 
 test('publishing keeps working while DynamoDB is down; the backlog drains when it is back', async () => {
   const room = 'dynamo-outage';
-  await dynamo.stop();
+  await dynamo?.stop();
   for (let n = 0; n < 50; n++) assert.equal((await publish(nodes[0], room, { n })).status, 201);
   assert.equal((await fetch(`${nodes[0].url}/`)).status, 201, 'healthy: publishing works');
   await sleep(500);
@@ -120,7 +120,7 @@ test('publishing keeps working while DynamoDB is down; the backlog drains when i
 
 test('drain rate: a backlog of 2000 messages', async (t) => {
   const room = 'drain';
-  await dynamo.stop();
+  await dynamo?.stop();
   for (let i = 0; i < 2000; i += 100) {
     const batch = await Promise.all(Array.from({ length: 100 }, (_, k) => publish(nodes[0], room, { n: i + k })));
     assert.ok(batch.every((r) => r.status === 201));

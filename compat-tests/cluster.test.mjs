@@ -15,8 +15,8 @@ before(async () => {
   for (let i = 0; i < 3; i++) nodes.push(await startTwine({ args: ['--redis-url', redis.url] }));
 });
 after(async () => {
-  for (const n of nodes) await n.stop('SIGKILL');
-  await redis.stop();
+  for (const n of nodes ?? []) await n.stop('SIGKILL');
+  await redis?.stop();
 });
 
 const view = (m) => `${m.room}/${m.timestamp}/${m.n}`;
@@ -152,7 +152,7 @@ test('while Redis is down publishing answers 503, health reports it, clients sta
   const socket = await connect(nodes[0].url);
   await subscribe(socket, room);
   try {
-    await redis.stop();
+    await redis?.stop();
     const res = await publish(nodes[1], room, { n: 1 });
     assert.equal(res.status, 503);
     assert.match(await res.text(), /not stored; retry later/);

@@ -9,7 +9,7 @@ let server;
 before(async () => {
   server = await startTwine({ args: ['--max-payload', '2000'] });
 });
-after(() => server.stop());
+after(() => server?.stop());
 
 test('GET / answers 201 ok for load-balancer health checks', async () => {
   const res = await fetch(`${server.url}/`);

@@ -13,7 +13,7 @@ let server;
 before(async () => {
   server = await startTwine();
 });
-after(() => server.stop());
+after(() => server?.stop());
 
 /** Runs `fn` while collecting what the libraries print, and returns the lines. */
 async function printed(fn) {

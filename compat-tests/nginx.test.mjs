@@ -18,9 +18,9 @@ before(async () => {
   proxy = await startNginx(nodes.map((n) => n.port));
 });
 after(async () => {
-  await proxy.stop();
-  for (const n of nodes) await n.stop();
-  await redis.stop();
+  await proxy?.stop();
+  for (const n of nodes ?? []) await n.stop();
+  await redis?.stop();
 });
 
 test('polling then upgrade works through the cookie-pinned proxy for every session', async () => {

@@ -14,7 +14,7 @@ let server;
 before(async () => {
   server = await startTwine();
 });
-after(() => server.stop());
+after(() => server?.stop());
 
 test('python-socketio connects with the cookie, subscribes, receives and acknowledges', async () => {
   const room = 'py-room';

@@ -11,7 +11,7 @@ let server;
 before(async () => {
   server = await startTwine();
 });
-after(() => server.stop());
+after(() => server?.stop());
 
 const view = (m) => ({ room: m.room, timestamp: m.timestamp, n: m.n });
 

@@ -9,7 +9,7 @@ let server;
 before(async () => {
   server = await startTwine();
 });
-after(() => server.stop());
+after(() => server?.stop());
 
 test('default options start on polling and upgrade to WebSocket', async () => {
   const socket = io(server.url, {

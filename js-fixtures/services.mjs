@@ -64,8 +64,12 @@ async function restartable(port, launchOn, extra = {}) {
     ...extra,
     current: null,
     async start() {
-      this.current = launchOn(port);
-      await waitForPort(port);
+      const current = launchOn(port);
+      this.current = current;
+      const died = current.exited.then((code) => {
+        throw new Error(`exited with ${code} before listening on ${port}:\n${current.output()}`);
+      });
+      await Promise.race([waitForPort(port), died]);
     },
     async stop() {
       if (!this.current) return;
@@ -96,7 +100,7 @@ export async function startDynalite() {
   const port = await freePort();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'twine-dynalite-'));
   const cli = new URL('./node_modules/dynalite/cli.js', import.meta.url).pathname;
-  return restartable(port, (p) => launch(process.execPath, [cli, '--port', String(p), '--path', dir]), {
+  return restartable(port, (p) => launch(process.execPath, [cli, '--host', '127.0.0.1', '--port', String(p), '--path', dir]), {
     env: {
       AWS_ENDPOINT_URL_DYNAMODB: `http://127.0.0.1:${port}`,
       AWS_REGION: 'us-east-1',

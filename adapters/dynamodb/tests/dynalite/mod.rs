@@ -27,7 +27,8 @@ impl Dynalite {
             .join("../../js-fixtures/node_modules/dynalite/cli.js");
         let child = Command::new("node")
             .arg(&cli)
-            .args(["--port", &port.to_string()])
+            // Loopback only: a wildcard bind can collide with ports loopback clients hold.
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
