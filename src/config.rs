@@ -157,11 +157,6 @@ impl Config {
         Ok(Config::try_parse_from(args)?)
     }
 
-    /// A configuration with every default, for tests and embedding.
-    pub fn defaults() -> Config {
-        Config::parse_from(["twine"])
-    }
-
     /// The listen port: `--port`/`PORT`, else `ENV_PORT`, else 3005.
     pub fn port(&self) -> u16 {
         self.port.or(self.env_port).unwrap_or(3005)
@@ -183,11 +178,6 @@ impl Config {
             (None, Some(_)) => Duration::from_secs(120),
             (None, None) => self.recovery_window,
         }
-    }
-
-    pub fn with_port(mut self, port: u16) -> Config {
-        self.port = Some(port);
-        self
     }
 }
 

@@ -50,11 +50,6 @@ impl SessionHandle {
         }
     }
 
-    /// Whether the session outlives the connection.
-    pub fn is_stored(&self) -> bool {
-        self.id.is_some()
-    }
-
     pub async fn load(&self) -> Result<Option<Session>, StoreError> {
         match &self.id {
             Some(id) => self.store.load(id).await,
