@@ -4,11 +4,28 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// Put before every script: the millisecond part of a stream id that `XINFO STREAM` reports
+/// (`last-generated-id`, `max-deleted-entry-id`), or nil when the stream does not exist.
+const STREAM_MS: &str = r#"
+local function stream_ms(key, field)
+  if redis.call('EXISTS', key) == 0 then return nil end
+  local info = redis.call('XINFO', 'STREAM', key)
+  for i = 1, #info, 2 do
+    if info[i] == field then return tonumber(string.match(info[i + 1], '^(%d+)')) end
+  end
+  return nil
+end
+"#;
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{STREAM_MS}{body}"))
+}
+
 /// KEYS[1] the room's stream, KEYS[2] the write-behind queue; ARGV payload, window ms, max
 /// entries, feed channel, room, queue limit (0: no archive behind Redis).
 /// Returns the new message's timestamp, or an error `BACKLOG` when the queue is full.
 pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r#"
 local key, queue = KEYS[1], KEYS[2]
 local payload, window, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -18,15 +35,7 @@ if queue_max > 0 and redis.call('XLEN', queue) >= queue_max then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local last = 0
-if redis.call('EXISTS', key) == 1 then
-  local info = redis.call('XINFO', 'STREAM', key)
-  for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then
-      last = tonumber(string.match(info[i + 1], '^(%d+)'))
-    end
-  end
-end
+local last = stream_ms(key, 'last-generated-id') or 0
 local ts = math.max(now, last + 1)
 local id = string.format('%d', ts)
 redis.call('XADD', key, id .. '-0', 'p', payload)
@@ -77,7 +86,7 @@ return ts
 /// KEYS[1] the room's stream; ARGV after (exclusive), until (inclusive, or '+'), limit.
 /// Returns {truncated (0/1), {{id, payload}, ...} newest first}.
 pub static READ: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r#"
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then
@@ -93,13 +102,8 @@ if #entries > limit then
   truncated = 1
   table.remove(entries)
 end
-local info = redis.call('XINFO', 'STREAM', key)
-for i = 1, #info, 2 do
-  if info[i] == 'max-deleted-entry-id' then
-    local deleted = tonumber(string.match(info[i + 1], '^(%d+)'))
-    if deleted and deleted > tonumber(after) then truncated = 1 end
-  end
-end
+local deleted = stream_ms(key, 'max-deleted-entry-id')
+if deleted and deleted > tonumber(after) then truncated = 1 end
 local out = {}
 for i, e in ipairs(entries) do
   out[i] = {e[1], e[2][2]}
@@ -111,16 +115,9 @@ return {truncated, out}
 
 /// KEYS[1] the room's stream. Returns the newest timestamp ever assigned, or 0.
 pub static LAST: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local info = redis.call('XINFO', 'STREAM', KEYS[1])
-for i = 1, #info, 2 do
-  if info[i] == 'last-generated-id' then
-    return tonumber(string.match(info[i + 1], '^(%d+)'))
-  end
-end
-return 0
+return stream_ms(KEYS[1], 'last-generated-id') or 0
 "#,
     )
 });
@@ -128,7 +125,7 @@ return 0
 /// KEYS[1] the session hash; ARGV session window ms, then room, position pairs. Moves each listed
 /// room's acknowledged position forward, never back; ignores rooms not in the session.
 pub static ADVANCE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
         r#"
 local key = KEYS[1]
 for i = 2, #ARGV, 2 do
