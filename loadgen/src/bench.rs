@@ -100,11 +100,12 @@ async fn start(server: Server, args: &Args) -> anyhow::Result<Process> {
     })
 }
 
-fn scenario_args(kind: Kind, target: &str, pid: u32) -> scenario::Args {
+/// A scenario with the defaults; target and server pid are filled in when its server starts.
+fn scenario_args(kind: Kind) -> scenario::Args {
     scenario::Args {
         scenario: kind,
-        target: target.to_owned(),
-        server_pid: pid,
+        target: String::new(),
+        server_pid: 0,
         connections: 1000,
         rooms: 1,
         rate: 20.0,
@@ -135,12 +136,12 @@ fn plan(scale: Scale) -> Vec<(String, scenario::Args, bool)> {
     };
     let largest = idle_sizes.last().copied().unwrap_or(0);
     for &n in &idle_sizes {
-        let mut a = scenario_args(Kind::Idle, "", 0);
+        let mut a = scenario_args(Kind::Idle);
         a.connections = n;
         a.seconds = if full && n == largest { 60 } else { 3 };
         runs.push((format!("idle, {n} connections"), a, true));
     }
-    let mut a = scenario_args(Kind::Fanout, "", 0);
+    let mut a = scenario_args(Kind::Fanout);
     (a.connections, a.seconds) = if full { (10_000, 20) } else { (300, 5) };
     runs.push((
         format!(
@@ -150,7 +151,7 @@ fn plan(scale: Scale) -> Vec<(String, scenario::Args, bool)> {
         a,
         true,
     ));
-    let mut a = scenario_args(Kind::Fanout, "", 0);
+    let mut a = scenario_args(Kind::Fanout);
     (a.connections, a.rooms, a.rate, a.seconds) = if full {
         (10_000, 100, 200.0, 20)
     } else {
@@ -164,7 +165,7 @@ fn plan(scale: Scale) -> Vec<(String, scenario::Args, bool)> {
         a,
         true,
     ));
-    let mut a = scenario_args(Kind::ReconnectStorm, "", 0);
+    let mut a = scenario_args(Kind::ReconnectStorm);
     (a.connections, a.missed) = if full { (10_000, 100) } else { (200, 20) };
     // The peer has no recovery: a storm against it only measures loss.
     runs.push((
