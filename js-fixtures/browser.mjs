@@ -21,7 +21,7 @@ export function launchBrowser() {
 }
 
 /**
- * Serves the demo page from an origin of its own (a different port than any Twine node), the
+ * Serves the demo page (and the unchanged-library app page at /app/) from an origin of its own (a different port than any Twine node), the
  * way a frontend is usually hosted. Resolves to { url, stop() }.
  */
 export async function serveDemoElsewhere() {
@@ -33,6 +33,7 @@ export async function serveDemoElsewhere() {
     ['/demo/vendor/twine-client-library/', 'node_modules/twine-client-library/dist/'],
     ['/demo/vendor/socket.io-client/', 'node_modules/socket.io-client/dist/'],
     ['/demo/', 'demo/'],
+    ['/app/', 'app/'],
   ];
   const types = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css' };
   const server = http.createServer(async (req, res) => {

@@ -1,4 +1,5 @@
-//! The server's configuration: one struct, read from flags and environment variables.
+//! The server's configuration: one struct, read from flags and environment variables, checked
+//! whole before anything starts.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -27,10 +28,11 @@ pub struct Config {
     #[arg(long, env = "TWINE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
-    /// Origins allowed to make credentialed requests, comma-separated (e.g.
-    /// `https://app.example.com,http://localhost:5173`). Empty: any origin, echoed back.
-    #[arg(long, env = "TWINE_CORS_ORIGINS", value_delimiter = ',')]
-    pub cors_origins: Vec<String>,
+    /// Origins allowed to connect and make credentialed requests, comma-separated (e.g.
+    /// `https://app.example.com,http://localhost:5173`). Unset: any origin, echoed back (a
+    /// warning is logged at start).
+    #[arg(long, env = "TWINE_CORS_ORIGINS")]
+    cors_origins: Option<String>,
 
     /// Mark the `twineid` cookie `Secure` (with `SameSite=None`). Turn off only for plain-http
     /// development on a host other than localhost; the cookie then uses `SameSite=Lax`.
@@ -45,8 +47,8 @@ pub struct Config {
     #[arg(long, env = "TWINE_PING_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub ping_timeout: Duration,
 
-    /// Largest accepted Engine.IO payload and `POST /api/twine` body, in bytes.
-    #[arg(long, env = "TWINE_MAX_PAYLOAD", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Largest accepted Engine.IO payload, WebSocket message and `POST /api/twine` body, in bytes.
+    #[arg(long, env = "TWINE_MAX_PAYLOAD", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(64..=(1 << 30)))]
     pub max_payload: u64,
 
     /// Time a client has to join the namespace after the Engine.IO handshake.
@@ -57,14 +59,89 @@ pub struct Config {
     #[arg(long, env = "TWINE_RECOVERY_WINDOW", default_value = "24h", value_parser = parse_duration)]
     pub recovery_window: Duration,
 
-    /// Most messages replayed to one reconnecting client; beyond it the newest are replayed and
-    /// `recoveryTruncated` is emitted.
+    /// Most messages replayed per room to one reconnecting client; beyond it the newest are
+    /// replayed and `recoveryTruncated` is emitted.
     #[arg(long, env = "TWINE_MAX_REPLAY", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_replay: u64,
 
-    /// Most messages kept per room by the in-memory store.
+    /// How long a reconnecting browser page has, counted from its handshake, to attach its
+    /// `message` listeners before its missed messages are replayed (twine-client-library attaches
+    /// them up to 100 ms after creating its socket). `0s` replays at once.
+    #[arg(long, env = "TWINE_REPLAY_GRACE", default_value = "250ms", value_parser = parse_duration_or_zero)]
+    pub replay_grace: Duration,
+
+    /// How often acknowledgements are resolved and stored; after a node crash, at most this much
+    /// of its clients' acknowledgements is lost (those messages are replayed once more).
+    #[arg(long, env = "TWINE_ACK_FLUSH", default_value = "100ms", value_parser = parse_duration)]
+    pub ack_flush: Duration,
+
+    /// Most messages the in-memory store keeps per room.
     #[arg(long, env = "TWINE_HISTORY_PER_ROOM", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub history_per_room: u64,
+
+    /// Most bytes of history the in-memory store keeps across all rooms; the oldest messages go
+    /// first (reported to reconnecting clients by `recoveryTruncated`).
+    #[arg(long, env = "TWINE_HISTORY_MEMORY", default_value = "256MiB", value_parser = parse_bytes)]
+    pub history_memory: u64,
+
+    /// Most bytes of sessions the in-memory store keeps; the least recently active go first.
+    #[arg(long, env = "TWINE_SESSION_MEMORY", default_value = "64MiB", value_parser = parse_bytes)]
+    pub session_memory: u64,
+
+    /// Most rooms one session (and so one connection) may be in; a `subscribe` beyond it is
+    /// refused with an `error` event.
+    #[arg(long, env = "TWINE_MAX_ROOMS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_rooms: u64,
+
+    /// Bytes that may wait to be written to one client. A client that falls this far behind is
+    /// disconnected (it recovers what it missed when it reconnects); a replay waits instead.
+    #[arg(long, env = "TWINE_SEND_QUEUE", default_value = "4MiB", value_parser = parse_bytes)]
+    pub send_queue: u64,
+
+    /// Bytes of history one replay reads ahead of what it has sent.
+    #[arg(long, env = "TWINE_REPLAY_MEMORY", default_value = "4MiB", value_parser = parse_bytes)]
+    pub replay_memory: u64,
+
+    /// Most open TCP connections; beyond it new ones are answered `503` and closed. Default: the
+    /// process's open-files limit less 64.
+    #[arg(long, env = "TWINE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
+
+    /// Most open TCP connections from one IP address (`0`: no limit, e.g. behind a proxy that
+    /// connects from one address); beyond it new ones are answered `429` and closed.
+    #[arg(long, env = "TWINE_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
+    pub max_connections_per_ip: u64,
+
+    /// Time a client has to send a request's headers, counted from when its connection opened
+    /// or last went idle; idle keep-alive connections are closed after it.
+    #[arg(long, env = "TWINE_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Time a client has to send a request's body.
+    #[arg(long, env = "TWINE_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Time an HTTP route other than Socket.IO has to answer.
+    #[arg(long, env = "TWINE_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Socket.IO events one connection may send per second (acknowledgements of received messages
+    /// excepted); beyond it, with `--event-burst` spent, events are dropped with an `error` event.
+    #[arg(long, env = "TWINE_EVENT_RATE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub event_rate: u32,
+
+    /// Events one connection may send at once above `--event-rate`.
+    #[arg(long, env = "TWINE_EVENT_BURST", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub event_burst: u32,
+
+    /// Publishes per second the API key may make; beyond it, with `--publish-burst` spent,
+    /// `POST /api/twine` answers `429` with `Retry-After`.
+    #[arg(long, env = "TWINE_PUBLISH_RATE", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub publish_rate: u32,
+
+    /// Publishes the API key may make at once above `--publish-rate`.
+    #[arg(long, env = "TWINE_PUBLISH_BURST", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub publish_burst: u32,
 
     /// Redis to share history, sessions and live delivery between nodes, e.g.
     /// `redis://cache:6379/0` (`rediss://` for TLS). Unset: the in-memory store, one node. The
@@ -121,6 +198,12 @@ pub enum ConfigError {
     Invalid(#[from] clap::Error),
     #[error("unknown setting {0} in the environment (known: {1})")]
     UnknownVariable(String, String),
+    #[error("--cors-origins / TWINE_CORS_ORIGINS: {0}")]
+    Origins(String),
+    #[error(
+        "--send-queue ({send_queue} bytes) must hold at least two of the largest messages (--max-payload {max_payload})"
+    )]
+    SendQueueTooSmall { send_queue: u64, max_payload: u64 },
 }
 
 impl Config {
@@ -143,8 +226,11 @@ impl Config {
             .filter_map(|a| a.get_env())
             .map(|e| e.to_string_lossy().into_owned())
             .collect();
-        for (name, _) in vars {
-            if name.starts_with("TWINE_") && !known.contains(&name) {
+        for (name, value) in vars {
+            if name.starts_with("TWINE_")
+                && !known.contains(&name)
+                && !is_service_link(&name, &value)
+            {
                 let listed = known
                     .iter()
                     .filter(|k| k.starts_with("TWINE_"))
@@ -154,7 +240,15 @@ impl Config {
                 return Err(ConfigError::UnknownVariable(name, listed));
             }
         }
-        Ok(Config::try_parse_from(args)?)
+        let config = Config::try_parse_from(args)?;
+        config.cors_origins()?;
+        if config.send_queue < 2 * config.max_payload {
+            return Err(ConfigError::SendQueueTooSmall {
+                send_queue: config.send_queue,
+                max_payload: config.max_payload,
+            });
+        }
+        Ok(config)
     }
 
     /// The listen port: `--port`/`PORT`, else `ENV_PORT`, else 3005.
@@ -179,35 +273,145 @@ impl Config {
             (None, None) => self.recovery_window,
         }
     }
+
+    /// The origins allowed, each as `scheme://host[:port]`; `None` when any origin is.
+    pub fn cors_origins(&self) -> Result<Option<Vec<String>>, ConfigError> {
+        let Some(list) = &self.cors_origins else {
+            return Ok(None);
+        };
+        let origins: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(parse_origin)
+            .collect::<Result<_, _>>()
+            .map_err(ConfigError::Origins)?;
+        if origins.is_empty() {
+            return Err(ConfigError::Origins(format!(
+                "{list:?} names no origin; unset it to allow any origin"
+            )));
+        }
+        Ok(Some(origins))
+    }
+
+    /// Most open TCP connections: `--max-connections`, else the open-files limit less 64 (the
+    /// node's own files, Redis and DynamoDB connections).
+    pub fn max_connections(&self) -> u64 {
+        self.max_connections
+            .unwrap_or_else(|| open_files_limit().saturating_sub(64).max(64))
+    }
 }
 
-/// Parses `500ms`, `25s`, `2m`, `24h` or `7d`; a bare number is refused so that milliseconds are
-/// never mistaken for seconds.
+/// Kubernetes injects `<SERVICE>_SERVICE_HOST`, `<SERVICE>_SERVICE_PORT[_<NAME>]`,
+/// `<SERVICE>_PORT=tcp://…` and `<SERVICE>_PORT_<n>_<PROTO>[_…]` for every Service in the
+/// namespace; a Service whose name starts with `twine` gives `TWINE_*` variables that are not
+/// settings.
+fn is_service_link(name: &str, value: &str) -> bool {
+    let upper_snake = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    };
+    if !upper_snake(name) {
+        return false;
+    }
+    if name.contains("_SERVICE_HOST") || name.contains("_SERVICE_PORT") {
+        return true;
+    }
+    let url_like = ["tcp://", "udp://", "sctp://"]
+        .iter()
+        .any(|p| value.starts_with(p));
+    if name.ends_with("_PORT") && url_like {
+        return true;
+    }
+    // <SERVICE>_PORT_<n>_<PROTO> and its _PROTO, _PORT and _ADDR companions.
+    name.split("_PORT_").nth(1).is_some_and(|rest| {
+        let mut parts = rest.split('_');
+        let number = parts.next().is_some_and(|n| n.parse::<u16>().is_ok());
+        let proto = parts
+            .next()
+            .is_some_and(|p| matches!(p, "TCP" | "UDP" | "SCTP"));
+        number && proto
+    })
+}
+
+/// `scheme://host[:port]` as browsers send it in `Origin`; anything else is refused.
+fn parse_origin(text: &str) -> Result<String, String> {
+    let origin = text.trim_end_matches('/');
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return Err(format!("{text:?} is not an origin (scheme://host[:port])"));
+    };
+    let host_ok = !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@', ' ', '*'])
+        && rest
+            .rsplit_once(':')
+            .is_none_or(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok());
+    if !matches!(scheme, "http" | "https") || !host_ok {
+        return Err(format!("{text:?} is not an origin (scheme://host[:port])"));
+    }
+    Ok(origin.to_ascii_lowercase())
+}
+
+/// The soft open-files limit, from `/proc/self/limits` (4,096 when it cannot be read).
+fn open_files_limit() -> u64 {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|soft| soft.parse().ok())
+        })
+        .unwrap_or(4096)
+}
+
+/// Parses `500ms`, `25s`, `2m`, `24h`, `7d` (anything `humantime` reads); a bare number is
+/// refused so that milliseconds are never mistaken for seconds, and so is zero.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration_or_zero(text)?;
+    if duration.is_zero() {
+        return Err(format!("'{text}' must be longer than zero"));
+    }
+    Ok(duration)
+}
+
+fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "'{text}' has no unit: write e.g. 500ms, 25s, 2m, 24h or 7d"
+        ));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("'{text}': {e}"))
+}
+
+/// Parses a byte size: `65536`, `512KiB`, `4MiB`, `1GiB` (or kB/MB/GB, powers of ten).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("'{text}' has no unit: write e.g. 500ms, 25s, 2m, 24h or 7d"))?;
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let n: u64 = number
         .parse()
         .map_err(|_| format!("'{text}' does not start with a whole number"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" => n * 1_000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
-        _ => {
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
             return Err(format!(
-                "'{text}': unknown unit '{unit}' (use ms, s, m, h or d)"
+                "'{text}': unknown unit '{other}' (use KiB, MiB or GiB)"
             ));
         }
     };
-    if ms == 0 {
-        return Err(format!("'{text}' must be longer than zero"));
-    }
-    Ok(Duration::from_millis(ms))
+    n.checked_mul(scale)
+        .filter(|b| *b > 0)
+        .ok_or_else(|| format!("'{text}' must be more than zero and fit in 64 bits"))
 }
 
 #[cfg(test)]
@@ -231,16 +435,30 @@ mod tests {
         assert_eq!(c.max_payload, 1_000_000);
         assert_eq!(c.recovery_window, Duration::from_secs(86_400));
         assert_eq!(c.max_replay, 10_000);
-        assert!(c.cors_origins.is_empty());
+        assert_eq!(c.replay_grace, Duration::from_millis(250));
+        assert_eq!(c.send_queue, 4 << 20);
+        assert_eq!(c.max_rooms, 1_000);
+        assert_eq!(c.cors_origins().unwrap(), None);
     }
 
     #[test]
     fn durations_need_a_unit() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
         assert!(parse_duration("25000").unwrap_err().contains("no unit"));
-        assert!(parse_duration("5w").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("5x").is_err());
         assert!(parse_duration("0s").is_err());
+        assert_eq!(parse_duration_or_zero("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn byte_sizes_take_binary_and_decimal_units() {
+        assert_eq!(parse_bytes("65536"), Ok(65_536));
+        assert_eq!(parse_bytes("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_bytes("2 GB"), Ok(2_000_000_000));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("12 parsecs").is_err());
     }
 
     #[test]
@@ -250,5 +468,56 @@ mod tests {
         assert!(load(&["--nonsense"], &[]).is_err());
         let err = load(&[], &[("TWINE_API_KEYS", "x")]).unwrap_err();
         assert!(err.to_string().contains("TWINE_API_KEYS"));
+        let err = load(&["--max-payload", "4000000"], &[]).unwrap_err();
+        assert!(err.to_string().contains("--send-queue"), "{err}");
+    }
+
+    #[test]
+    fn kubernetes_service_links_are_not_settings() {
+        let injected = [
+            ("TWINE_PORT", "tcp://10.0.0.7:3005"),
+            ("TWINE_PORT_3005_TCP", "tcp://10.0.0.7:3005"),
+            ("TWINE_PORT_3005_TCP_PROTO", "tcp"),
+            ("TWINE_PORT_3005_TCP_PORT", "3005"),
+            ("TWINE_PORT_3005_TCP_ADDR", "10.0.0.7"),
+            ("TWINE_SERVICE_HOST", "10.0.0.7"),
+            ("TWINE_SERVICE_PORT", "3005"),
+            ("TWINE_SERVICE_PORT_HTTP", "3005"),
+            ("TWINE_REDIS_SERVICE_HOST", "10.0.0.8"),
+            ("TWINE_REDIS_PORT", "tcp://10.0.0.8:6379"),
+        ];
+        assert!(load(&[], &injected).is_ok());
+        let err = load(&[], &[("TWINE_PORT", "8080")]).unwrap_err();
+        assert!(err.to_string().contains("TWINE_PORT"), "a port, not a link");
+    }
+
+    #[test]
+    fn origins_must_be_origins_and_a_blank_list_is_refused() {
+        let c = load(
+            &[
+                "--cors-origins",
+                "https://a.example, http://localhost:5173/",
+            ],
+            &[],
+        );
+        assert_eq!(
+            c.unwrap().cors_origins().unwrap(),
+            Some(vec![
+                "https://a.example".to_string(),
+                "http://localhost:5173".to_string()
+            ])
+        );
+        for blank in [" ", ",", " , "] {
+            assert!(load(&["--cors-origins", blank], &[]).is_err(), "{blank:?}");
+        }
+        for bad in [
+            "*",
+            "a.example",
+            "https://a.example/path",
+            "ftp://a.example",
+            "https://a.example:x",
+        ] {
+            assert!(load(&["--cors-origins", bad], &[]).is_err(), "{bad:?}");
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! Errors the HTTP routes answer with. Each maps to a status and a plain-text body a backend
 //! developer can act on; internal details go to the log, never to the client.
 
-use axum::http::{StatusCode, header};
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use twine_store::StoreError;
 
@@ -17,8 +19,16 @@ pub enum AppError {
     /// A body the original server also refused; the text is the original's where it had one.
     #[error("Malformed Request: {0}")]
     Malformed(&'static str),
+    #[error("Too Many Requests: over the publish rate; retry after {} s.", .0.as_secs())]
+    RateLimited(Duration),
+    #[error(
+        "Service Unavailable: live delivery on this node is {} ms behind, so the message was not accepted; retry later.",
+        .0.as_millis()
+    )]
+    Overloaded(Duration),
     #[error("{}", match .0 {
         StoreError::Full(_) => "Service Unavailable: the archive backlog is full, so the message was not accepted; retry later.",
+        StoreError::KeyReused => "Unprocessable: this Idempotency-Key was used for a different message.",
         _ => "Service Unavailable: the message was not stored; retry later.",
     })]
     Store(#[from] StoreError),
@@ -30,7 +40,19 @@ impl AppError {
             AppError::MissingApiKey | AppError::InvalidApiKey => StatusCode::UNAUTHORIZED,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Malformed(_) => StatusCode::BAD_REQUEST,
-            AppError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Store(StoreError::KeyReused) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Overloaded(_) | AppError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// When a client refused for load may try again.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            AppError::RateLimited(wait) => Some(wait.as_secs().max(1)),
+            AppError::Overloaded(_) => Some(1),
+            AppError::Store(e) if e.is_unavailable() => Some(1),
+            _ => None,
         }
     }
 }
@@ -38,22 +60,18 @@ impl AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = match &self {
-            AppError::Store(e) => {
-                tracing::error!("publish refused, store failed: {e}");
-                self.to_string()
-            }
-            other => {
-                tracing::debug!(%status, "request refused: {other}");
-                other.to_string()
-            }
-        };
-        let mut response = (status, body).into_response();
+        match &self {
+            AppError::Store(e) => tracing::error!("publish refused, store failed: {e}"),
+            other => tracing::debug!(%status, "request refused: {other}"),
+        }
+        let retry_after = self.retry_after();
+        let mut response = (status, self.to_string()).into_response();
+        let headers = response.headers_mut();
         if matches!(self, AppError::MissingApiKey | AppError::InvalidApiKey) {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

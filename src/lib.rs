@@ -3,12 +3,19 @@
 //!
 //! # Layout
 //!
+//! A published message goes one way: [`http`] route → store → feed → [`fanout`] → [`outbox`]
+//! → socket.
+//!
 //! - [`config`]: the one configuration struct, from flags and environment.
 //! - [`stores`]: picks the history and session stores (crate `twine-store` and its siblings).
-//! - [`http`]: `GET /`, `GET /set-cookie`, `POST /api/twine` and the CORS policy.
-//! - [`socket`]: the Socket.IO events, per-connection state and recovery.
-//! - [`fanout`]: live delivery on this node and the exact replay/live seam.
-//! - [`session`]: the `twineid` cookie and the session store calls made for a connection.
+//! - [`net`]: the network edge: connection limits, HTTP timeouts, per-connection byte meters,
+//!   the gate in front of Engine.IO.
+//! - [`http`]: `GET /`, `GET /set-cookie`, `POST /api/twine`, the CORS policy.
+//! - [`socket`]: admitting Socket.IO connections, their events in order, and recovery.
+//! - [`fanout`]: live delivery on this node, sharded by room, and the exact replay/live seam.
+//! - [`outbox`]: what one client is sent: encoding, its send budget, its acknowledgements.
+//! - [`session`]: the `twineid` cookie, the session store calls made for a connection, and the
+//!   flusher that stores acknowledged positions.
 //! - [`error`]: what the HTTP routes answer when they refuse.
 //! - [`state`]: what every handler shares.
 
@@ -16,6 +23,8 @@ pub mod config;
 pub mod error;
 pub mod fanout;
 pub mod http;
+pub mod net;
+pub mod outbox;
 pub mod session;
 pub mod socket;
 pub mod state;
@@ -25,16 +34,23 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::serve::ListenerExt;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use twine_store::StoreError;
 
 use crate::config::Config;
 use crate::fanout::Fanout;
 use crate::http::auth::ApiKey;
+use crate::net::gate::Gate;
+use crate::net::limits::ConnectionLimits;
+use crate::net::meter::Meters;
 use crate::state::AppState;
 use crate::stores::Stores;
+
+/// Packets a client's transport may queue besides the byte budget: at least this many, and one
+/// per 256 bytes of the budget (tiny messages cost more in the queue than in bytes).
+const MIN_QUEUED_PACKETS: usize = 1024;
 
 /// A server ready to serve: its routes and its Socket.IO handle.
 pub struct Server {
@@ -48,32 +64,51 @@ pub struct Server {
 impl Server {
     /// Wires the routes, Socket.IO and live delivery over `stores`.
     pub async fn build(config: Config, stores: Stores) -> Result<Server, StoreError> {
+        let send_queue = config.send_queue as usize;
         let (layer, io) = SocketIo::builder()
             .ping_interval(config.ping_interval)
             .ping_timeout(config.ping_timeout)
             .connect_timeout(config.connect_timeout)
             .max_payload(config.max_payload)
-            // Per-socket send queue, in packets. Its memory is taken only as it fills; a client
-            // this far behind is the one that will be replayed to on reconnect anyway.
-            .max_buffer_size(65_536)
+            .ws_max_message_size(config.max_payload as usize)
+            .ws_max_frame_size(config.max_payload as usize)
+            .max_buffer_size((send_queue / 256).max(MIN_QUEUED_PACKETS))
             // Clients send small frames (subscribe, acknowledgements); the buffer grows for a
             // larger one. 1 KiB instead of 4 saves about 3 KB per idle connection.
             .ws_read_buffer_size(1024)
             .build_layer();
-        let fanout = Fanout::new(io.clone(), stores.history.clone());
         let (api_key, generated_key) = ApiKey::configured_or_generated(config.api_key.as_deref());
         let feed = stores.history.subscribe().await?;
-        tokio::spawn(fanout.clone().run(feed));
-        let cors = http::cors(&config.cors_origins);
-        let app = Arc::new(AppState {
+        let shards = tokio::runtime::Handle::current().metrics().num_workers();
+        let fanout = Fanout::start(stores.history.clone(), feed, shards, send_queue / 4);
+        let meters = Arc::new(Meters::default());
+        let origins = config
+            .cors_origins()
+            .expect("the configuration was checked when it was loaded");
+        if origins.is_none() {
+            tracing::warn!(
+                "no --cors-origins set: a page on any origin may connect with its visitors' twineid cookies and receive their messages; set the origins of your apps"
+            );
+        }
+        let gate = Arc::new(Gate {
+            origins: origins.clone(),
+            meters: meters.clone(),
+        });
+        let body_timeout = config.body_timeout;
+        let app = Arc::new(AppState::new(
             config,
             api_key,
-            history: stores.history,
-            sessions: stores.sessions,
+            stores.history,
+            stores.sessions,
             fanout,
-        });
+            meters,
+        ));
         socket::register(&io, app.clone());
-        let router = http::routes(app.clone()).layer(layer).layer(cors);
+        let router = http::routes(app.clone())
+            .layer(layer)
+            .layer(RequestBodyTimeoutLayer::new(body_timeout))
+            .layer(axum::middleware::from_fn_with_state(gate, net::gate::gate))
+            .layer(http::cors(origins));
         Ok(Server {
             router,
             io,
@@ -89,19 +124,24 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let config = &self.app.config;
+        let limits = ConnectionLimits::new(
+            config.max_connections() as usize,
+            config.max_connections_per_ip as usize,
+        );
         let io = self.io;
-        // Small frames (one message, one heartbeat) must leave at once, not wait for Nagle.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("TCP_NODELAY not set: {e}");
-            }
-        });
-        axum::serve(listener, self.router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: closing sockets");
-                io.close().await;
-            })
-            .await
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!("shutting down: closing sockets");
+            io.close().await;
+        };
+        net::serve(
+            listener,
+            self.router,
+            limits,
+            config.header_timeout,
+            shutdown,
+        )
+        .await
     }
 }

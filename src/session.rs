@@ -1,12 +1,19 @@
-//! Sessions: which session a connection belongs to (its `twineid` cookie) and the session store
-//! calls made on its behalf. A connection without a usable cookie gets a session of its own that is
-//! never stored, so no other connection can reach it.
+//! Sessions: which session a connection belongs to (its `twineid` cookie), the session store
+//! calls made on its behalf, and the node's flusher that stores acknowledged positions.
+//!
+//! A connection without a usable cookie gets a session of its own that is never stored, so no
+//! other connection can reach it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use axum::http::HeaderMap;
 use axum::http::header::COOKIE;
-use twine_store::{Position, Session, SessionStore, StoreError};
+use cookie::Cookie;
+use futures_util::StreamExt;
+use twine_store::{Joined, Position, Progress, Session, SessionStore, StoreError};
+
+use crate::outbox::Outbox;
 
 /// The cookie that carries the session id.
 pub const COOKIE_NAME: &str = "twineid";
@@ -14,17 +21,20 @@ pub const COOKIE_NAME: &str = "twineid";
 /// Longest session id accepted from a cookie.
 const MAX_ID_LEN: usize = 128;
 
+/// Sessions stored at once by the flusher.
+const FLUSH_CONCURRENCY: usize = 64;
+
 /// The `twineid` cookie of a request, if it has a usable one (1 to 128 characters of
 /// `[A-Za-z0-9_-]`; anything else is treated as no cookie).
-pub fn twineid(headers: &HeaderMap) -> Option<&str> {
+pub fn twineid(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|h| h.to_str().ok())
-        .flat_map(|h| h.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_NAME)
-        .map(|(_, value)| value.trim_matches('"'))
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == COOKIE_NAME)
+        .map(|c| c.value_trimmed().to_owned())
         .filter(|id| {
             !id.is_empty()
                 && id.len() <= MAX_ID_LEN
@@ -37,7 +47,7 @@ pub fn twineid(headers: &HeaderMap) -> Option<&str> {
 /// The session of one connection.
 #[derive(Clone)]
 pub struct SessionHandle {
-    id: Option<String>,
+    id: Option<Arc<str>>,
     store: Arc<dyn SessionStore>,
 }
 
@@ -45,7 +55,7 @@ impl SessionHandle {
     /// The session named by the request's cookie, or a private unstored one.
     pub fn for_request(headers: &HeaderMap, store: Arc<dyn SessionStore>) -> SessionHandle {
         SessionHandle {
-            id: twineid(headers).map(str::to_owned),
+            id: twineid(headers).map(Arc::from),
             store,
         }
     }
@@ -57,10 +67,11 @@ impl SessionHandle {
         }
     }
 
-    pub async fn join(&self, room: &str, at: Position) -> Result<(), StoreError> {
+    /// Adds `room`; a private session holds any room the connection may.
+    pub async fn join(&self, room: &str, at: Position) -> Result<Joined, StoreError> {
         match &self.id {
             Some(id) => self.store.join(id, room, at).await,
-            None => Ok(()),
+            None => Ok(Joined::Added),
         }
     }
 
@@ -71,10 +82,61 @@ impl SessionHandle {
         }
     }
 
-    pub async fn advance(&self, positions: &[(String, Position)]) -> Result<(), StoreError> {
+    pub async fn advance(&self, progress: &[Progress]) -> Result<(), StoreError> {
         match &self.id {
-            Some(id) if !positions.is_empty() => self.store.advance(id, positions).await,
+            Some(id) if !progress.is_empty() => self.store.advance(id, progress).await,
             _ => Ok(()),
+        }
+    }
+
+    pub fn is_stored(&self) -> bool {
+        self.id.is_some()
+    }
+}
+
+/// Stores the acknowledged positions of this node's connections every `every`, all at once,
+/// rather than on each acknowledgement (one per message received).
+pub struct Flusher {
+    every: Duration,
+    dirty: Mutex<Vec<(SessionHandle, Weak<Outbox>)>>,
+}
+
+impl Flusher {
+    pub fn start(every: Duration) -> Arc<Flusher> {
+        let flusher = Arc::new(Flusher {
+            every,
+            dirty: Mutex::default(),
+        });
+        tokio::spawn(flusher.clone().run());
+        flusher
+    }
+
+    /// `outbox` has acknowledgements to store for `session`.
+    pub fn mark(&self, session: &SessionHandle, outbox: &Arc<Outbox>) {
+        if session.is_stored() && outbox.mark_for_flush() {
+            let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+            dirty.push((session.clone(), Arc::downgrade(outbox)));
+        }
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let batch = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
+            futures_util::stream::iter(batch)
+                .for_each_concurrent(FLUSH_CONCURRENCY, |(session, outbox)| async move {
+                    let Some(outbox) = outbox.upgrade() else {
+                        return; // gone: its disconnect stores the final positions
+                    };
+                    outbox.flushed();
+                    let progress = outbox.progress(false);
+                    if let Err(e) = session.advance(&progress).await {
+                        tracing::warn!("acknowledgements not stored: {e}");
+                    }
+                })
+                .await;
         }
     }
 }
@@ -92,7 +154,10 @@ mod tests {
     #[test]
     fn finds_the_twineid_among_other_cookies() {
         let h = headers("a=1; twineid=0f8c1d2e-aaaa-4bbb-8ccc-123456789abc; b=2");
-        assert_eq!(twineid(&h), Some("0f8c1d2e-aaaa-4bbb-8ccc-123456789abc"));
+        assert_eq!(
+            twineid(&h).as_deref(),
+            Some("0f8c1d2e-aaaa-4bbb-8ccc-123456789abc")
+        );
     }
 
     #[test]

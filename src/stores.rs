@@ -3,14 +3,16 @@
 //!
 //! | configured | history | sessions | nodes |
 //! |---|---|---|---|
-//! | nothing | memory | memory | one |
+//! | nothing | memory (bounded in bytes) | memory (bounded in bytes) | one |
 //! | Redis | Redis | Redis | many |
 //! | Redis + DynamoDB | Redis (recent), written behind to DynamoDB (whole window) | Redis | many |
 //! | DynamoDB | DynamoDB, written before a publish is accepted | memory | one |
 
 use std::sync::Arc;
 
-use twine_store::{History, MemoryStore, SessionStore, StoreError, Tiered, WriteThrough};
+use twine_store::{
+    History, MemoryOptions, MemoryStore, SessionStore, StoreError, Tiered, WriteThrough,
+};
 use twine_store_dynamodb::{DynamoArchive, DynamoOptions};
 use twine_store_redis::{RedisOptions, RedisStore};
 
@@ -34,7 +36,15 @@ impl Stores {
             }
             None => None,
         };
-        let memory = || MemoryStore::new(config.recovery_window, config.history_per_room as usize);
+        let memory = || {
+            MemoryStore::new(MemoryOptions {
+                window: config.recovery_window,
+                max_per_room: config.history_per_room as usize,
+                history_bytes: config.history_memory as usize,
+                session_bytes: config.session_memory as usize,
+                max_rooms_per_session: config.max_rooms as usize,
+            })
+        };
         let stores = match (config.redis_url(), archive) {
             (Some(url), archive) => {
                 let options = RedisOptions {
@@ -43,6 +53,7 @@ impl Stores {
                     session_window: config.recovery_window,
                     max_per_room: config.history_per_room as usize,
                     archive_backlog_max: archive.as_ref().map(|_| config.archive_backlog_max),
+                    max_rooms_per_session: config.max_rooms as usize,
                 };
                 let redis = RedisStore::connect(url, options).await?;
                 let history: Arc<dyn History> = match archive {
@@ -58,7 +69,7 @@ impl Stores {
                 }
             }
             (None, Some(archive)) => Stores {
-                history: Arc::new(WriteThrough::new(archive)),
+                history: Arc::new(WriteThrough::new(archive, config.recovery_window)),
                 sessions: Arc::new(memory()),
             },
             (None, None) => {

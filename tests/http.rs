@@ -7,7 +7,7 @@ use tower::ServiceExt;
 use twine::Server;
 use twine::config::Config;
 use twine::stores::Stores;
-use twine_store::{Message, Position};
+use twine_store::{Message, PageLimit, Position};
 
 async fn server(args: &[&str]) -> Server {
     let args = ["twine", "--api-key", "k"].iter().chain(args);
@@ -26,16 +26,22 @@ async fn call(server: &Server, request: Request<Body>) -> (StatusCode, header::H
 
 async fn stored(server: &Server, room: &str) -> Vec<Message> {
     let history = &server.app.history;
-    let page = history.read_after(room, Position::ZERO, Position::MAX, 100);
+    let page = history.read_page(room, Position::ZERO, Position::MAX, PageLimit::count(100));
     page.await.unwrap().messages
 }
 
 fn publish(key: &str, body: &str) -> Request<Body> {
-    Request::post("/api/twine")
+    publish_with(key, body, &[])
+}
+
+fn publish_with(key: &str, body: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut request = Request::post("/api/twine")
         .header(header::AUTHORIZATION, key)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_owned()))
-        .unwrap()
+        .header(header::CONTENT_TYPE, "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(Body::from(body.to_owned())).unwrap()
 }
 
 #[tokio::test]
@@ -114,4 +120,57 @@ async fn an_allowed_origin_is_echoed_with_credentials_and_others_are_not() {
     assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
     let (_, headers, _) = call(&s, request("https://evil.test")).await;
     assert!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+}
+
+#[tokio::test]
+async fn a_retry_with_its_idempotency_key_is_answered_201_and_stored_once() {
+    let s = server(&[]).await;
+    let body = r#"{"room_id":"r","payload":{"order":42}}"#;
+    let key = [("Idempotency-Key", "order-42")];
+    let (status, headers, _) = call(&s, publish_with("k", body, &key)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(headers.get("idempotent-replayed").is_none());
+    let (status, headers, _) = call(&s, publish_with("k", body, &key)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(stored(&s, "r").await.len(), 1, "stored once");
+
+    let other = r#"{"room_id":"r","payload":{"order":43}}"#;
+    let (status, _, text) = call(&s, publish_with("k", other, &key)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+    let (status, _, _) = call(&s, publish_with("k", body, &[("Idempotency-Key", "a b")])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(stored(&s, "r").await.len(), 1);
+}
+
+#[tokio::test]
+async fn over_the_publish_rate_the_answer_is_429_with_retry_after() {
+    let s = server(&["--publish-rate", "1", "--publish-burst", "2"]).await;
+    let body = r#"{"room_id":"r","payload":{"a":1}}"#;
+    for _ in 0..2 {
+        assert_eq!(call(&s, publish("k", body)).await.0, StatusCode::CREATED);
+    }
+    let (status, headers, text) = call(&s, publish("k", body)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{text}");
+    assert_eq!(headers[header::RETRY_AFTER], "1");
+    assert_eq!(stored(&s, "r").await.len(), 2);
+}
+
+#[tokio::test]
+async fn engine_io_handshakes_from_origins_outside_the_list_are_refused() {
+    let s = server(&["--cors-origins", "https://app.test"]).await;
+    let handshake = |origin: Option<&str>| {
+        let mut request = Request::get("/socket.io/?EIO=4&transport=polling");
+        if let Some(origin) = origin {
+            request = request.header(header::ORIGIN, origin);
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    let (status, _, _) = call(&s, handshake(Some("https://evil.test"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, body) = call(&s, handshake(Some("https://app.test"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.starts_with("0{"), "an Engine.IO open packet: {body}");
+    let (status, _, _) = call(&s, handshake(None)).await;
+    assert_eq!(status, StatusCode::OK, "programs send no Origin");
 }

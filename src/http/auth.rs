@@ -3,6 +3,7 @@
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
+use subtle::ConstantTimeEq;
 
 use crate::error::AppError;
 
@@ -34,18 +35,13 @@ impl ApiKey {
             .or_else(|| given.strip_prefix("bearer "))
             .map(str::trim)
             .unwrap_or(given);
-        if constant_time_eq(given.as_bytes(), self.0.as_bytes()) {
+        // Timing does not reveal how much of a guess was right (the length is not secret).
+        if bool::from(given.as_bytes().ct_eq(self.0.as_bytes())) {
             Ok(())
         } else {
             Err(AppError::InvalidApiKey)
         }
     }
-}
-
-/// Compares without stopping at the first difference, so timing does not reveal how much of a
-/// guess was right. (The length is not secret.)
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::json;
 use tower_http::services::ServeDir;
+use twine_store::Publish;
 
 use crate::error::AppError;
 use crate::socket::MAX_ROOM_BYTES;
@@ -55,6 +56,8 @@ async fn publish(
     }
     let name: String = post.name.trim().chars().take(40).collect();
     let payload = json!({ "name": name, "text": post.text.trim() }).to_string();
-    app.history.append(&post.room, &payload).await?;
+    app.history
+        .append(Publish::new(&post.room, &payload))
+        .await?;
     Ok((StatusCode::CREATED, "ok"))
 }

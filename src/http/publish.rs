@@ -1,75 +1,120 @@
 //! `POST /api/twine`: a backend publishes `{"room_id": "...", "payload": {...}}` to a room.
+//!
 //! The key is checked before the body is read; the message is accepted (201) once it is stored.
+//! An `Idempotency-Key` header makes a retry safe: the same key answers 201 again without
+//! storing or delivering the message twice.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use serde_json::Value;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::value::RawValue;
+use twine_store::Publish;
 
 use crate::error::AppError;
 use crate::socket::MAX_ROOM_BYTES;
 use crate::state::AppState;
 
+/// The header a backend sets to make retries of one publish safe.
+pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Set on the answer to a retry that stored nothing new.
+static REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// Longest idempotency key, in bytes.
+const MAX_KEY_BYTES: usize = 255;
+/// A publish the store has not run after this long is refused by the store instead, so a
+/// `503` means "not stored".
+const STORE_DEADLINE: Duration = Duration::from_secs(1);
+
 pub async fn publish(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, &'static str), AppError> {
+) -> Result<Response, AppError> {
     app.api_key.check(&headers)?;
+    app.admit_publish()?;
+    let key = idempotency_key(&headers)?;
     let limit = app.config.max_payload;
     let bytes = axum::body::to_bytes(body, limit as usize)
         .await
         .map_err(|_| AppError::TooLarge(limit))?;
     let (room, payload) = parse(&bytes)?;
-    let message = app.history.append(&room, &payload).await?;
-    tracing::debug!(%room, position = %message.position, "published");
-    Ok((StatusCode::CREATED, "ok"))
+    let publish = Publish::new(&room, payload)
+        .with_key(key)
+        .with_deadline(Some(SystemTime::now() + STORE_DEADLINE));
+    let appended = app.history.append(publish).await?;
+    tracing::debug!(%room, position = %appended.message.position, repeated = appended.repeated, "published");
+    let mut response = (StatusCode::CREATED, "ok").into_response();
+    if appended.repeated {
+        response
+            .headers_mut()
+            .insert(REPLAYED.clone(), HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, AppError> {
+    let Some(value) = headers.get(&IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .filter(|k| {
+            (1..=MAX_KEY_BYTES).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map(Some)
+        .ok_or(AppError::Malformed(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+        ))
 }
 
 /// Validates a publish body in the original server's order, returning the room and the payload
-/// as JSON text.
-fn parse(bytes: &[u8]) -> Result<(String, String), AppError> {
-    let body: Value = serde_json::from_slice(bytes)
-        .map_err(|_| AppError::Malformed("The request body is not valid JSON."))?;
-    let Value::Object(mut fields) = body else {
-        return Err(AppError::Malformed(
-            "The request body must be a JSON object.",
-        ));
-    };
+/// as JSON text. Only the top level is decoded, so a payload may nest as deeply as its size
+/// allows (as with the original's `JSON.parse`).
+fn parse(bytes: &[u8]) -> Result<(String, &str), AppError> {
+    let fields: HashMap<Cow<str>, &RawValue> = serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_data() {
+            AppError::Malformed("The request body must be a JSON object.")
+        } else {
+            AppError::Malformed("The request body is not valid JSON.")
+        }
+    })?;
     if fields.len() > 2 {
         return Err(AppError::Malformed(
             "Extra parameters were included in request.",
         ));
     }
-    let room = fields.remove("room_id").filter(is_truthy);
-    let payload = fields.remove("payload").filter(is_truthy);
+    let room = fields.get("room_id").copied().filter(|v| is_truthy(v));
+    let payload = fields.get("payload").copied().filter(|v| is_truthy(v));
     let (Some(room), Some(payload)) = (room, payload) else {
         return Err(AppError::Malformed(
             "One or more required parameters is missing",
         ));
     };
-    let Value::Object(_) = payload else {
+    if !payload.get().starts_with('{') {
         return Err(AppError::Malformed("Payload is of an incorrect data type."));
-    };
-    let Value::String(room) = room else {
-        return Err(AppError::Malformed("room_id is of an incorrect data type."));
-    };
+    }
+    let room: String = serde_json::from_str(room.get())
+        .map_err(|_| AppError::Malformed("room_id is of an incorrect data type."))?;
     if room.len() > MAX_ROOM_BYTES {
         return Err(AppError::Malformed("room_id is longer than 256 bytes."));
     }
-    Ok((room, payload.to_string()))
+    Ok((room, payload.get()))
 }
 
 /// JavaScript truthiness, as the original's `if (!room_id || !payload)` check.
-fn is_truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
-        Value::Array(_) | Value::Object(_) => true,
+fn is_truthy(value: &RawValue) -> bool {
+    match value.get() {
+        "null" | "false" | "\"\"" => false,
+        text if text.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) => {
+            text.parse::<f64>().is_ok_and(|f| f != 0.0)
+        }
+        _ => true,
     }
 }
 
@@ -94,17 +139,50 @@ mod tests {
             refusal(r#"{"room_id":"r","payload":{},"x":1}"#),
             "Malformed Request: Extra parameters were included in request."
         );
-        assert_eq!(
-            refusal(r#"{"room_id":"","payload":{"a":1}}"#),
-            "Malformed Request: One or more required parameters is missing"
-        );
-        assert_eq!(
-            refusal(r#"{"payload":{"a":1}}"#),
-            "Malformed Request: One or more required parameters is missing"
-        );
+        for missing in [
+            r#"{"room_id":"","payload":{"a":1}}"#,
+            r#"{"payload":{"a":1}}"#,
+            r#"{"room_id":"r","payload":null}"#,
+            r#"{"room_id":0,"payload":{}}"#,
+            r#"{"room_id":"r","payload":false}"#,
+        ] {
+            assert_eq!(
+                refusal(missing),
+                "Malformed Request: One or more required parameters is missing",
+                "{missing}"
+            );
+        }
         assert!(refusal(r#"{"room_id":"r","payload":"text"}"#).ends_with("incorrect data type."));
+        assert!(refusal(r#"{"room_id":"r","payload":[1]}"#).ends_with("incorrect data type."));
         assert!(refusal(r#"{"room_id":5,"payload":{}}"#).ends_with("incorrect data type."));
         assert!(refusal("not json").contains("not valid JSON"));
         assert!(refusal("[1,2]").contains("JSON object"));
+        assert!(refusal(r#"{"room_id":"r","payload":{"a":1"#).contains("not valid JSON"));
+    }
+
+    #[test]
+    fn payloads_nest_as_deep_as_the_original_accepts() {
+        let deep = format!(
+            r#"{{"room_id":"r","payload":{{"d":{}1{}}}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        let (_, payload) = parse(deep.as_bytes()).expect("10,000 levels");
+        assert!(payload.len() > 20_000);
+    }
+
+    #[test]
+    fn idempotency_keys_are_visible_ascii() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(idempotency_key(&headers).unwrap(), None);
+        headers.insert(&IDEMPOTENCY_KEY, HeaderValue::from_static("order-42/retry"));
+        assert_eq!(idempotency_key(&headers).unwrap(), Some("order-42/retry"));
+        headers.insert(&IDEMPOTENCY_KEY, HeaderValue::from_static("has space"));
+        assert!(idempotency_key(&headers).is_err());
+        headers.insert(
+            &IDEMPOTENCY_KEY,
+            HeaderValue::from_str(&"k".repeat(256)).unwrap(),
+        );
+        assert!(idempotency_key(&headers).is_err());
     }
 }

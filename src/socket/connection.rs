@@ -1,319 +1,502 @@
-//! One Socket.IO connection: its session, what it was sent (so an acknowledgement can be resolved
-//! to exact per-room positions) and the order its events are handled in.
+//! One Socket.IO connection: its session, the rooms it is in, and its events, handled one at a
+//! time in the order they arrived.
 //!
-//! Socket.IO runs each event handler as its own task, so two events sent back to back could be
-//! handled out of order. Each event therefore takes a ticket while it is decoded (synchronously, in
-//! arrival order) and its handler waits for its turn. Recovery holds the first turn, so events a
-//! client sends right after connecting run after its rooms are restored. Acknowledgements, one per
-//! message received, only record their timestamp as they are decoded; they are resolved and
-//! stored at most once a second and when the connection ends.
+//! Events are decoded as they arrive (in arrival order, on the connection's read path).
+//! Acknowledgements and `stateRecovery` are settled there at once; `subscribe` and `unsubscribe`
+//! become commands in the connection's queue, behind its recovery. A task drains the queue and
+//! exists only while there is work, so an idle connection holds no task, and when the
+//! connection ends its queue is dropped: no work outlives it. Events beyond the connection's rate
+//! or queue are dropped with an `error` event.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use socketioxide::adapter::Adapter;
-use socketioxide::handler::{FromMessage, Value};
-use socketioxide::socket::Socket;
-use tokio::sync::watch;
-use twine_store::Position;
+use governor::clock::{Clock, MonotonicClock};
+use governor::{Quota, RateLimiter};
+use serde::Serialize;
+use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use socketioxide::socket::Sid;
+use tokio::time::Instant;
+use twine_store::{Joined, Position};
 
-use crate::fanout::Seq;
+use super::recovery::Recovery;
+use crate::fanout::shard::Member;
+use crate::outbox::Outbox;
+use crate::outbox::acks::Slot;
 use crate::session::SessionHandle;
 use crate::state::AppState;
 
-/// How often, at most, a flowing stream of acknowledgements is resolved and stored. Clients
-/// acknowledge every message; resolving each would cost more than delivering it.
-const ACK_FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Longest room name, in bytes.
+pub const MAX_ROOM_BYTES: usize = 256;
+/// Commands that may wait in one connection's queue.
+const MAX_QUEUED: usize = 1_000;
+/// Least time between two "events dropped" notices to one connection.
+const NOTICE_EVERY: Duration = Duration::from_secs(1);
 
-pub struct Connection {
-    pub session: SessionHandle,
-    pub app: Arc<AppState>,
-    /// Newest acknowledged timestamp not yet resolved and stored (0: none).
-    latest_ack: AtomicU64,
-    /// Wall-clock ms of the last time acknowledgements were resolved.
-    last_ack_flush: AtomicU64,
-    tickets: AtomicU64,
-    turn: watch::Sender<u64>,
-    first_turn: Mutex<Option<Ticket>>,
-    sent: Mutex<Sent>,
+type EventLimiter = RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    MonotonicClock,
+    governor::middleware::NoOpMiddleware<<MonotonicClock as Clock>::Instant>,
+>;
+
+/// Work a connection does in order.
+enum Command {
+    Recover,
+    Subscribe(Arc<str>),
+    Unsubscribe(Arc<str>),
+    /// An event refused as it was decoded; answered in order with the others.
+    Refuse(&'static str, String),
+    /// The connection ended: store its positions and leave its rooms.
+    End,
 }
 
-/// What this connection was sent, for resolving acknowledgements.
+/// The `error` event sent when a client event is refused.
+#[derive(Serialize)]
+struct EventError<'a> {
+    event: &'a str,
+    message: &'a str,
+}
+
+pub struct Connection {
+    pub sid: Sid,
+    pub outbox: Arc<Outbox>,
+    session: SessionHandle,
+    app: Arc<AppState>,
+    /// The replay waits for this (a reconnecting page's listeners may attach late).
+    replay_not_before: Option<Instant>,
+    limiter: EventLimiter,
+    state: Mutex<State>,
+}
+
 #[derive(Default)]
-struct Sent {
-    /// Rooms delivered live, with the broadcast sequence number live delivery started after.
-    live: HashMap<String, Seq>,
-    /// Rooms being recovered, not yet live.
-    recovering: Vec<String>,
-    /// Messages sent before going live (replay and the seam buffer), in order, not yet
-    /// acknowledged. They precede every live message.
-    replayed: VecDeque<(String, Position)>,
-    /// Newest replayed position per room.
-    replayed_up_to: HashMap<String, Position>,
-    /// Whether the client acknowledges messages at all.
-    acknowledges: bool,
-    /// Recovery could not replay everything: stored positions must not move on, or the messages
-    /// it missed would be skipped by the next recovery too.
-    frozen: bool,
+struct State {
+    queue: VecDeque<Command>,
+    draining: bool,
+    ended: bool,
+    /// Rooms the connection is in (live) or recovering (held), by name.
+    rooms: HashMap<Arc<str>, Membership>,
+    last_notice: Option<Instant>,
+}
+
+#[derive(Clone, Copy)]
+struct Membership {
+    slot: Slot,
+    live: bool,
 }
 
 impl Connection {
-    /// A new connection; its first turn is reserved for recovery (see [`Connection::first_turn`]).
-    pub fn new(session: SessionHandle, app: Arc<AppState>) -> Arc<Connection> {
-        let conn = Arc::new(Connection {
+    pub fn new(
+        sid: Sid,
+        outbox: Arc<Outbox>,
+        session: SessionHandle,
+        app: Arc<AppState>,
+        replay_not_before: Option<Instant>,
+    ) -> Arc<Connection> {
+        let config = &app.config;
+        let rate = NonZeroU32::new(config.event_rate).expect("checked by the config");
+        let burst = NonZeroU32::new(config.event_burst).expect("checked by the config");
+        let limiter = RateLimiter::direct_with_clock(
+            Quota::per_second(rate).allow_burst(burst),
+            MonotonicClock,
+        );
+        Arc::new(Connection {
+            sid,
+            outbox,
             session,
             app,
-            latest_ack: AtomicU64::new(0),
-            last_ack_flush: AtomicU64::new(0),
-            tickets: AtomicU64::new(0),
-            turn: watch::Sender::new(0),
-            first_turn: Mutex::new(None),
-            sent: Mutex::new(Sent::default()),
-        });
-        let ticket = conn.ticket();
-        *lock(&conn.first_turn) = Some(ticket);
-        conn
+            replay_not_before,
+            limiter,
+            state: Mutex::default(),
+        })
     }
 
-    /// The next place in line.
-    pub fn ticket(self: &Arc<Self>) -> Ticket {
-        Ticket {
-            conn: Some(self.clone()),
-            number: self.tickets.fetch_add(1, Ordering::SeqCst),
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The client has joined the namespace: recovery is its first work.
+    pub fn connected(self: &Arc<Self>) {
+        self.push(Command::Recover);
+    }
+
+    /// Handles one event as it is decoded: `data` is its JSON text, `[name, args...]`.
+    pub fn on_event(self: &Arc<Self>, data: &str) {
+        let Ok(Event { name, arg }) = serde_json::from_str::<Event<'_>>(data) else {
+            return self.over_limit_or(|| {
+                self.push(Command::Refuse("?", "the event could not be read".into()));
+            });
+        };
+        match name.as_ref() {
+            "updateSessionTS" => match arg.and_then(timestamp) {
+                Some(position) => {
+                    if self.outbox.ack(position) {
+                        self.app.flusher.mark(&self.session, &self.outbox);
+                    } else {
+                        // Only acknowledgements of what was sent are free.
+                        self.over_limit_or(|| {
+                            tracing::debug!(sid = %self.sid, %position, "acknowledged timestamp not among those sent");
+                        });
+                    }
+                }
+                None => self.over_limit_or(|| {
+                    self.push(Command::Refuse(
+                        "updateSessionTS",
+                        "timestamp must be the non-negative integer timestamp of a received message"
+                            .into(),
+                    ));
+                }),
+            },
+            "stateRecovery" => self.over_limit_or(|| self.outbox.acknowledge_each_message()),
+            "subscribe" => self.over_limit_or(|| match room_name(arg) {
+                Ok(room) => self.push(Command::Subscribe(room)),
+                Err(message) => self.push(Command::Refuse("subscribe", message)),
+            }),
+            "unsubscribe" => self.over_limit_or(|| match room_name(arg) {
+                Ok(room) => self.push(Command::Unsubscribe(room)),
+                Err(message) => self.push(Command::Refuse("unsubscribe", message)),
+            }),
+            _ => self.over_limit_or(|| ()), // not part of the contract: ignored, as the original did
         }
     }
 
-    /// The ticket reserved at creation, ahead of every event.
-    pub fn first_turn(&self) -> Option<Ticket> {
-        lock(&self.first_turn).take()
+    /// Runs `accepted` if the event is within the connection's rate, else drops it.
+    fn over_limit_or(self: &Arc<Self>, accepted: impl FnOnce()) {
+        if self.limiter.check().is_ok() {
+            return accepted();
+        }
+        self.notice("events are arriving faster than this server accepts; some were dropped");
     }
 
-    fn sent(&self) -> MutexGuard<'_, Sent> {
-        lock(&self.sent)
+    /// An `error` event about dropped events, at most once per [`NOTICE_EVERY`].
+    fn notice(&self, message: &str) {
+        let now = Instant::now();
+        {
+            let mut state = self.state();
+            if state
+                .last_notice
+                .is_some_and(|at| now.duration_since(at) < NOTICE_EVERY)
+            {
+                return;
+            }
+            state.last_notice = Some(now);
+        }
+        tracing::debug!(sid = %self.sid, "{message}");
+        self.outbox.notify(
+            "error",
+            &EventError {
+                event: "*",
+                message,
+            },
+        );
     }
 
-    pub fn is_live(&self, room: &str) -> bool {
-        self.sent().live.contains_key(room)
-    }
-
-    pub fn recovering(&self, rooms: &[String]) {
-        self.sent().recovering = rooms.to_vec();
-    }
-
-    pub fn replayed(&self, room: &str, position: Position) {
-        let mut sent = self.sent();
-        sent.replayed.push_back((room.to_owned(), position));
-        sent.replayed_up_to.insert(room.to_owned(), position);
-    }
-
-    pub fn went_live(&self, room: &str, after: Seq) {
-        let mut sent = self.sent();
-        sent.recovering.retain(|r| r != room);
-        sent.live.insert(room.to_owned(), after);
-    }
-
-    pub fn left(&self, room: &str) {
-        let mut sent = self.sent();
-        sent.live.remove(room);
-        sent.replayed.retain(|(r, _)| r != room);
-        sent.replayed_up_to.remove(room);
-    }
-
-    /// Keeps the session's stored positions where they are for the rest of this connection.
-    pub fn freeze_positions(&self) {
-        self.sent().frozen = true;
-    }
-
-    pub fn live_rooms(&self) -> Vec<String> {
-        self.sent().live.keys().cloned().collect()
-    }
-
-    pub fn recovering_rooms(&self) -> Vec<String> {
-        self.sent().recovering.clone()
-    }
-
-    /// Records an acknowledgement as it arrives (acknowledgements arrive in the order the client
-    /// handled its messages, so the newest one covers the others). Returns whether it is time to
-    /// resolve and store it ([`Connection::flush_acks`]).
-    pub fn note_ack(&self, position: Position) -> bool {
-        self.latest_ack.store(position.0, Ordering::SeqCst);
-        let now = Position::now_ms();
-        let last = self.last_ack_flush.load(Ordering::SeqCst);
-        now.saturating_sub(last) >= ACK_FLUSH_EVERY.as_millis() as u64
-            && self
-                .last_ack_flush
-                .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-    }
-
-    /// Resolves the newest acknowledgement not yet stored and stores the positions it covers.
-    pub async fn flush_acks(&self) {
-        let latest = self.latest_ack.swap(0, Ordering::SeqCst);
-        if latest == 0 {
+    fn push(self: &Arc<Self>, command: Command) {
+        let mut state = self.state();
+        if state.ended {
             return;
         }
-        let handled = self.acknowledge(Position(latest)).await;
-        if handled.is_empty() {
-            tracing::debug!(
-                position = latest,
-                "acknowledged timestamp not among recent messages"
-            );
+        if state.queue.len() >= MAX_QUEUED {
+            drop(state);
+            return self.notice("too many events are waiting; some were dropped");
         }
-        if let Err(e) = self.session.advance(&handled).await {
-            tracing::warn!("acknowledgement not stored: {e}");
+        state.queue.push_back(command);
+        if !state.draining {
+            state.draining = true;
+            tokio::spawn(self.clone().drain());
         }
     }
 
-    /// Resolves "the client handled the message it was sent with this timestamp, and everything
-    /// sent before it" into the newest handled position per room. Empty when no message with that
-    /// timestamp was sent recently.
-    async fn acknowledge(&self, position: Position) -> Vec<(String, Position)> {
-        let links: Vec<(String, Seq)> = {
-            let mut sent = self.sent();
-            sent.acknowledges = true;
-            if sent.frozen {
-                return Vec::new();
-            }
-            if let Some(index) = sent.replayed.iter().position(|(_, p)| *p == position) {
-                return newest_per_room(sent.replayed.drain(..=index));
-            }
-            sent.live.iter().map(|(r, s)| (r.clone(), *s)).collect()
-        };
-        let Some(live) = self.app.fanout.resolve_ack(position, &links).await else {
-            return Vec::new();
-        };
-        // Everything replayed went out before any live message.
-        let mut sent = self.sent();
-        let mut handled = newest_per_room(sent.replayed.drain(..));
-        handled.extend(live);
-        handled
-    }
-
-    /// For a client that never acknowledges, the newest position sent per room: where its next
-    /// recovery starts. Empty for a client that acknowledges, whose acknowledgements are exact.
-    pub async fn last_sent(&self) -> Vec<(String, Position)> {
-        let (live, mut positions) = {
-            let sent = self.sent();
-            if sent.acknowledges || sent.frozen {
-                return Vec::new();
-            }
-            let positions: HashMap<String, Position> = sent.replayed_up_to.clone();
-            (sent.live.keys().cloned().collect::<Vec<_>>(), positions)
-        };
-        for room in live {
-            if let Some(last) = self.app.fanout.last_broadcast(&room).await {
-                positions.insert(room, last);
-            }
+    /// The connection ended: what is queued is dropped, and its end is stored.
+    pub fn end(self: &Arc<Self>) {
+        self.outbox.close();
+        let mut state = self.state();
+        if state.ended {
+            return;
         }
-        positions.into_iter().collect()
+        state.ended = true;
+        state.queue.clear();
+        state.queue.push_back(Command::End);
+        if !state.draining {
+            state.draining = true;
+            tokio::spawn(self.clone().drain());
+        }
     }
-}
 
-fn newest_per_room(sent: impl Iterator<Item = (String, Position)>) -> Vec<(String, Position)> {
-    let mut newest: HashMap<String, Position> = HashMap::new();
-    for (room, position) in sent {
-        let entry = newest.entry(room).or_default();
-        *entry = (*entry).max(position);
-    }
-    newest.into_iter().collect()
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A place in a connection's line of events.
-pub struct Ticket {
-    conn: Option<Arc<Connection>>,
-    number: u64,
-}
-
-impl Ticket {
-    /// Waits until every earlier ticket of the connection is done.
-    pub async fn wait(mut self) -> Turn {
-        let conn = self.conn.take().expect("a ticket is waited on once");
-        let mut turn = conn.turn.subscribe();
-        // The sender lives in `conn`, so the channel cannot close while we wait.
-        let _ = turn.wait_for(|t| *t == self.number).await;
-        Turn { conn }
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        // An unused ticket must still pass its turn on, or the connection's later events would
-        // wait forever.
-        if let Some(conn) = self.conn.take() {
-            let ticket = Ticket {
-                conn: Some(conn),
-                number: self.number,
+    async fn drain(self: Arc<Self>) {
+        loop {
+            let command = {
+                let mut state = self.state();
+                match state.queue.pop_front() {
+                    Some(command) => command,
+                    None => {
+                        state.draining = false;
+                        return;
+                    }
+                }
             };
-            tokio::spawn(async move { drop(ticket.wait().await) });
+            self.run(command).await;
         }
     }
-}
 
-/// The connection's turn; the next ticket's turn starts when this is dropped.
-pub struct Turn {
-    conn: Arc<Connection>,
-}
+    async fn run(&self, command: Command) {
+        match command {
+            Command::Recover => self.recover().await,
+            Command::Subscribe(room) => self.subscribe(room).await,
+            Command::Unsubscribe(room) => self.unsubscribe(room).await,
+            Command::Refuse(event, message) => self.refuse(event, &message).await,
+            Command::End => self.finish().await,
+        }
+    }
 
-impl std::ops::Deref for Turn {
-    type Target = Arc<Connection>;
-    fn deref(&self) -> &Self::Target {
-        &self.conn
+    async fn refuse(&self, event: &str, message: &str) {
+        tracing::debug!(sid = %self.sid, event, message, "event refused");
+        let _ = self
+            .outbox
+            .send("error", &EventError { event, message })
+            .await;
+    }
+
+    async fn recover(&self) {
+        let session = match self.session.load().await {
+            Ok(Some(session)) if !session.rooms.is_empty() => session,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(sid = %self.sid, "session not loaded: {e}");
+                self.outbox.freeze_positions();
+                return self
+                    .refuse(
+                        "stateRecovery",
+                        "the session could not be loaded; reconnect to retry",
+                    )
+                    .await;
+            }
+        };
+        let recovery = Recovery {
+            app: &self.app,
+            outbox: &self.outbox,
+            sid: self.sid,
+            not_before: self.replay_not_before,
+        };
+        let restored = recovery.recover(session).await;
+        let mut state = self.state();
+        for r in restored {
+            let membership = Membership {
+                slot: r.slot,
+                live: r.live,
+            };
+            state.rooms.insert(r.room, membership);
+        }
+    }
+
+    async fn subscribe(&self, room: Arc<str>) {
+        let joined = format!("You have joined room: {room}");
+        let (known, count) = {
+            let state = self.state();
+            (state.rooms.contains_key(&room), state.rooms.len())
+        };
+        if known {
+            let _ = self.outbox.send("roomJoined", &joined).await;
+            return;
+        }
+        if count >= self.app.config.max_rooms as usize {
+            return self.refuse_room_limit().await;
+        }
+        let slot = self.outbox.add_room(room.clone(), false);
+        let member = Member {
+            sid: self.sid,
+            outbox: self.outbox.clone(),
+            slot,
+        };
+        let cut = match self.app.fanout.join(&room, member).await {
+            Ok(cut) => cut,
+            Err(e) => {
+                tracing::warn!(%room, "subscribe failed: {e}");
+                self.outbox.remove_room(slot);
+                return self
+                    .refuse("subscribe", "the room could not be joined; try again")
+                    .await;
+            }
+        };
+        match self.session.join(&room, cut).await {
+            Ok(Joined::Full) => {
+                self.app.fanout.leave(&room, self.sid);
+                self.outbox.remove_room(slot);
+                return self.refuse_room_limit().await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%room, "session not updated on subscribe: {e}"),
+        }
+        self.state()
+            .rooms
+            .insert(room, Membership { slot, live: true });
+        let _ = self.outbox.send("roomJoined", &joined).await;
+    }
+
+    async fn refuse_room_limit(&self) {
+        let message = format!(
+            "this session is in {} rooms already, the most allowed; unsubscribe from one first",
+            self.app.config.max_rooms
+        );
+        self.refuse("subscribe", &message).await
+    }
+
+    async fn unsubscribe(&self, room: Arc<str>) {
+        let membership = self.state().rooms.remove(&room);
+        if let Some(membership) = membership {
+            self.leave_room(&room, membership);
+        }
+        if let Err(e) = self.session.leave(&room).await {
+            tracing::warn!(%room, "session not updated on unsubscribe: {e}");
+        }
+        let left = format!("You have left room: {room}");
+        let _ = self.outbox.send("roomLeft", &left).await;
+    }
+
+    fn leave_room(&self, room: &Arc<str>, membership: Membership) {
+        if membership.live {
+            self.app.fanout.leave(room, self.sid);
+        } else {
+            self.app.fanout.unhold(room, self.sid);
+        }
+        self.outbox.remove_room(membership.slot);
+    }
+
+    async fn finish(&self) {
+        let progress = self.outbox.progress(true);
+        if let Err(e) = self.session.advance(&progress).await {
+            tracing::warn!("positions not stored on disconnect: {e}");
+        }
+        let rooms = std::mem::take(&mut self.state().rooms);
+        for (room, membership) in rooms {
+            self.leave_room(&room, membership);
+        }
+        self.app.meters.remove(self.sid);
+        // The socket keeps this connection as an extension, and the connection keeps the socket:
+        // let go of each other.
+        self.outbox.socket().extensions.remove::<Arc<Connection>>();
     }
 }
 
-impl Drop for Turn {
-    fn drop(&mut self) {
-        self.conn.turn.send_modify(|t| *t += 1);
+/// A decoded event: its name and first argument (as raw JSON, parsed only if needed).
+struct Event<'a> {
+    name: Cow<'a, str>,
+    arg: Option<&'a RawValue>,
+}
+
+/// An event name, borrowed from the packet unless it has escapes.
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for Name<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an event name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, name: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(name)))
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(name.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
     }
 }
 
-/// Extractor giving an event handler its ticket, taken as the event is decoded. Put it last.
-pub struct InTurn(pub Ticket);
-
-/// The socket has no [`Connection`]: it was not admitted by this server's middleware.
-#[derive(Debug, thiserror::Error)]
-#[error("socket has no connection state")]
-pub struct NotAdmitted;
-
-impl<A: Adapter> FromMessage<A> for InTurn {
-    type Error = NotAdmitted;
-    fn from_message(s: Arc<Socket<A>>, _: Value, _: Option<i64>) -> Result<Self, NotAdmitted> {
-        let conn = s.extensions.get::<Arc<Connection>>().ok_or(NotAdmitted)?;
-        Ok(InTurn(conn.ticket()))
+impl<'de> de::Deserialize<'de> for Event<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EventVisitor;
+        impl<'de> Visitor<'de> for EventVisitor {
+            type Value = Event<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("[event, args...]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Event<'de>, A::Error> {
+                let Name(name) = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let arg = seq.next_element()?;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Event { name, arg })
+            }
+        }
+        deserializer.deserialize_seq(EventVisitor)
     }
 }
 
-/// Extractor for `updateSessionTS`: records the acknowledged timestamp while the event is decoded,
-/// in arrival order, so the handler (run as a task of its own) needs no turn unless it is time to
-/// store. Put it last.
-pub struct AckArrival {
-    pub conn: Arc<Connection>,
-    /// The timestamp, when the argument is one.
-    pub position: Option<Position>,
-    /// Whether this handler should resolve and store the acknowledgements now.
-    pub flush: bool,
+fn room_name(arg: Option<&RawValue>) -> Result<Arc<str>, String> {
+    let room = arg
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+        .ok_or_else(|| "room must be a string".to_string())?;
+    if room.is_empty() {
+        return Err("room must not be empty".into());
+    }
+    if room.len() > MAX_ROOM_BYTES {
+        return Err(format!(
+            "room is {} bytes long; the limit is {MAX_ROOM_BYTES}",
+            room.len()
+        ));
+    }
+    Ok(Arc::from(room))
 }
 
-impl<A: Adapter> FromMessage<A> for AckArrival {
-    type Error = NotAdmitted;
-    fn from_message(s: Arc<Socket<A>>, v: Value, _: Option<i64>) -> Result<Self, NotAdmitted> {
-        let conn = s.extensions.get::<Arc<Connection>>().ok_or(NotAdmitted)?;
-        // The event as JSON text: ["updateSessionTS", <timestamp>].
-        let position = v
-            .as_str()
-            .and_then(|text| serde_json::from_str::<Vec<serde_json::Value>>(text).ok())
-            .and_then(|args| args.get(1).and_then(super::events::timestamp));
-        let flush = position.is_some_and(|p| conn.note_ack(p));
-        Ok(AckArrival {
-            conn,
-            position,
-            flush,
-        })
+/// A client's `updateSessionTS` argument as a position: a non-negative whole number.
+fn timestamp(arg: &RawValue) -> Option<Position> {
+    let number: serde_json::Number = serde_json::from_str(arg.get()).ok()?;
+    number.as_u64().map(Position).or_else(|| {
+        let f = number.as_f64()?;
+        (f >= 0.0 && f.fract() == 0.0 && f < u64::MAX as f64).then_some(Position(f as u64))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(json: &str) -> Box<RawValue> {
+        RawValue::from_string(json.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn events_decode_to_name_and_first_argument() {
+        let event: Event = serde_json::from_str(r#"["subscribe","news",{"x":1}]"#).unwrap();
+        assert_eq!(event.name, "subscribe");
+        assert_eq!(event.arg.unwrap().get(), r#""news""#);
+        let event: Event = serde_json::from_str(r#"["stateRecovery"]"#).unwrap();
+        assert!(event.arg.is_none());
+        assert!(serde_json::from_str::<Event>("[]").is_err());
+        assert!(serde_json::from_str::<Event>("[7]").is_err());
+    }
+
+    #[test]
+    fn rooms_must_be_non_empty_strings_of_bounded_length() {
+        assert_eq!(room_name(Some(&raw(r#""news""#))).unwrap().as_ref(), "news");
+        assert!(room_name(Some(&raw(r#""""#))).is_err());
+        let long = format!("\"{}\"", "x".repeat(257));
+        assert!(room_name(Some(&raw(&long))).is_err());
+        let longest = format!("\"{}\"", "x".repeat(256));
+        assert!(room_name(Some(&raw(&longest))).is_ok());
+        assert!(room_name(Some(&raw("7"))).is_err());
+        assert!(room_name(Some(&raw("null"))).is_err());
+        assert!(room_name(None).is_err());
+    }
+
+    #[test]
+    fn timestamps_are_non_negative_whole_numbers() {
+        assert_eq!(
+            timestamp(&raw("1732000000123")),
+            Some(Position(1_732_000_000_123))
+        );
+        assert_eq!(timestamp(&raw("1.5e12")), Some(Position(1_500_000_000_000)));
+        assert_eq!(timestamp(&raw("1.5")), None);
+        assert_eq!(timestamp(&raw("-3")), None);
+        assert_eq!(timestamp(&raw(r#""123""#)), None);
     }
 }

@@ -1,98 +1,186 @@
-//! Socket.IO on the `/socket.io` path: admitting each connection and sending to it.
+//! Socket.IO on `/socket.io`: admitting each connection, handing its events to it, and ending it.
 //!
-//! A connection is admitted by a middleware that runs before the server answers the client's
-//! namespace connect, so its session is known and every event handler is registered before the
-//! client can send anything. Recovery then runs as the connection's first turn.
+//! A connection is admitted before the server answers the client's namespace connect, so its
+//! session is known and its events are handled from the very first one. Events are handed over
+//! on the connection's read path, in arrival order, without a task per event
+//! ([`connection`]); recovery is the connection's first work ([`recovery`]).
 
 pub mod connection;
-mod events;
-pub use events::MAX_ROOM_BYTES;
 mod recovery;
 
-use std::convert::Infallible;
+use std::fmt::Display;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use serde::Serialize;
-use socketioxide::extract::{Extension, SocketRef};
-use socketioxide::handler::ConnectHandler;
-use socketioxide::{SendError, SocketError, SocketIo};
+use axum::http::header;
+use axum::http::request::Parts;
+use socketioxide::SocketIo;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::SocketRef;
+use socketioxide::handler::{ConnectHandler, DisconnectHandler, MessageHandler, Value};
+use socketioxide::socket::{DisconnectReason, Socket};
+use tokio::time::Instant;
 
+use crate::net::Received;
+use crate::net::wire::Wire;
+use crate::outbox::Outbox;
 use crate::session::SessionHandle;
 use crate::state::AppState;
 use connection::Connection;
-
-/// How long a replayed message may wait for room in a slow client's send buffer.
-const SEND_PATIENCE: Duration = Duration::from_secs(30);
+pub use connection::MAX_ROOM_BYTES;
 
 /// Serves the Twine events on the default namespace.
 pub fn register(io: &SocketIo, app: Arc<AppState>) {
-    io.ns(
-        "/",
-        on_connect.with(move |s: SocketRef| {
-            let app = app.clone();
-            async move {
-                admit(&s, app);
-                Ok::<(), Infallible>(())
-            }
-        }),
-    );
+    io.ns("/", Admission { app });
 }
 
-fn admit(s: &SocketRef, app: Arc<AppState>) {
-    let session = SessionHandle::for_request(&s.req_parts().headers, app.sessions.clone());
-    s.extensions.insert(Connection::new(session, app));
-    s.on("subscribe", events::subscribe);
-    s.on("unsubscribe", events::unsubscribe);
-    s.on("updateSessionTS", events::update_session_ts);
-    s.on("stateRecovery", events::state_recovery);
-    s.on_disconnect(events::disconnect);
+/// Admits connections to the namespace and starts their recovery once connected.
+#[derive(Clone)]
+struct Admission {
+    app: Arc<AppState>,
 }
 
-async fn on_connect(s: SocketRef, Extension(conn): Extension<Arc<Connection>>) {
-    if let Some(ticket) = conn.first_turn() {
-        let turn = ticket.wait().await;
-        recovery::recover(&turn, &s).await;
+/// Marks this crate's handlers apart from socketioxide's closure handlers.
+pub struct Handled;
+
+type Admitted<'a> = Pin<Box<dyn Future<Output = Result<(), Box<dyn Display + Send>>> + Send + 'a>>;
+
+impl ConnectHandler<LocalAdapter, Handled> for Admission {
+    fn call(&self, s: Arc<Socket<LocalAdapter>>, _auth: Option<Value>) {
+        if let Some(connection) = s.extensions.get::<Arc<Connection>>() {
+            connection.connected();
+        }
+    }
+
+    fn call_middleware<'a>(
+        &'a self,
+        s: Arc<Socket<LocalAdapter>>,
+        _auth: &'a Option<Value>,
+    ) -> Admitted<'a> {
+        self.admit(&s);
+        Box::pin(async { Ok(()) })
     }
 }
 
-/// Sends an event, logging (not failing) when the socket is gone: the client then recovers what
-/// it missed on its next connection.
-fn emit<T: Serialize + ?Sized>(s: &SocketRef, event: &str, data: &T) {
-    if let Err(e) = s.emit(event, data) {
-        tracing::debug!(sid = %s.id, event, "not sent: {e}");
+impl Admission {
+    fn admit(&self, s: &Arc<Socket<LocalAdapter>>) {
+        let app = &self.app;
+        let config = &app.config;
+        let parts = s.req_parts();
+        let meter = app.meters.meter(s.id);
+        if is_websocket_handshake(parts)
+            && let Some(wire) = parts.extensions.get::<Arc<Wire>>()
+        {
+            wire.carry(&meter);
+        }
+        let outbox = Outbox::new(
+            SocketRef::from(s.clone()),
+            meter,
+            config.send_queue as usize,
+            config.ping_interval + config.ping_timeout,
+        );
+        let session = SessionHandle::for_request(&parts.headers, app.sessions.clone());
+        let not_before = replay_not_before(parts, config.replay_grace);
+        let connection = Connection::new(s.id, outbox, session, app.clone(), not_before);
+        s.extensions.insert(connection);
+        s.on_fallback(Events);
+        s.on_disconnect(Ended);
     }
 }
 
-/// Sends an event, waiting while the client's send buffer is full. Fails when the socket is gone
-/// or stays full for [`SEND_PATIENCE`].
-async fn send_in_order<T: Serialize + ?Sized>(
-    s: &SocketRef,
-    event: &str,
-    data: &T,
-) -> Result<(), SendError> {
-    let deadline = tokio::time::Instant::now() + SEND_PATIENCE;
-    loop {
-        match s.emit(event, data) {
-            Err(SendError::Socket(SocketError::InternalChannelFull))
-                if tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            result => return result,
+/// The Socket.IO handshake came as a WebSocket (its request is the WebSocket's).
+fn is_websocket_handshake(parts: &Parts) -> bool {
+    parts
+        .uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "transport=websocket"))
+}
+
+/// When a reconnecting client's replay may start. Pages (a request with an `Origin`, or from a
+/// browser) may attach their `message` listeners on a timer after creating the socket, as
+/// twine-client-library does, so they get `grace` from their handshake; programs attach theirs
+/// before connecting and are replayed to at once.
+fn replay_not_before(parts: &Parts, grace: std::time::Duration) -> Option<Instant> {
+    let from_page = parts.headers.contains_key(header::ORIGIN)
+        || parts
+            .headers
+            .get(header::USER_AGENT)
+            .is_some_and(|ua| ua.as_bytes().starts_with(b"Mozilla/"));
+    if grace.is_zero() || !from_page {
+        return None;
+    }
+    let received = parts
+        .extensions
+        .get::<Received>()
+        .map_or_else(Instant::now, |r| Instant::from_std(r.0));
+    Some(received + grace)
+}
+
+/// Hands every event to its connection, synchronously and in arrival order.
+#[derive(Clone, Copy)]
+struct Events;
+
+impl MessageHandler<LocalAdapter, Handled> for Events {
+    fn call(&self, s: Arc<Socket<LocalAdapter>>, data: Value, _ack: Option<i64>) {
+        let Some(connection) = s.extensions.get::<Arc<Connection>>() else {
+            return;
+        };
+        if let Some(text) = data.as_str() {
+            connection.on_event(text);
         }
     }
 }
 
-/// The `error` event sent when a client event is refused.
-#[derive(Serialize)]
-struct EventError<'a> {
-    event: &'a str,
-    message: String,
+/// Ends the connection when its socket goes.
+#[derive(Clone, Copy)]
+struct Ended;
+
+impl DisconnectHandler<LocalAdapter, Handled> for Ended {
+    fn call_with_defer(
+        &self,
+        s: Arc<Socket<LocalAdapter>>,
+        reason: DisconnectReason,
+        defer: fn(Arc<Socket<LocalAdapter>>),
+    ) {
+        tracing::debug!(sid = %s.id, ?reason, "disconnected");
+        if let Some(connection) = s.extensions.get::<Arc<Connection>>() {
+            connection.end();
+        }
+        defer(s);
+    }
 }
 
-fn reject(s: &SocketRef, event: &str, message: impl Into<String>) {
-    let message = message.into();
-    tracing::debug!(sid = %s.id, event, %message, "event refused");
-    emit(s, "error", &EventError { event, message });
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::http::Request;
+
+    use super::*;
+
+    fn parts(headers: &[(&str, &str)]) -> Parts {
+        let mut request = Request::get("/socket.io/?EIO=4&transport=websocket");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let (mut parts, ()) = request.body(()).unwrap().into_parts();
+        parts.extensions.insert(Received(std::time::Instant::now()));
+        parts
+    }
+
+    #[test]
+    fn pages_get_the_grace_and_programs_do_not() {
+        let grace = Duration::from_millis(250);
+        assert!(replay_not_before(&parts(&[("origin", "https://app.example")]), grace).is_some());
+        let browser = [("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/156")];
+        assert!(replay_not_before(&parts(&browser), grace).is_some());
+        assert!(
+            replay_not_before(&parts(&[("user-agent", "python-requests/2.32")]), grace).is_none()
+        );
+        assert!(replay_not_before(&parts(&[]), grace).is_none());
+        let page = [("origin", "https://app.example")];
+        assert!(replay_not_before(&parts(&page), Duration::ZERO).is_none());
+        assert!(is_websocket_handshake(&parts(&[])));
+    }
 }

@@ -2,10 +2,18 @@
 //! backend (in memory here; a real server for the others), with a fresh store per check.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use crate::{Archive, FeedEvent, History, Message, Position, SessionStore};
+use crate::{
+    Archive, FeedEvent, History, Joined, Message, PageLimit, Position, Progress, Publish,
+    ReplayStart, SessionStore, StoreError,
+};
 
-/// A fresh, empty pair of stores (for a shared backend: under a key prefix of its own).
+/// Rooms per session the stores handed to [`run_all`] must be configured with.
+pub const SESSION_ROOM_LIMIT: usize = 5;
+
+/// A fresh, empty pair of stores (for a shared backend: under a key prefix of its own), allowing
+/// [`SESSION_ROOM_LIMIT`] rooms per session.
 pub trait StoreFactory: Fn() -> (Arc<dyn History>, Arc<dyn SessionStore>) {}
 impl<F: Fn() -> (Arc<dyn History>, Arc<dyn SessionStore>)> StoreFactory for F {}
 
@@ -14,26 +22,64 @@ pub async fn run_all(factory: impl StoreFactory) {
     let (h, _) = factory();
     positions_are_unique_and_increasing_per_room(h).await;
     let (h, _) = factory();
-    read_after_is_exclusive_bounded_and_ordered(h).await;
+    pages_are_exclusive_bounded_and_ordered(h).await;
     let (h, _) = factory();
-    a_limit_keeps_the_newest_and_says_so(h).await;
+    pages_stop_at_their_count_or_bytes(h).await;
+    let (h, _) = factory();
+    a_capped_replay_starts_at_the_newest_and_says_so(h).await;
     let (h, _) = factory();
     rooms_are_independent(h).await;
     let (h, _) = factory();
     the_feed_carries_every_append_in_order(h).await;
+    let (h, _) = factory();
+    a_repeated_key_stores_nothing_and_answers_the_first_append(h).await;
+    let (h, _) = factory();
+    an_append_past_its_deadline_is_not_stored(h).await;
     let (_, s) = factory();
     sessions_remember_rooms_and_acks(s).await;
     let (_, s) = factory();
     acks_never_move_back_and_ignore_unknown_rooms(s).await;
+    let (_, s) = factory();
+    a_session_holds_a_bounded_number_of_rooms(s).await;
+}
+
+async fn append(h: &dyn History, room: &str, payload: &str) -> Message {
+    h.append(Publish::new(room, payload)).await.unwrap().message
+}
+
+async fn append_n(h: &dyn History, room: &str, n: usize) -> Vec<Message> {
+    let mut appended = Vec::new();
+    for i in 0..n {
+        appended.push(append(h, room, &format!("{{\"i\":{i}}}")).await);
+    }
+    appended
+}
+
+/// Everything in `room` after `after`, read page by page.
+async fn read_all(h: &dyn History, room: &str, after: Position, limit: PageLimit) -> Vec<Message> {
+    let mut after = after;
+    let mut read = Vec::new();
+    loop {
+        let page = h
+            .read_page(room, after, Position::MAX, limit)
+            .await
+            .unwrap();
+        assert!(!page.truncated, "nothing was dropped");
+        let more = page.more;
+        if let Some(last) = page.messages.last() {
+            after = last.position;
+        }
+        read.extend(page.messages);
+        if !more {
+            return read;
+        }
+    }
 }
 
 /// Appends in a tight loop land many in one millisecond: positions must still be distinct and
 /// increasing, and readable in that order.
 pub async fn positions_are_unique_and_increasing_per_room(h: Arc<dyn History>) {
-    let mut appended = Vec::new();
-    for i in 0..500 {
-        appended.push(h.append("room", &format!("{{\"i\":{i}}}")).await.unwrap());
-    }
+    let appended = append_n(&*h, "room", 500).await;
     for pair in appended.windows(2) {
         assert!(
             pair[0].position < pair[1].position,
@@ -48,78 +94,137 @@ pub async fn positions_are_unique_and_increasing_per_room(h: Arc<dyn History>) {
         first.abs_diff(now) < 60_000,
         "positions are milliseconds since the epoch (got {first}, clock {now})"
     );
-    let page = h
-        .read_after("room", Position::ZERO, Position::MAX, 1000)
-        .await
-        .unwrap();
-    assert_eq!(
-        page.messages, appended,
-        "read back exactly what was appended"
-    );
-    assert!(!page.truncated);
+    let read = read_all(&*h, "room", Position::ZERO, PageLimit::count(64)).await;
+    assert_eq!(read, appended, "read back exactly what was appended");
     assert_eq!(
         h.last_position("room").await.unwrap(),
         appended.last().unwrap().position
     );
 }
 
-pub async fn read_after_is_exclusive_bounded_and_ordered(h: Arc<dyn History>) {
-    let mut appended = Vec::new();
-    for i in 0..10 {
-        appended.push(h.append("room", &format!("{{\"i\":{i}}}")).await.unwrap());
-    }
+pub async fn pages_are_exclusive_bounded_and_ordered(h: Arc<dyn History>) {
+    let appended = append_n(&*h, "room", 10).await;
     let page = h
-        .read_after("room", appended[3].position, appended[7].position, 100)
+        .read_page(
+            "room",
+            appended[3].position,
+            appended[7].position,
+            PageLimit::count(100),
+        )
         .await
         .unwrap();
     assert_eq!(page.messages, appended[4..=7].to_vec());
-    assert!(!page.truncated);
+    assert!(!page.truncated && !page.more);
     let page = h
-        .read_after("room", appended[9].position, Position::MAX, 100)
+        .read_page(
+            "room",
+            appended[9].position,
+            Position::MAX,
+            PageLimit::count(100),
+        )
         .await
         .unwrap();
     assert!(page.messages.is_empty(), "nothing after the newest");
     let page = h
-        .read_after("absent", Position::ZERO, Position::MAX, 100)
+        .read_page("absent", Position::ZERO, Position::MAX, PageLimit::count(9))
         .await
         .unwrap();
-    assert!(page.messages.is_empty() && !page.truncated);
+    assert!(page.messages.is_empty() && !page.truncated && !page.more);
     assert_eq!(h.last_position("absent").await.unwrap(), Position::ZERO);
 }
 
-pub async fn a_limit_keeps_the_newest_and_says_so(h: Arc<dyn History>) {
+pub async fn pages_stop_at_their_count_or_bytes(h: Arc<dyn History>) {
+    let pad = "x".repeat(1000);
     let mut appended = Vec::new();
     for i in 0..20 {
-        appended.push(h.append("room", &format!("{{\"i\":{i}}}")).await.unwrap());
+        appended.push(append(&*h, "room", &format!("{{\"i\":{i},\"pad\":\"{pad}\"}}")).await);
     }
     let page = h
-        .read_after("room", Position::ZERO, Position::MAX, 5)
+        .read_page("room", Position::ZERO, Position::MAX, PageLimit::count(5))
         .await
         .unwrap();
-    assert_eq!(page.messages, appended[15..].to_vec());
-    assert!(page.truncated, "15 older messages were left out");
+    assert_eq!(page.messages, appended[..5].to_vec(), "the oldest five");
+    assert!(page.more);
+    let limit = PageLimit {
+        count: 100,
+        bytes: 2500,
+    };
     let page = h
-        .read_after("room", appended[14].position, Position::MAX, 5)
+        .read_page("room", appended[4].position, Position::MAX, limit)
         .await
         .unwrap();
-    assert_eq!(page.messages, appended[15..].to_vec());
-    assert!(!page.truncated, "exactly the limit is not a truncation");
+    assert_eq!(
+        page.messages,
+        appended[5..8].to_vec(),
+        "stops after the message that passes the bytes"
+    );
+    let limit = PageLimit {
+        count: 100,
+        bytes: 1,
+    };
+    let page = h
+        .read_page("room", appended[18].position, Position::MAX, limit)
+        .await
+        .unwrap();
+    assert_eq!(page.messages, appended[19..].to_vec(), "at least one");
+    assert!(!page.more);
+}
+
+pub async fn a_capped_replay_starts_at_the_newest_and_says_so(h: Arc<dyn History>) {
+    let appended = append_n(&*h, "room", 20).await;
+    let start = h
+        .replay_start("room", Position::ZERO, Position::MAX, 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        start,
+        ReplayStart {
+            after: appended[14].position,
+            truncated: true
+        },
+        "the newest five follow"
+    );
+    let start = h
+        .replay_start("room", appended[14].position, Position::MAX, 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        start,
+        ReplayStart {
+            after: appended[14].position,
+            truncated: false
+        },
+        "exactly the cap is not a truncation"
+    );
+    let start = h
+        .replay_start("room", Position::ZERO, appended[9].position, 5)
+        .await
+        .unwrap();
+    assert_eq!(start.after, appended[4].position, "counted up to `until`");
 }
 
 pub async fn rooms_are_independent(h: Arc<dyn History>) {
-    let a = h.append("a", "{\"x\":1}").await.unwrap();
-    let b = h.append("b", "{\"x\":2}").await.unwrap();
+    let a = append(&*h, "a", "{\"x\":1}").await;
+    let b = append(&*h, "b", "{\"x\":2}").await;
+    let all = PageLimit::count(10);
     let page = h
-        .read_after("a", Position::ZERO, Position::MAX, 10)
+        .read_page("a", Position::ZERO, Position::MAX, all)
         .await
         .unwrap();
     assert_eq!(page.messages, vec![a]);
     let page = h
-        .read_after("b", Position::ZERO, Position::MAX, 10)
+        .read_page("b", Position::ZERO, Position::MAX, all)
         .await
         .unwrap();
     assert_eq!(page.messages, vec![b.clone()]);
     assert_eq!(b.payload, "{\"x\":2}", "payload text is kept as given");
+}
+
+async fn next_event(feed: &mut crate::Feed) -> FeedEvent {
+    tokio::time::timeout(Duration::from_secs(5), feed.recv())
+        .await
+        .expect("the feed delivers within 5 s")
+        .expect("the feed stays open")
 }
 
 pub async fn the_feed_carries_every_append_in_order(h: Arc<dyn History>) {
@@ -127,25 +232,83 @@ pub async fn the_feed_carries_every_append_in_order(h: Arc<dyn History>) {
     let mut appended = Vec::new();
     for i in 0..50 {
         let room = if i % 2 == 0 { "even" } else { "odd" };
-        appended.push(h.append(room, &format!("{{\"i\":{i}}}")).await.unwrap());
+        appended.push(append(&*h, room, &format!("{{\"i\":{i}}}")).await);
     }
     for expected in appended {
-        let got = tokio::time::timeout(std::time::Duration::from_secs(5), feed.recv())
-            .await
-            .expect("the feed delivers within 5 s")
-            .expect("the feed stays open");
-        assert_eq!(got, FeedEvent::Message(expected));
+        assert_eq!(next_event(&mut feed).await, FeedEvent::Message(expected));
     }
+}
+
+pub async fn a_repeated_key_stores_nothing_and_answers_the_first_append(h: Arc<dyn History>) {
+    let mut feed = h.subscribe().await.unwrap();
+    let first = h
+        .append(Publish::new("room", "{\"n\":1}").with_key(Some("k-1")))
+        .await
+        .unwrap();
+    assert!(!first.repeated);
+    let again = h
+        .append(Publish::new("room", "{\"n\":1}").with_key(Some("k-1")))
+        .await
+        .unwrap();
+    assert!(again.repeated, "the retry is recognised");
+    assert_eq!(
+        again.message, first.message,
+        "and answered with the original"
+    );
+    let other = h
+        .append(Publish::new("room", "{\"n\":2}").with_key(Some("k-1")))
+        .await;
+    assert!(
+        matches!(other, Err(StoreError::KeyReused)),
+        "a key reused for another message is refused: {other:?}"
+    );
+    let next = append(&*h, "room", "{\"n\":3}").await;
+    let read = read_all(&*h, "room", Position::ZERO, PageLimit::count(10)).await;
+    assert_eq!(
+        read,
+        vec![first.message.clone(), next.clone()],
+        "stored once"
+    );
+    assert_eq!(
+        next_event(&mut feed).await,
+        FeedEvent::Message(first.message)
+    );
+    assert_eq!(
+        next_event(&mut feed).await,
+        FeedEvent::Message(next),
+        "fed once"
+    );
+}
+
+pub async fn an_append_past_its_deadline_is_not_stored(h: Arc<dyn History>) {
+    let past = SystemTime::now() - Duration::from_secs(5);
+    let late = h
+        .append(Publish::new("room", "{}").with_deadline(Some(past)))
+        .await;
+    assert!(matches!(late, Err(StoreError::Expired(_))), "got {late:?}");
+    let future = SystemTime::now() + Duration::from_secs(30);
+    let timely = h
+        .append(Publish::new("room", "{}").with_deadline(Some(future)))
+        .await
+        .unwrap();
+    let read = read_all(&*h, "room", Position::ZERO, PageLimit::count(10)).await;
+    assert_eq!(read, vec![timely.message], "only the timely one is stored");
 }
 
 pub async fn sessions_remember_rooms_and_acks(s: Arc<dyn SessionStore>) {
     assert_eq!(s.load("nobody").await.unwrap(), None);
-    s.join("sid", "a", Position(10)).await.unwrap();
+    assert_eq!(
+        s.join("sid", "a", Position(10)).await.unwrap(),
+        Joined::Added
+    );
     s.join("sid", "b", Position(20)).await.unwrap();
-    s.advance("sid", &[("a".into(), Position(15))])
+    s.advance("sid", &[Progress::new("a", Position(15))])
         .await
         .unwrap();
-    s.join("sid", "a", Position(99)).await.unwrap();
+    assert_eq!(
+        s.join("sid", "a", Position(99)).await.unwrap(),
+        Joined::Already
+    );
     let session = s.load("sid").await.unwrap().expect("session exists");
     assert_eq!(session.rooms.len(), 2);
     assert_eq!(
@@ -155,6 +318,7 @@ pub async fn sessions_remember_rooms_and_acks(s: Arc<dyn SessionStore>) {
     );
     assert_eq!(session.rooms["a"].resume_after(), Position(15));
     assert_eq!(session.rooms["b"].resume_after(), Position(20));
+    assert!(!session.rooms["a"].listened);
     s.leave("sid", "a").await.unwrap();
     let session = s.load("sid").await.unwrap().unwrap();
     assert!(!session.rooms.contains_key("a"));
@@ -163,25 +327,56 @@ pub async fn sessions_remember_rooms_and_acks(s: Arc<dyn SessionStore>) {
 
 pub async fn acks_never_move_back_and_ignore_unknown_rooms(s: Arc<dyn SessionStore>) {
     s.join("sid", "a", Position(10)).await.unwrap();
-    s.advance("sid", &[("a".into(), Position(50))])
-        .await
-        .unwrap();
+    let listened = Progress {
+        listened: true,
+        ..Progress::new("a", Position(50))
+    };
+    s.advance("sid", &[listened]).await.unwrap();
     s.advance(
         "sid",
-        &[("a".into(), Position(40)), ("zz".into(), Position(7))],
+        &[
+            Progress::new("a", Position(40)),
+            Progress::new("zz", Position(7)),
+        ],
     )
     .await
     .unwrap();
     let session = s.load("sid").await.unwrap().unwrap();
     assert_eq!(session.rooms["a"].acked, Position(50));
+    assert!(session.rooms["a"].listened, "listened stays once set");
     assert!(!session.rooms.contains_key("zz"));
+}
+
+pub async fn a_session_holds_a_bounded_number_of_rooms(s: Arc<dyn SessionStore>) {
+    for i in 0..SESSION_ROOM_LIMIT {
+        let joined = s.join("sid", &format!("r{i}"), Position(1)).await.unwrap();
+        assert_eq!(joined, Joined::Added);
+    }
+    assert_eq!(
+        s.join("sid", "one-too-many", Position(1)).await.unwrap(),
+        Joined::Full
+    );
+    assert_eq!(
+        s.join("sid", "r0", Position(1)).await.unwrap(),
+        Joined::Already,
+        "rooms it holds can still be joined again"
+    );
+    s.leave("sid", "r0").await.unwrap();
+    assert_eq!(
+        s.join("sid", "now-there-is-room", Position(1))
+            .await
+            .unwrap(),
+        Joined::Added
+    );
+    let session = s.load("sid").await.unwrap().unwrap();
+    assert_eq!(session.rooms.len(), SESSION_ROOM_LIMIT);
 }
 
 /// Runs every archive check against fresh archives from `factory`.
 pub async fn run_archive(factory: impl Fn() -> Arc<dyn Archive>) {
     archives_read_back_in_order_across_pages(factory()).await;
     archive_writes_are_idempotent(factory()).await;
-    archive_limits_keep_the_newest(factory()).await;
+    archive_replays_start_at_the_newest(factory()).await;
 }
 
 fn messages(room: &str, count: u64, payload_bytes: usize) -> Vec<Message> {
@@ -201,17 +396,21 @@ pub async fn archives_read_back_in_order_across_pages(a: Arc<dyn Archive>) {
     for chunk in written.chunks(100) {
         a.put(chunk).await.unwrap();
     }
-    let page = a
-        .read_after("big", Position::ZERO, Position::MAX, 5000)
-        .await
-        .unwrap();
-    assert_eq!(
-        page.messages.len(),
-        written.len(),
-        "every message across pages"
-    );
-    assert_eq!(page.messages, written);
-    assert!(!page.truncated);
+    let mut read = Vec::new();
+    let mut after = Position::ZERO;
+    loop {
+        let page = a
+            .read_page("big", after, Position::MAX, PageLimit::count(1200))
+            .await
+            .unwrap();
+        let Some(last) = page.messages.last() else {
+            break;
+        };
+        after = last.position;
+        read.extend(page.messages);
+    }
+    assert_eq!(read.len(), written.len(), "every message across pages");
+    assert_eq!(read, written);
     assert_eq!(
         a.last_position("big").await.unwrap(),
         written[1499].position
@@ -224,7 +423,12 @@ pub async fn archive_writes_are_idempotent(a: Arc<dyn Archive>) {
     a.put(&written).await.unwrap();
     a.put(&written[3..7]).await.unwrap();
     let page = a
-        .read_after("again", written[1].position, written[8].position, 100)
+        .read_page(
+            "again",
+            written[1].position,
+            written[8].position,
+            PageLimit::count(100),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -232,15 +436,32 @@ pub async fn archive_writes_are_idempotent(a: Arc<dyn Archive>) {
         written[2..=8].to_vec(),
         "no duplicates, bounds honoured"
     );
+    assert!(!page.more);
 }
 
-pub async fn archive_limits_keep_the_newest(a: Arc<dyn Archive>) {
+pub async fn archive_replays_start_at_the_newest(a: Arc<dyn Archive>) {
     let written = messages("limited", 30, 10);
     a.put(&written).await.unwrap();
-    let page = a
-        .read_after("limited", Position::ZERO, Position::MAX, 7)
+    let start = a
+        .replay_start("limited", Position::ZERO, Position::MAX, 7)
         .await
         .unwrap();
-    assert_eq!(page.messages, written[23..].to_vec());
-    assert!(page.truncated);
+    assert_eq!(
+        start,
+        ReplayStart {
+            after: written[22].position,
+            truncated: true
+        }
+    );
+    let start = a
+        .replay_start("limited", written[22].position, Position::MAX, 7)
+        .await
+        .unwrap();
+    assert!(!start.truncated);
+    let page = a
+        .read_page("limited", start.after, Position::MAX, PageLimit::count(3))
+        .await
+        .unwrap();
+    assert_eq!(page.messages, written[23..26].to_vec());
+    assert!(page.more);
 }

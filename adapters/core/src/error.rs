@@ -4,13 +4,19 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The backend could not be reached or did not answer in time; the operation may succeed
-    /// when it is retried later.
+    /// The backend could not be reached or did not answer in time; the operation may or may not
+    /// have taken effect, and may succeed when it is retried later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The operation's deadline passed before the backend ran it, so it did not take effect.
+    #[error("store too late: {0}")]
+    Expired(String),
     /// The store is up but refuses more work until a backlog drains.
     #[error("store full: {0}")]
     Full(String),
+    /// An idempotency key was reused for a different message.
+    #[error("idempotency key reused for another message")]
+    KeyReused,
     /// The backend answered with something this store cannot read.
     #[error("store returned corrupt data: {0}")]
     Corrupt(String),
@@ -19,6 +25,9 @@ pub enum StoreError {
 impl StoreError {
     /// Whether retrying later may succeed.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::Full(_))
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Expired(_) | StoreError::Full(_)
+        )
     }
 }

@@ -1,4 +1,6 @@
-//! The per-room message log a server replays from.
+//! The per-room message log a server publishes into and replays from.
+
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -14,13 +16,104 @@ pub struct Message {
     pub payload: String,
 }
 
-/// The answer to [`History::read_after`].
+impl Message {
+    /// Bytes the message holds, for memory accounting.
+    pub fn size(&self) -> usize {
+        self.room.len() + self.payload.len() + std::mem::size_of::<Message>()
+    }
+}
+
+/// A message to append.
+#[derive(Clone, Copy, Debug)]
+pub struct Publish<'a> {
+    pub room: &'a str,
+    /// A JSON object, as text.
+    pub payload: &'a str,
+    /// The publisher's idempotency key: an append repeated with the same key stores nothing and
+    /// answers with the message the first one stored.
+    pub key: Option<&'a str>,
+    /// When the publisher stops waiting. A store that would run the append after this instant
+    /// refuses it ([`StoreError::Expired`]) instead, so a publisher that gave up can be told the
+    /// message was not stored.
+    pub deadline: Option<SystemTime>,
+}
+
+impl<'a> Publish<'a> {
+    pub fn new(room: &'a str, payload: &'a str) -> Publish<'a> {
+        Publish {
+            room,
+            payload,
+            key: None,
+            deadline: None,
+        }
+    }
+
+    pub fn with_key(mut self, key: Option<&'a str>) -> Self {
+        self.key = key;
+        self
+    }
+
+    pub fn with_deadline(mut self, deadline: Option<SystemTime>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// A fingerprint of room and payload, so a key reused for another message is told apart
+    /// from a retry.
+    pub fn fingerprint(&self) -> u64 {
+        // FNV-1a: stable across processes and nodes, unlike std's randomly seeded hasher.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in self.room.bytes().chain([0]).chain(self.payload.bytes()) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        hash
+    }
+}
+
+/// What [`History::append`] answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub message: Message,
+    /// The key was seen before: nothing new was stored and `message` is the first append's.
+    pub repeated: bool,
+}
+
+/// How much one [`History::read_page`] may return: at most `count` messages, and it stops after
+/// the message that takes it past `bytes` of payload (so a page has at least one message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageLimit {
+    pub count: usize,
+    pub bytes: usize,
+}
+
+impl PageLimit {
+    pub fn count(count: usize) -> PageLimit {
+        PageLimit {
+            count,
+            bytes: usize::MAX,
+        }
+    }
+}
+
+/// The answer to [`History::read_page`].
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Page {
     /// Oldest first.
     pub messages: Vec<Message>,
-    /// Some messages in the asked range are not in `messages`: left out by the limit (the newest
-    /// ones are kept) or already dropped by retention.
+    /// Retention already dropped messages after the asked position, before the first returned.
+    pub truncated: bool,
+    /// More messages follow in the asked range.
+    pub more: bool,
+}
+
+/// Where a replay capped at some number of messages starts (see [`History::replay_start`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplayStart {
+    /// Replay the messages after this position.
+    pub after: Position,
+    /// Some messages after the asked position will not be replayed: over the cap, or already
+    /// dropped by retention.
     pub truncated: bool,
 }
 
@@ -40,19 +133,28 @@ pub type Feed = mpsc::UnboundedReceiver<FeedEvent>;
 /// A per-room, append-only message log with positions assigned by the store.
 #[async_trait]
 pub trait History: Send + Sync + 'static {
-    /// Stores `payload` (a JSON object as text) in `room` and returns it with its position,
-    /// which is greater than every earlier position of that room.
-    async fn append(&self, room: &str, payload: &str) -> Result<Message, StoreError>;
+    /// Stores the message and returns it with its position, which is greater than every earlier
+    /// position of its room.
+    async fn append(&self, publish: Publish<'_>) -> Result<Appended, StoreError>;
 
-    /// The messages of `room` with `after < position <= until`, oldest first; when there are more
-    /// than `limit`, the newest `limit` of them and `truncated` set.
-    async fn read_after(
+    /// The oldest messages of `room` with `after < position <= until`, up to `limit`.
+    async fn read_page(
         &self,
         room: &str,
         after: Position,
         until: Position,
-        limit: usize,
+        limit: PageLimit,
     ) -> Result<Page, StoreError>;
+
+    /// Where to start replaying `room` to a reader that has everything up to `after`, keeping
+    /// only the newest `max` messages up to `until`.
+    async fn replay_start(
+        &self,
+        room: &str,
+        after: Position,
+        until: Position,
+        max: usize,
+    ) -> Result<ReplayStart, StoreError>;
 
     /// The position of the newest message of `room`, or [`Position::ZERO`] when it has none.
     async fn last_position(&self, room: &str) -> Result<Position, StoreError>;

@@ -6,12 +6,14 @@
 //! - [`Position`]: a message's place in its room, a per-room unique, strictly increasing
 //!   millisecond timestamp. "Everything after position P" is exact.
 //! - [`History`]: the per-room message log. `append` assigns the position (so a shared backend can
-//!   assign it on its own side, one clock for every node), `read_after` pages through it, and
-//!   `subscribe` yields every appended message in append order per room.
-//! - [`SessionStore`]: a session's rooms, their join positions and acknowledged positions.
+//!   assign it on its own side, one clock for every node) and honours idempotency keys,
+//!   `read_page` pages through it oldest first, `replay_start` finds where a capped replay
+//!   begins, and `subscribe` yields every appended message in append order per room.
+//! - [`SessionStore`]: a session's rooms, their join positions and handled positions, with a
+//!   bound on the rooms one session holds.
 //! - [`Archive`]: the long-window tier, and [`Tiered`], a recent tier in front of it.
 //! - [`WriteThrough`]: history kept only in an archive, written before a publish is accepted.
-//! - [`memory`]: the embedded default, both stores in one process.
+//! - [`memory`]: the embedded default, both stores in one process, within bounds of its own.
 //! - [`conformance`]: the suite every store implementation must pass.
 //! - [`StoreError`]: what a store can fail with.
 
@@ -26,8 +28,10 @@ mod write_through;
 
 pub use archive::{Archive, Tiered};
 pub use error::StoreError;
-pub use history::{Feed, FeedEvent, History, Message, Page};
-pub use memory::{MemoryArchive, MemoryStore};
+pub use history::{
+    Appended, Feed, FeedEvent, History, Message, Page, PageLimit, Publish, ReplayStart,
+};
+pub use memory::{MemoryArchive, MemoryOptions, MemoryStore};
 pub use position::Position;
-pub use session::{RoomCursor, Session, SessionStore};
+pub use session::{Joined, Progress, RoomCursor, Session, SessionStore};
 pub use write_through::WriteThrough;

@@ -1,34 +1,81 @@
-//! The embedded default: history and sessions in this process's memory, with the same retention
-//! rules a shared store applies (a time window and a per-room count).
+//! The embedded default: history and sessions in this process's memory, with the retention rules
+//! a shared store applies (a time window, a per-room count) and bounds of its own on the memory it
+//! may take (history bytes across all rooms, oldest dropped first; session bytes, least recently
+//! active dropped first).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound::{Excluded, Included};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::{
-    Archive, Feed, FeedEvent, History, Message, Page, Position, RoomCursor, Session, SessionStore,
-    StoreError,
+    Appended, Archive, Feed, FeedEvent, History, Joined, Message, Page, PageLimit, Position,
+    Progress, Publish, ReplayStart, RoomCursor, Session, SessionStore, StoreError,
 };
 
 /// How often, at most, an operation also sweeps out expired rooms and sessions.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Bookkeeping counted per stored message besides its payload (entry, ordering index, key).
+const ENTRY_OVERHEAD: usize = 96;
+/// Bookkeeping counted per session and per room of a session.
+const SESSION_OVERHEAD: usize = 128;
+const SESSION_ROOM_OVERHEAD: usize = 64;
+
+/// Settings of a [`MemoryStore`].
+#[derive(Clone, Debug)]
+pub struct MemoryOptions {
+    /// How long messages and idle sessions are kept.
+    pub window: Duration,
+    /// Most messages kept per room.
+    pub max_per_room: usize,
+    /// Most bytes of history kept across all rooms; beyond it the oldest messages go first.
+    pub history_bytes: usize,
+    /// Most bytes of sessions kept; beyond it the least recently active sessions go first.
+    pub session_bytes: usize,
+    /// Most rooms one session may hold.
+    pub max_rooms_per_session: usize,
+}
+
+impl MemoryOptions {
+    /// Generous bounds for tests: `window` and `max_per_room`, everything else 1 GiB / 100,000.
+    pub fn new(window: Duration, max_per_room: usize) -> MemoryOptions {
+        MemoryOptions {
+            window,
+            max_per_room,
+            history_bytes: 1 << 30,
+            session_bytes: 1 << 30,
+            max_rooms_per_session: 100_000,
+        }
+    }
+}
 
 /// Both stores in memory. Cloning shares the same data.
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
-    window: Duration,
-    max_per_room: usize,
+    options: Arc<MemoryOptions>,
 }
 
 struct Inner {
-    rooms: HashMap<String, RoomLog>,
-    sessions: HashMap<String, StoredSession>,
+    rooms: HashMap<Arc<str>, RoomLog>,
+    /// Every retained message by position, across rooms: the front is the oldest, dropped first
+    /// when history takes more than its bytes.
+    oldest: BTreeSet<(Position, Arc<str>)>,
+    history_bytes: usize,
+    /// Idempotency keys of retained messages.
+    keys: HashMap<Box<str>, KeyRecord>,
+    /// Positions of rooms dropped entirely are never reused: a room created again starts after
+    /// the newest of them.
+    dropped_rooms_floor: Position,
+    sessions: HashMap<Box<str>, StoredSession>,
+    /// Sessions by last activity, least recent first.
+    recency: BTreeMap<u64, Box<str>>,
+    activity: u64,
+    session_bytes: usize,
     feeds: Vec<mpsc::UnboundedSender<FeedEvent>>,
     last_sweep: Instant,
 }
@@ -47,26 +94,59 @@ struct RoomLog {
 struct Entry {
     position: Position,
     payload: Arc<str>,
+    key: Option<Box<str>>,
     stored_at: Instant,
+}
+
+impl Entry {
+    fn size(&self, room: &str) -> usize {
+        ENTRY_OVERHEAD + room.len() + self.payload.len() + self.key.as_ref().map_or(0, |k| k.len())
+    }
+}
+
+struct KeyRecord {
+    room: Arc<str>,
+    position: Position,
+    fingerprint: u64,
 }
 
 struct StoredSession {
     session: Session,
     expires_at: Instant,
+    touched: u64,
+    bytes: usize,
+}
+
+fn session_size(id: &str, session: &Session) -> usize {
+    SESSION_OVERHEAD
+        + id.len()
+        + session
+            .rooms
+            .keys()
+            .map(|r| r.len() + SESSION_ROOM_OVERHEAD)
+            .sum::<usize>()
 }
 
 impl MemoryStore {
-    /// Keeps messages and idle sessions for `window`, and at most `max_per_room` messages per room.
-    pub fn new(window: Duration, max_per_room: usize) -> Self {
+    pub fn new(options: MemoryOptions) -> Self {
         MemoryStore {
             inner: Arc::new(Mutex::new(Inner {
                 rooms: HashMap::new(),
+                oldest: BTreeSet::new(),
+                history_bytes: 0,
+                keys: HashMap::new(),
+                dropped_rooms_floor: Position::ZERO,
                 sessions: HashMap::new(),
+                recency: BTreeMap::new(),
+                activity: 0,
+                session_bytes: 0,
                 feeds: Vec::new(),
                 last_sweep: Instant::now(),
             })),
-            window,
-            max_per_room: max_per_room.max(1),
+            options: Arc::new(MemoryOptions {
+                max_per_room: options.max_per_room.max(1),
+                ..options
+            }),
         }
     }
 
@@ -77,110 +157,298 @@ impl MemoryStore {
         let now = Instant::now();
         if now.duration_since(inner.last_sweep) >= SWEEP_EVERY {
             inner.last_sweep = now;
-            inner.sweep(now, self.window);
+            inner.sweep(now, self.options.window);
         }
         inner
+    }
+
+    /// Bytes of history and of sessions held now, for tests and metrics.
+    pub fn usage(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.history_bytes, inner.session_bytes)
     }
 }
 
 impl Inner {
     fn sweep(&mut self, now: Instant, window: Duration) {
-        self.sessions.retain(|_, s| s.expires_at > now);
-        self.rooms.retain(|_, log| {
-            log.expire(now, window);
-            // An empty log still remembers its newest position; drop it only once nothing can ask
-            // for positions near it any more.
-            !log.entries.is_empty() || log.last.0 + (window.as_millis() as u64) > Position::now_ms()
-        });
+        let expired: Vec<Arc<str>> = self
+            .rooms
+            .iter()
+            .filter(|(_, log)| {
+                log.entries
+                    .front()
+                    .is_some_and(|e| now.duration_since(e.stored_at) >= window)
+            })
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in expired {
+            self.expire_room(&room, now, window);
+        }
+        let horizon = Position::now_ms().saturating_sub(window.as_millis() as u64);
+        let idle: Vec<Arc<str>> = self
+            .rooms
+            .iter()
+            .filter(|(_, log)| log.entries.is_empty() && log.last < Position(horizon))
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in idle {
+            // Nothing can ask for positions near an idle room's last any more.
+            if let Some(log) = self.rooms.remove(&room) {
+                self.dropped_rooms_floor = self.dropped_rooms_floor.max(log.last);
+            }
+        }
+        while let Some((_, id)) = self.recency.first_key_value() {
+            let expired = self.sessions.get(id).is_none_or(|s| s.expires_at <= now);
+            if !expired {
+                break;
+            }
+            let id = id.clone();
+            self.remove_session(&id);
+        }
     }
 
-    fn session_mut(&mut self, id: &str, window: Duration) -> Option<&mut Session> {
-        let now = Instant::now();
-        match self.sessions.get_mut(id) {
-            Some(s) if s.expires_at > now => {
-                s.expires_at = now + window;
-                Some(&mut s.session)
+    /// Drops the front message of `room`, which must exist.
+    fn drop_front(&mut self, room: &Arc<str>) {
+        let Some(log) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let Some(entry) = log.entries.pop_front() else {
+            return;
+        };
+        log.dropped_up_to = entry.position;
+        self.history_bytes -= entry.size(room);
+        self.oldest.remove(&(entry.position, room.clone()));
+        if let Some(key) = entry.key {
+            self.keys.remove(&key);
+        }
+    }
+
+    fn expire_room(&mut self, room: &Arc<str>, now: Instant, window: Duration) {
+        while self
+            .rooms
+            .get(room)
+            .and_then(|log| log.entries.front())
+            .is_some_and(|e| now.duration_since(e.stored_at) >= window)
+        {
+            self.drop_front(room);
+        }
+    }
+
+    /// Drops the oldest messages across all rooms until history fits in `budget`.
+    fn fit_history(&mut self, budget: usize) {
+        while self.history_bytes > budget {
+            let Some((_, room)) = self.oldest.first().cloned() else {
+                break;
+            };
+            self.drop_front(&room);
+        }
+    }
+
+    fn room_entry(&mut self, room: &str) -> (Arc<str>, &mut RoomLog) {
+        let floor = self.dropped_rooms_floor;
+        let key = match self.rooms.get_key_value(room) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let key: Arc<str> = Arc::from(room);
+                self.rooms.insert(
+                    key.clone(),
+                    RoomLog {
+                        last: floor,
+                        ..RoomLog::default()
+                    },
+                );
+                key
             }
-            _ => None,
+        };
+        let log = self.rooms.get_mut(&key).expect("just ensured");
+        (key, log)
+    }
+
+    fn touch(&mut self, id: &str, window: Duration) -> Option<&mut StoredSession> {
+        let now = Instant::now();
+        let stored = self.sessions.get_mut(id)?;
+        if stored.expires_at <= now {
+            return None;
+        }
+        self.activity += 1;
+        self.recency.remove(&stored.touched);
+        stored.touched = self.activity;
+        stored.expires_at = now + window;
+        self.recency.insert(self.activity, Box::from(id));
+        self.sessions.get_mut(id)
+    }
+
+    fn remove_session(&mut self, id: &str) {
+        if let Some(stored) = self.sessions.remove(id) {
+            self.recency.remove(&stored.touched);
+            self.session_bytes -= stored.bytes;
+        }
+    }
+
+    /// Re-counts a session's bytes after a change and drops the least recently active sessions
+    /// until all of them fit in `budget`.
+    fn resize_session(&mut self, id: &str, budget: usize) {
+        if let Some(stored) = self.sessions.get_mut(id) {
+            let bytes = session_size(id, &stored.session);
+            self.session_bytes = self.session_bytes - stored.bytes + bytes;
+            stored.bytes = bytes;
+        }
+        while self.session_bytes > budget {
+            let Some((_, oldest)) = self.recency.first_key_value() else {
+                break;
+            };
+            let oldest = oldest.clone();
+            self.remove_session(&oldest);
         }
     }
 }
 
-impl RoomLog {
-    fn drop_front(&mut self) {
-        if let Some(e) = self.entries.pop_front() {
-            self.dropped_up_to = e.position;
-        }
-    }
-
-    fn expire(&mut self, now: Instant, window: Duration) {
-        while self
-            .entries
-            .front()
-            .is_some_and(|e| now.duration_since(e.stored_at) >= window)
-        {
-            self.drop_front();
-        }
-    }
+fn deadline_passed(deadline: Option<SystemTime>) -> bool {
+    deadline.is_some_and(|d| SystemTime::now() > d)
 }
 
 #[async_trait]
 impl History for MemoryStore {
-    async fn append(&self, room: &str, payload: &str) -> Result<Message, StoreError> {
+    async fn append(&self, publish: Publish<'_>) -> Result<Appended, StoreError> {
+        if deadline_passed(publish.deadline) {
+            return Err(StoreError::Expired("the publish deadline passed".into()));
+        }
+        let options = &self.options;
         let mut inner = self.lock();
+        if let Some(key) = publish.key
+            && let Some(record) = inner.keys.get(key)
+        {
+            if record.fingerprint != publish.fingerprint() {
+                return Err(StoreError::KeyReused);
+            }
+            let (room, position) = (record.room.clone(), record.position);
+            let payload = inner.rooms[&room]
+                .entries
+                .iter()
+                .find(|e| e.position == position)
+                .map(|e| e.payload.to_string())
+                .unwrap_or_default();
+            return Ok(Appended {
+                message: Message {
+                    room: room.to_string(),
+                    position,
+                    payload,
+                },
+                repeated: true,
+            });
+        }
         let now = Instant::now();
-        let log = inner.rooms.entry(room.to_owned()).or_default();
-        log.expire(now, self.window);
+        let (room, log) = inner.room_entry(publish.room);
         let position = Position::next(log.last, Position::now_ms());
         log.last = position;
-        log.entries.push_back(Entry {
+        let entry = Entry {
             position,
-            payload: Arc::from(payload),
+            payload: Arc::from(publish.payload),
+            key: publish.key.map(Box::from),
             stored_at: now,
-        });
-        while log.entries.len() > self.max_per_room {
-            log.drop_front();
+        };
+        let size = entry.size(&room);
+        log.entries.push_back(entry);
+        let over = log.entries.len() > options.max_per_room;
+        inner.history_bytes += size;
+        inner.oldest.insert((position, room.clone()));
+        if let Some(key) = publish.key {
+            let fingerprint = publish.fingerprint();
+            let record = KeyRecord {
+                room: room.clone(),
+                position,
+                fingerprint,
+            };
+            inner.keys.insert(Box::from(key), record);
         }
+        if over {
+            inner.drop_front(&room);
+        }
+        inner.expire_room(&room, now, options.window);
+        // A room emptied by this keeps its log (and its last position) until the sweep.
+        inner.fit_history(options.history_bytes);
         let message = Message {
-            room: room.to_owned(),
+            room: publish.room.to_owned(),
             position,
-            payload: payload.to_owned(),
+            payload: publish.payload.to_owned(),
         };
         // Sent under the lock, so every subscriber sees a room's messages in position order.
         inner
             .feeds
             .retain(|feed| feed.send(FeedEvent::Message(message.clone())).is_ok());
-        Ok(message)
+        Ok(Appended {
+            message,
+            repeated: false,
+        })
     }
 
-    async fn read_after(
+    async fn read_page(
         &self,
         room: &str,
         after: Position,
         until: Position,
-        limit: usize,
+        limit: PageLimit,
     ) -> Result<Page, StoreError> {
+        let window = self.options.window;
         let mut inner = self.lock();
-        let Some(log) = inner.rooms.get_mut(room) else {
+        let Some((room, _)) = inner.rooms.get_key_value(room) else {
             return Ok(Page::default());
         };
-        log.expire(Instant::now(), self.window);
+        let room = room.clone();
+        inner.expire_room(&room, Instant::now(), window);
+        let log = &inner.rooms[&room];
         let start = log.entries.partition_point(|e| e.position <= after);
         let end = log.entries.partition_point(|e| e.position <= until);
-        let available = end.saturating_sub(start);
-        let skip = available.saturating_sub(limit);
-        let messages = log
-            .entries
-            .range(start + skip..end.max(start))
-            .map(|e| Message {
-                room: room.to_owned(),
-                position: e.position,
-                payload: e.payload.to_string(),
-            })
-            .collect();
+        let mut messages = Vec::new();
+        let mut bytes = 0;
+        for entry in log.entries.range(start..end.max(start)) {
+            if messages.len() >= limit.count || bytes >= limit.bytes {
+                break;
+            }
+            bytes += entry.payload.len();
+            messages.push(Message {
+                room: room.to_string(),
+                position: entry.position,
+                payload: entry.payload.to_string(),
+            });
+        }
         Ok(Page {
+            more: start + messages.len() < end,
+            truncated: log.dropped_up_to > after,
             messages,
-            truncated: skip > 0 || log.dropped_up_to > after,
+        })
+    }
+
+    async fn replay_start(
+        &self,
+        room: &str,
+        after: Position,
+        until: Position,
+        max: usize,
+    ) -> Result<ReplayStart, StoreError> {
+        let window = self.options.window;
+        let mut inner = self.lock();
+        let Some((room, _)) = inner.rooms.get_key_value(room) else {
+            return Ok(ReplayStart {
+                after,
+                truncated: false,
+            });
+        };
+        let room = room.clone();
+        inner.expire_room(&room, Instant::now(), window);
+        let log = &inner.rooms[&room];
+        let start = log.entries.partition_point(|e| e.position <= after);
+        let end = log.entries.partition_point(|e| e.position <= until);
+        if end.saturating_sub(start) > max {
+            let skip_to = end - max - 1;
+            return Ok(ReplayStart {
+                after: log.entries[skip_to].position,
+                truncated: true,
+            });
+        }
+        Ok(ReplayStart {
+            after,
+            truncated: log.dropped_up_to > after,
         })
     }
 
@@ -206,42 +474,61 @@ impl History for MemoryStore {
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
-        Ok(self.lock().session_mut(id, self.window).map(|s| s.clone()))
+        let mut inner = self.lock();
+        Ok(inner
+            .touch(id, self.options.window)
+            .map(|s| s.session.clone()))
     }
 
-    async fn join(&self, id: &str, room: &str, at: Position) -> Result<(), StoreError> {
+    async fn join(&self, id: &str, room: &str, at: Position) -> Result<Joined, StoreError> {
+        let options = &self.options;
         let mut inner = self.lock();
-        let window = self.window;
-        if inner.session_mut(id, window).is_none() {
+        if inner.touch(id, options.window).is_none() {
+            inner.remove_session(id);
+            inner.activity += 1;
+            let touched = inner.activity;
+            inner.recency.insert(touched, Box::from(id));
             inner.sessions.insert(
-                id.to_owned(),
+                Box::from(id),
                 StoredSession {
                     session: Session::default(),
-                    expires_at: Instant::now() + window,
+                    expires_at: Instant::now() + options.window,
+                    touched,
+                    bytes: 0,
                 },
             );
         }
-        if let Some(session) = inner.session_mut(id, window) {
-            session.rooms.entry(room.to_owned()).or_insert(RoomCursor {
-                joined_at: at,
-                acked: Position::ZERO,
-            });
-        }
-        Ok(())
+        let stored = inner.sessions.get_mut(id).expect("just ensured");
+        let rooms = &mut stored.session.rooms;
+        let joined = if rooms.contains_key(room) {
+            Joined::Already
+        } else if rooms.len() >= options.max_rooms_per_session {
+            Joined::Full
+        } else {
+            rooms.insert(room.to_owned(), RoomCursor::joined(at));
+            Joined::Added
+        };
+        inner.resize_session(id, options.session_bytes);
+        Ok(joined)
     }
 
     async fn leave(&self, id: &str, room: &str) -> Result<(), StoreError> {
-        if let Some(session) = self.lock().session_mut(id, self.window) {
-            session.rooms.remove(room);
+        let options = &self.options;
+        let mut inner = self.lock();
+        if let Some(stored) = inner.touch(id, options.window) {
+            stored.session.rooms.remove(room);
+            inner.resize_session(id, options.session_bytes);
         }
         Ok(())
     }
 
-    async fn advance(&self, id: &str, positions: &[(String, Position)]) -> Result<(), StoreError> {
-        if let Some(session) = self.lock().session_mut(id, self.window) {
-            for (room, position) in positions {
-                if let Some(cursor) = session.rooms.get_mut(room) {
-                    cursor.acked = cursor.acked.max(*position);
+    async fn advance(&self, id: &str, progress: &[Progress]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if let Some(stored) = inner.touch(id, self.options.window) {
+            for p in progress {
+                if let Some(cursor) = stored.session.rooms.get_mut(&p.room) {
+                    cursor.acked = cursor.acked.max(p.handled);
+                    cursor.listened |= p.listened;
                 }
             }
         }
@@ -266,31 +553,59 @@ impl Archive for MemoryArchive {
         Ok(())
     }
 
-    async fn read_after(
+    async fn read_page(
         &self,
         room: &str,
         after: Position,
         until: Position,
-        limit: usize,
+        limit: PageLimit,
     ) -> Result<Page, StoreError> {
         let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
         let Some(log) = rooms.get(room).filter(|_| after < until) else {
             return Ok(Page::default());
         };
-        let range = log.range((Excluded(after), Included(until)));
-        let available = range.clone().count();
-        let skip = available.saturating_sub(limit);
-        let messages = range
-            .skip(skip)
-            .map(|(position, payload)| Message {
+        let mut range = log.range((Excluded(after), Included(until)));
+        let mut messages = Vec::new();
+        let mut bytes = 0;
+        while messages.len() < limit.count && bytes < limit.bytes {
+            let Some((position, payload)) = range.next() else {
+                break;
+            };
+            bytes += payload.len();
+            messages.push(Message {
                 room: room.to_owned(),
                 position: *position,
                 payload: payload.clone(),
-            })
-            .collect();
+            });
+        }
         Ok(Page {
             messages,
-            truncated: skip > 0,
+            truncated: false,
+            more: range.next().is_some(),
+        })
+    }
+
+    async fn replay_start(
+        &self,
+        room: &str,
+        after: Position,
+        until: Position,
+        max: usize,
+    ) -> Result<ReplayStart, StoreError> {
+        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let newest_kept = rooms
+            .get(room)
+            .filter(|_| after < until)
+            .and_then(|log| log.range((Excluded(after), Included(until))).rev().nth(max));
+        Ok(match newest_kept {
+            Some((position, _)) => ReplayStart {
+                after: *position,
+                truncated: true,
+            },
+            None => ReplayStart {
+                after,
+                truncated: false,
+            },
         })
     }
 
@@ -309,24 +624,43 @@ impl Archive for MemoryArchive {
 mod tests {
     use super::*;
 
+    fn store(window_secs: u64, max_per_room: usize) -> MemoryStore {
+        MemoryStore::new(MemoryOptions::new(
+            Duration::from_secs(window_secs),
+            max_per_room,
+        ))
+    }
+
+    async fn append(store: &MemoryStore, room: &str, payload: &str) -> Message {
+        store
+            .append(Publish::new(room, payload))
+            .await
+            .unwrap()
+            .message
+    }
+
+    async fn all(store: &MemoryStore, room: &str) -> Page {
+        store
+            .read_page(room, Position::ZERO, Position::MAX, PageLimit::count(1000))
+            .await
+            .unwrap()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn messages_expire_after_the_window_and_readers_are_told() {
-        let store = MemoryStore::new(Duration::from_secs(10), 100);
-        let first = store.append("r", "{}").await.unwrap();
+        let store = store(10, 100);
+        let first = append(&store, "r", "{}").await;
         tokio::time::advance(Duration::from_secs(6)).await;
-        let second = store.append("r", "{}").await.unwrap();
+        let second = append(&store, "r", "{}").await;
         tokio::time::advance(Duration::from_secs(5)).await;
 
-        let page = store
-            .read_after("r", Position::ZERO, Position::MAX, 100)
-            .await
-            .unwrap();
+        let page = all(&store, "r").await;
         assert_eq!(page.messages.len(), 1);
         assert_eq!(page.messages[0].position, second.position);
         assert!(page.truncated, "the expired first message is missing");
 
         let page = store
-            .read_after("r", first.position, Position::MAX, 100)
+            .read_page("r", first.position, Position::MAX, PageLimit::count(10))
             .await
             .unwrap();
         assert!(
@@ -337,11 +671,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn sessions_live_for_the_window_after_their_last_activity() {
-        let store = MemoryStore::new(Duration::from_secs(10), 100);
+        let store = store(10, 100);
         store.join("s", "r", Position(5)).await.unwrap();
         tokio::time::advance(Duration::from_secs(8)).await;
         store
-            .advance("s", &[("r".into(), Position(7))])
+            .advance("s", &[Progress::new("r", Position(7))])
             .await
             .unwrap();
         tokio::time::advance(Duration::from_secs(8)).await;
@@ -357,17 +691,71 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn positions_stay_increasing_after_retention_empties_a_room() {
-        let store = MemoryStore::new(Duration::from_secs(1), 100);
-        let first = store.append("r", "{}").await.unwrap();
+        let store = store(1, 100);
+        let first = append(&store, "r", "{}").await;
         tokio::time::advance(Duration::from_secs(120)).await;
-        let second = store.append("r", "{}").await.unwrap();
+        let second = append(&store, "r", "{}").await;
         assert!(second.position > first.position);
+    }
+
+    #[tokio::test]
+    async fn history_across_rooms_stays_within_its_bytes_oldest_dropped_first() {
+        let mut options = MemoryOptions::new(Duration::from_secs(3600), 1000);
+        options.history_bytes = 10_000;
+        let store = MemoryStore::new(options);
+        let payload = format!("{{\"pad\":\"{}\"}}", "x".repeat(900));
+        let mut appended = Vec::new();
+        for i in 0..40 {
+            appended.push(append(&store, ["a", "b", "c"][i % 3], &payload).await);
+        }
+        let (history, _) = store.usage();
+        assert!(history <= 10_000, "history holds {history} bytes");
+        let mut kept: Vec<Message> = Vec::new();
+        for room in ["a", "b", "c"] {
+            let page = all(&store, room).await;
+            assert!(page.truncated, "{room} lost its oldest and says so");
+            kept.extend(page.messages);
+        }
+        kept.sort_by_key(|m| m.position);
+        let newest = &appended[appended.len() - kept.len()..];
+        assert_eq!(kept, newest, "the newest survive, across rooms");
+    }
+
+    #[tokio::test]
+    async fn sessions_stay_within_their_bytes_least_recently_active_dropped_first() {
+        let mut options = MemoryOptions::new(Duration::from_secs(3600), 10);
+        options.session_bytes = 20_000;
+        options.max_rooms_per_session = 50;
+        let store = MemoryStore::new(options);
+        for s in 0..20 {
+            let id = format!("s{s}");
+            for r in 0..50 {
+                let room = format!("room-{r:0>40}");
+                let joined = store.join(&id, &room, Position(1)).await.unwrap();
+                assert_eq!(joined, Joined::Added);
+            }
+            let over = store.join(&id, "one-more", Position(1)).await.unwrap();
+            assert_eq!(over, Joined::Full, "fifty rooms at most");
+            store.load("s19").await.unwrap();
+        }
+        let (_, sessions) = store.usage();
+        assert!(sessions <= 20_000, "sessions hold {sessions} bytes");
+        assert!(
+            store.load("s0").await.unwrap().is_none(),
+            "the least recent went first"
+        );
+        assert!(
+            store.load("s19").await.unwrap().is_some(),
+            "the active one stayed"
+        );
     }
 
     #[tokio::test]
     async fn the_memory_store_passes_the_conformance_suite() {
         crate::conformance::run_all(|| {
-            let store = MemoryStore::new(Duration::from_secs(3600), 1000);
+            let mut options = MemoryOptions::new(Duration::from_secs(3600), 1000);
+            options.max_rooms_per_session = crate::conformance::SESSION_ROOM_LIMIT;
+            let store = MemoryStore::new(options);
             (Arc::new(store.clone()), Arc::new(store))
         })
         .await;

@@ -1,13 +1,20 @@
 //! History kept in an archive alone, for a single node without a recent tier: each message is
 //! written to the archive before the publish is accepted, then handed to live delivery.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use tokio::sync::{Mutex, mpsc};
 
-use crate::{Archive, Feed, FeedEvent, History, Message, Page, Position, StoreError};
+use crate::{
+    Appended, Archive, Feed, FeedEvent, History, Message, Page, PageLimit, Position, Publish,
+    ReplayStart, StoreError,
+};
+
+/// Idempotency keys remembered at most, oldest forgotten first.
+const MAX_KEYS: usize = 100_000;
 
 pub struct WriteThrough {
     archive: Arc<dyn Archive>,
@@ -15,14 +22,47 @@ pub struct WriteThrough {
     /// so a room's appends are ordered without holding up other rooms.
     rooms: StdMutex<HashMap<String, Arc<Mutex<Option<Position>>>>>,
     feeds: StdMutex<Vec<mpsc::UnboundedSender<FeedEvent>>>,
+    keys: StdMutex<Keys>,
+}
+
+/// Idempotency keys of recent appends, for `window`.
+struct Keys {
+    window: Duration,
+    by_key: HashMap<Box<str>, (u64, Message)>,
+    order: VecDeque<(Instant, Box<str>)>,
+}
+
+impl Keys {
+    fn get(&mut self, key: &str) -> Option<&(u64, Message)> {
+        let now = Instant::now();
+        while let Some((at, oldest)) = self.order.front() {
+            if now.duration_since(*at) < self.window && self.order.len() <= MAX_KEYS {
+                break;
+            }
+            self.by_key.remove(oldest);
+            self.order.pop_front();
+        }
+        self.by_key.get(key)
+    }
+
+    fn insert(&mut self, key: &str, fingerprint: u64, message: Message) {
+        self.by_key.insert(Box::from(key), (fingerprint, message));
+        self.order.push_back((Instant::now(), Box::from(key)));
+    }
 }
 
 impl WriteThrough {
-    pub fn new(archive: Arc<dyn Archive>) -> WriteThrough {
+    /// Keys of publishes are remembered for `window`.
+    pub fn new(archive: Arc<dyn Archive>, window: Duration) -> WriteThrough {
         WriteThrough {
             archive,
             rooms: StdMutex::default(),
             feeds: StdMutex::default(),
+            keys: StdMutex::new(Keys {
+                window,
+                by_key: HashMap::new(),
+                order: VecDeque::new(),
+            }),
         }
     }
 
@@ -30,38 +70,82 @@ impl WriteThrough {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
         rooms.entry(room.to_owned()).or_default().clone()
     }
+
+    fn keys(&self) -> std::sync::MutexGuard<'_, Keys> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn repeated(&self, publish: &Publish<'_>) -> Result<Option<Appended>, StoreError> {
+        let Some(key) = publish.key else {
+            return Ok(None);
+        };
+        match self.keys().get(key) {
+            Some((fingerprint, _)) if *fingerprint != publish.fingerprint() => {
+                Err(StoreError::KeyReused)
+            }
+            Some((_, message)) => Ok(Some(Appended {
+                message: message.clone(),
+                repeated: true,
+            })),
+            None => Ok(None),
+        }
+    }
 }
 
 #[async_trait]
 impl History for WriteThrough {
-    async fn append(&self, room: &str, payload: &str) -> Result<Message, StoreError> {
-        let cell = self.room(room);
+    async fn append(&self, publish: Publish<'_>) -> Result<Appended, StoreError> {
+        let cell = self.room(publish.room);
         let mut last = cell.lock().await;
+        // Checked under the room's lock, so a retry racing its original waits for it.
+        if let Some(appended) = self.repeated(&publish)? {
+            return Ok(appended);
+        }
+        if publish.deadline.is_some_and(|d| SystemTime::now() > d) {
+            return Err(StoreError::Expired("the publish deadline passed".into()));
+        }
         let previous = match *last {
             Some(p) => p,
-            None => self.archive.last_position(room).await?,
+            None => self.archive.last_position(publish.room).await?,
         };
         let message = Message {
-            room: room.to_owned(),
+            room: publish.room.to_owned(),
             position: Position::next(previous, Position::now_ms()),
-            payload: payload.to_owned(),
+            payload: publish.payload.to_owned(),
         };
         self.archive.put(std::slice::from_ref(&message)).await?;
         *last = Some(message.position);
+        if let Some(key) = publish.key {
+            self.keys()
+                .insert(key, publish.fingerprint(), message.clone());
+        }
         // Still under the room's lock, so the feed carries the room in position order.
         let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
         feeds.retain(|f| f.send(FeedEvent::Message(message.clone())).is_ok());
-        Ok(message)
+        Ok(Appended {
+            message,
+            repeated: false,
+        })
     }
 
-    async fn read_after(
+    async fn read_page(
         &self,
         room: &str,
         after: Position,
         until: Position,
-        limit: usize,
+        limit: PageLimit,
     ) -> Result<Page, StoreError> {
-        self.archive.read_after(room, after, until, limit).await
+        self.archive.read_page(room, after, until, limit).await
+    }
+
+    async fn replay_start(
+        &self,
+        room: &str,
+        after: Position,
+        until: Position,
+        max: usize,
+    ) -> Result<ReplayStart, StoreError> {
+        self.archive.replay_start(room, after, until, max).await
     }
 
     async fn last_position(&self, room: &str) -> Result<Position, StoreError> {
@@ -89,13 +173,16 @@ impl History for WriteThrough {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::MemoryArchive;
+    use crate::memory::{MemoryArchive, MemoryOptions, MemoryStore};
 
     #[tokio::test]
     async fn write_through_passes_the_conformance_suite() {
         crate::conformance::run_all(|| {
-            let history = WriteThrough::new(Arc::new(MemoryArchive::default()));
-            let sessions = crate::MemoryStore::new(std::time::Duration::from_secs(60), 10);
+            let window = Duration::from_secs(60);
+            let history = WriteThrough::new(Arc::new(MemoryArchive::default()), window);
+            let mut options = MemoryOptions::new(window, 10);
+            options.max_rooms_per_session = crate::conformance::SESSION_ROOM_LIMIT;
+            let sessions = MemoryStore::new(options);
             (Arc::new(history), Arc::new(sessions))
         })
         .await;
@@ -111,8 +198,8 @@ mod tests {
             payload: "{}".into(),
         };
         archive.put(&[old]).await.unwrap();
-        let history = WriteThrough::new(archive);
-        let next = history.append("r", "{}").await.unwrap();
-        assert_eq!(next.position, Position(future.0 + 1));
+        let history = WriteThrough::new(archive, Duration::from_secs(60));
+        let next = history.append(Publish::new("r", "{}")).await.unwrap();
+        assert_eq!(next.message.position, Position(future.0 + 1));
     }
 }

@@ -11,7 +11,8 @@
 //! | `expires_at` | N | epoch seconds after which DynamoDB's TTL deletes the item |
 //!
 //! Writing the same room and timestamp again overwrites the same item, so retried writes never
-//! become duplicates. Reads are strongly consistent `Query`s, paged.
+//! become duplicates. Reads are strongly consistent `Query`s that follow DynamoDB's pages; finding
+//! where a capped replay starts reads only keys, newest first, so no payload is transferred.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
     ScalarAttributeType, TableStatus, TimeToLiveSpecification, WriteRequest,
 };
-use twine_store::{Archive, Message, Page, Position, StoreError};
+use twine_store::{Archive, Message, Page, PageLimit, Position, ReplayStart, StoreError};
 
 const ROOM: &str = "id";
 const POSITION: &str = "time_created";
@@ -32,8 +33,8 @@ const EXPIRES: &str = "expires_at";
 
 /// Items per `BatchWriteItem` call (DynamoDB's limit).
 const BATCH: usize = 25;
-/// Items per `Query` page we ask for (DynamoDB also stops a page at 1 MB).
-const QUERY_PAGE: i32 = 1000;
+/// Most items asked of one `Query` page (DynamoDB also stops a page at 1 MB).
+const QUERY_PAGE: usize = 1000;
 /// Attempts at writing back unprocessed items before giving up on a batch.
 const UNPROCESSED_ATTEMPTS: u32 = 8;
 
@@ -243,18 +244,8 @@ impl DynamoArchive {
         )))
     }
 
-    fn parse(
-        &self,
-        room: &str,
-        item: &HashMap<String, AttributeValue>,
-    ) -> Result<Message, StoreError> {
-        let position = item
-            .get(POSITION)
-            .and_then(|v| v.as_n().ok())
-            .and_then(|n| n.parse::<u64>().ok())
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!("item of {room} without a numeric {POSITION}"))
-            })?;
+    fn parse(&self, room: &str, item: &Item) -> Result<Message, StoreError> {
+        let position = Self::position(room, item)?;
         let payload = item
             .get(PAYLOAD)
             .and_then(|v| v.as_s().ok())
@@ -263,17 +254,110 @@ impl DynamoArchive {
             })?;
         Ok(Message {
             room: room.to_owned(),
-            position: Position(position),
+            position,
             payload: payload.clone(),
         })
     }
 
-    fn expired(item: &HashMap<String, AttributeValue>, now_secs: u64) -> bool {
+    fn position(room: &str, item: &Item) -> Result<Position, StoreError> {
+        item.get(POSITION)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse::<u64>().ok())
+            .map(Position)
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("item of {room} without a numeric {POSITION}"))
+            })
+    }
+
+    fn expired(item: &Item, now_secs: u64) -> bool {
         // TTL deletion lags; an item past its time is treated as gone already.
         item.get(EXPIRES)
             .and_then(|v| v.as_n().ok())
             .and_then(|n| n.parse::<u64>().ok())
             .is_some_and(|t| t < now_secs)
+    }
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Which end of a room's range a [`Pages`] starts from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    OldestFirst,
+    NewestFirst,
+}
+
+/// One room's items with `after < time_created <= until`, one `Query` page at a time (a page
+/// ends at the item limit asked for or at 1 MB), leaving out items past their expiry.
+struct Pages<'a> {
+    archive: &'a DynamoArchive,
+    room: &'a str,
+    after: Position,
+    until: Position,
+    order: Order,
+    /// Read only the position and the expiry, so payloads are not transferred.
+    keys_only: bool,
+    start: Option<Item>,
+    done: bool,
+    now_secs: u64,
+}
+
+impl<'a> Pages<'a> {
+    fn new(
+        archive: &'a DynamoArchive,
+        room: &'a str,
+        after: Position,
+        until: Position,
+        order: Order,
+    ) -> Pages<'a> {
+        Pages {
+            archive,
+            room,
+            after,
+            until,
+            order,
+            keys_only: false,
+            start: None,
+            done: after >= until,
+            now_secs: Position::now_ms() / 1000,
+        }
+    }
+
+    /// The unexpired items of the next page of at most `limit` items (possibly none, when all it
+    /// read had expired), or `None` once the range is exhausted.
+    async fn next(&mut self, limit: usize) -> Result<Option<Vec<Item>>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let upper = self.until.0.min(i64::MAX as u64);
+        let mut query = self
+            .archive
+            .client
+            .query()
+            .table_name(&self.archive.options.table)
+            .consistent_read(true)
+            .key_condition_expression("#room = :room AND #pos BETWEEN :from AND :until")
+            .expression_attribute_names("#room", ROOM)
+            .expression_attribute_names("#pos", POSITION)
+            .expression_attribute_values(":room", AttributeValue::S(self.room.to_owned()))
+            .expression_attribute_values(":from", AttributeValue::N((self.after.0 + 1).to_string()))
+            .expression_attribute_values(":until", AttributeValue::N(upper.to_string()))
+            .scan_index_forward(self.order == Order::OldestFirst)
+            .limit(limit.clamp(1, QUERY_PAGE) as i32)
+            .set_exclusive_start_key(self.start.take());
+        if self.keys_only {
+            query = query
+                .projection_expression("#pos, #expires")
+                .expression_attribute_names("#expires", EXPIRES);
+        }
+        let out = query.send().await.map_err(|e| unavailable("Query", e))?;
+        match out.last_evaluated_key {
+            Some(key) if !key.is_empty() => self.start = Some(key),
+            _ => self.done = true,
+        }
+        let mut items = out.items.unwrap_or_default();
+        items.retain(|item| !DynamoArchive::expired(item, self.now_secs));
+        Ok(Some(items))
     }
 }
 
@@ -286,57 +370,73 @@ impl Archive for DynamoArchive {
         Ok(())
     }
 
-    async fn read_after(
+    async fn read_page(
         &self,
         room: &str,
         after: Position,
         until: Position,
-        limit: usize,
+        limit: PageLimit,
     ) -> Result<Page, StoreError> {
-        if after >= until {
-            return Ok(Page::default());
-        }
-        let now_secs = Position::now_ms() / 1000;
-        let upper = until.0.min(i64::MAX as u64);
-        let mut newest_first: Vec<Message> = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        let mut pages = Pages::new(self, room, after, until, Order::OldestFirst);
+        let mut page = Page::default();
+        let mut bytes = 0;
+        let full =
+            |page: &Page, bytes: usize| page.messages.len() >= limit.count || bytes >= limit.bytes;
+        // Past a full page, pages only probe for one live item; doubling gets through a run of
+        // expired items (left by a shortened window) in few round trips.
+        let mut probe = 1;
         loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.options.table)
-                .consistent_read(true)
-                .key_condition_expression("#room = :room AND #pos BETWEEN :from AND :until")
-                .expression_attribute_names("#room", ROOM)
-                .expression_attribute_names("#pos", POSITION)
-                .expression_attribute_values(":room", AttributeValue::S(room.to_owned()))
-                .expression_attribute_values(":from", AttributeValue::N((after.0 + 1).to_string()))
-                .expression_attribute_values(":until", AttributeValue::N(upper.to_string()))
-                .scan_index_forward(false)
-                .limit(QUERY_PAGE)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| unavailable("Query", e))?;
-            for item in out.items() {
-                if !Self::expired(item, now_secs) {
-                    newest_first.push(self.parse(room, item)?);
+            // Once the page is full, all that is left to learn is whether a live item follows.
+            pages.keys_only = full(&page, bytes);
+            let want = if pages.keys_only {
+                probe
+            } else {
+                // One more than still fits, so the page itself usually tells whether more follow.
+                (limit.count - page.messages.len()).saturating_add(1)
+            };
+            let Some(items) = pages.next(want).await? else {
+                return Ok(page);
+            };
+            for item in items {
+                if full(&page, bytes) {
+                    page.more = true;
+                    return Ok(page);
                 }
+                let message = self.parse(room, &item)?;
+                bytes += message.payload.len();
+                page.messages.push(message);
             }
-            if newest_first.len() > limit {
-                break;
-            }
-            match out.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
+            if pages.keys_only {
+                probe = (probe * 2).min(QUERY_PAGE);
             }
         }
-        let truncated = newest_first.len() > limit;
-        newest_first.truncate(limit);
-        newest_first.reverse();
-        Ok(Page {
-            messages: newest_first,
-            truncated,
+    }
+
+    async fn replay_start(
+        &self,
+        room: &str,
+        after: Position,
+        until: Position,
+        max: usize,
+    ) -> Result<ReplayStart, StoreError> {
+        let mut pages = Pages::new(self, room, after, until, Order::NewestFirst);
+        pages.keys_only = true;
+        let mut newer = 0;
+        // Asking for exactly the items still to count reads no further than the answer.
+        while let Some(items) = pages.next((max - newer).saturating_add(1)).await? {
+            for item in items {
+                if newer == max {
+                    return Ok(ReplayStart {
+                        after: Self::position(room, &item)?,
+                        truncated: true,
+                    });
+                }
+                newer += 1;
+            }
+        }
+        Ok(ReplayStart {
+            after,
+            truncated: false,
         })
     }
 

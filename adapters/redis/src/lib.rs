@@ -5,32 +5,62 @@
 //! - `<prefix>:h:<room>`: a stream per room, one entry per message, id `<timestamp>-0`, field `p`
 //!   the payload. Trimmed by Redis on every append (entries older than the window, and beyond
 //!   the per-room count) and expiring a window after the room's last message.
-//! - `<prefix>:s:<session id>`: a hash per session, room → `<joined_at>:<acked>`, expiring a window
-//!   after the session's last activity.
+//! - `<prefix>:k:<idempotency key>`: a string, `<fingerprint>:<timestamp>`: the fingerprint of
+//!   the room and payload first published with the key, and the timestamp that message got.
+//!   Written by the append that stores the message, expiring after the history window.
+//! - `<prefix>:s:<session id>`: a hash per session, room → `<joined_at>:<acked>`, with `:1`
+//!   appended once the session acknowledges the room's messages one by one (listened). Expires a
+//!   window after the session's last activity.
+//! - `<prefix>:archive`: with an archive behind Redis, the write-behind queue (see
+//!   [`RedisStore::spawn_archiver`]).
 //! - `<prefix>:feed`: the pub/sub channel every node listens to for new messages.
+//!
+//! # Appending
 //!
 //! Appending is one Lua script: it reads Redis's own clock (`TIME`), makes the timestamp
 //! `max(now, last + 1)` for the room, adds the entry, trims, and publishes it on the feed. Scripts
 //! run atomically, so every node sees each room's messages in timestamp order, with one clock for
-//! the whole deployment.
+//! the whole deployment. Every step of the script costs the same whatever the room's history
+//! depth (trimming reads only what it drops), so publishing into a deep room is as cheap as into
+//! an empty one.
+//!
+//! An append with an idempotency key first looks the key up: a key already stored answers with
+//! the message it stored (nothing is added or fed again), or fails with
+//! [`StoreError::KeyReused`] when it came with another room or payload. Keys are remembered for
+//! the history window, across every node.
+//!
+//! # Deadlines and clocks
+//!
+//! A publish's deadline is taken on the node's clock and compared, inside the script, with
+//! Redis's clock: an append Redis runs after its deadline is refused ([`StoreError::Expired`])
+//! with no effect. This is what makes a timed-out publish safe to report as not stored: a call
+//! gives up after 2 s (the response timeout) and callers pass a deadline 1 s ahead, so a command
+//! Redis queued (paused, overloaded, a slow network) and runs after the caller gave up is not
+//! stored. It assumes the node's and Redis's clocks agree within that 1 s margin: a Redis clock
+//! more than the margin behind would store a message its caller already reported as not stored,
+//! and one more than the deadline's lead ahead refuses every publish (safely). Keep clocks
+//! synchronised (NTP). The margin also covers the reply's trip back: a reply delayed by more than
+//! 1 s after a timely append still makes its caller report an unknown outcome.
 
 mod archiver;
 mod scripts;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Client, RedisError};
+use redis::{AsyncCommands, Client, ErrorKind, RedisError};
 use tokio::sync::mpsc;
 use twine_store::{
-    Feed, FeedEvent, History, Message, Page, Position, RoomCursor, Session, SessionStore,
-    StoreError,
+    Appended, Feed, FeedEvent, History, Joined, Message, Page, PageLimit, Position, Progress,
+    Publish, ReplayStart, RoomCursor, Session, SessionStore, StoreError,
 };
 
-/// How long a command may take before Redis counts as unavailable.
+/// How long a command may take before Redis counts as unavailable. Publish deadlines are set
+/// shorter than this (see the crate docs), so an append that times out here is one Redis refuses
+/// if it ever runs it.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between attempts to re-establish the feed.
 const FEED_RETRY: Duration = Duration::from_millis(500);
@@ -46,6 +76,8 @@ pub struct RedisOptions {
     pub session_window: Duration,
     /// Most messages kept per room.
     pub max_per_room: usize,
+    /// Most rooms one session may hold; joining another is refused ([`Joined::Full`]).
+    pub max_rooms_per_session: usize,
     /// With an archive behind Redis: the most messages waiting to be archived. Publishing is
     /// refused (not lost) while the backlog is at this size.
     pub archive_backlog_max: Option<u64>,
@@ -65,6 +97,45 @@ fn unavailable(e: RedisError) -> StoreError {
 
 fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt(what.into())
+}
+
+/// Tells a reply this store cannot read, and the refusals the scripts signal with an error code,
+/// from an outage.
+fn classify(e: RedisError) -> StoreError {
+    match e.code() {
+        Some("EXPIRED") => {
+            return StoreError::Expired("the publish deadline passed before Redis ran it".into());
+        }
+        Some("KEYREUSED") => return StoreError::KeyReused,
+        Some("BACKLOG") => {
+            return StoreError::Full(
+                "the archive backlog is full; publishing resumes as it drains".into(),
+            );
+        }
+        _ => {}
+    }
+    match e.kind() {
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => corrupt(e.to_string()),
+        _ => unavailable(e),
+    }
+}
+
+/// A deadline as the append script reads it: milliseconds since the epoch, never 0 (no
+/// deadline), so a deadline at or before the epoch is simply past.
+fn deadline_ms(deadline: SystemTime) -> u64 {
+    deadline
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64)
+        .max(1)
+}
+
+/// A position as the read scripts take an inclusive upper bound: `+` is the end of the stream.
+fn upper_bound(until: Position) -> String {
+    if until == Position::MAX {
+        "+".to_owned()
+    } else {
+        until.0.to_string()
+    }
 }
 
 /// Accepts a `redis://` or `rediss://` URL, or the original's bare `host[:port]` endpoint.
@@ -113,6 +184,10 @@ impl RedisStore {
         format!("{}:h:{room}", self.options.prefix)
     }
 
+    fn key_record(&self, key: &str) -> String {
+        format!("{}:k:{key}", self.options.prefix)
+    }
+
     fn session_key(&self, id: &str) -> String {
         format!("{}:s:{id}", self.options.prefix)
     }
@@ -123,6 +198,10 @@ impl RedisStore {
 
     fn feed_channel(&self) -> String {
         format!("{}:feed", self.options.prefix)
+    }
+
+    fn history_ms(&self) -> u64 {
+        self.options.history_window.as_millis() as u64
     }
 
     fn session_ms(&self) -> u64 {
@@ -209,51 +288,57 @@ fn parse_position(id: &str) -> Option<Position> {
 
 #[async_trait]
 impl History for RedisStore {
-    async fn append(&self, room: &str, payload: &str) -> Result<Message, StoreError> {
-        let position: u64 = scripts::APPEND
-            .key(self.history_key(room))
-            .key(self.queue_key())
-            .arg(payload)
-            .arg(self.options.history_window.as_millis() as u64)
-            .arg(self.options.max_per_room)
+    async fn append(&self, publish: Publish<'_>) -> Result<Appended, StoreError> {
+        let mut invocation = scripts::APPEND.key(self.history_key(publish.room));
+        invocation.key(self.queue_key());
+        if let Some(key) = publish.key {
+            invocation.key(self.key_record(key));
+        }
+        invocation
+            .arg(publish.payload)
+            .arg(self.history_ms())
+            // A room keeps at least the message just appended.
+            .arg(self.options.max_per_room.max(1))
             .arg(self.feed_channel())
-            .arg(room)
+            .arg(publish.room)
             .arg(self.options.archive_backlog_max.unwrap_or(0))
+            .arg(publish.deadline.map_or(0, deadline_ms));
+        if publish.key.is_some() {
+            invocation.arg(publish.fingerprint());
+        }
+        let (position, repeated): (u64, i64) = invocation
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(|e| match e.code() {
-                Some("BACKLOG") => StoreError::Full(
-                    "the archive backlog is full; publishing resumes as it drains".into(),
-                ),
-                _ => unavailable(e),
-            })?;
-        Ok(Message {
-            room: room.to_owned(),
-            position: Position(position),
-            payload: payload.to_owned(),
+            .map_err(classify)?;
+        // A repeat matched the fingerprint of this room and payload, so the first append's
+        // message is this one: Redis keeps only its timestamp.
+        Ok(Appended {
+            message: Message {
+                room: publish.room.to_owned(),
+                position: Position(position),
+                payload: publish.payload.to_owned(),
+            },
+            repeated: repeated != 0,
         })
     }
 
-    async fn read_after(
+    async fn read_page(
         &self,
         room: &str,
         after: Position,
         until: Position,
-        limit: usize,
+        limit: PageLimit,
     ) -> Result<Page, StoreError> {
-        let (truncated, entries): (i64, Vec<(String, String)>) = scripts::READ
+        let (truncated, more, entries): (i64, i64, Vec<(String, String)>) = scripts::READ_PAGE
             .key(self.history_key(room))
             .arg(after.0)
-            .arg(if until == Position::MAX {
-                "+".to_owned()
-            } else {
-                until.0.to_string()
-            })
-            .arg(limit)
+            .arg(upper_bound(until))
+            .arg(limit.count)
+            .arg(limit.bytes)
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
-        let mut messages = entries
+            .map_err(classify)?;
+        let messages = entries
             .into_iter()
             .map(|(id, payload)| {
                 let position =
@@ -265,10 +350,38 @@ impl History for RedisStore {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        messages.reverse();
         Ok(Page {
             messages,
             truncated: truncated != 0,
+            more: more != 0,
+        })
+    }
+
+    async fn replay_start(
+        &self,
+        room: &str,
+        after: Position,
+        until: Position,
+        max: usize,
+    ) -> Result<ReplayStart, StoreError> {
+        let (start, dropped): (String, i64) = scripts::REPLAY_START
+            .key(self.history_key(room))
+            .arg(after.0)
+            .arg(upper_bound(until))
+            .arg(max)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(classify)?;
+        if start.is_empty() {
+            return Ok(ReplayStart {
+                after,
+                truncated: dropped != 0,
+            });
+        }
+        let after = parse_position(&start).ok_or_else(|| corrupt(format!("entry id {start}")))?;
+        Ok(ReplayStart {
+            after,
+            truncated: true,
         })
     }
 
@@ -277,7 +390,7 @@ impl History for RedisStore {
             .key(self.history_key(room))
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(classify)?;
         Ok(Position(last))
     }
 
@@ -313,11 +426,24 @@ impl History for RedisStore {
     }
 }
 
+/// A session's room as stored: `<joined_at>:<acked>`, then `:1` when listened. Cursors written
+/// before the flag existed have only the first two fields.
 fn parse_cursor(value: &str) -> Option<RoomCursor> {
-    let (joined, acked) = value.split_once(':')?;
+    let mut fields = value.split(':');
+    let joined_at = Position(fields.next()?.parse().ok()?);
+    let acked = Position(fields.next()?.parse().ok()?);
+    let listened = match fields.next() {
+        None => false,
+        Some("1") => true,
+        Some(_) => return None,
+    };
+    if fields.next().is_some() {
+        return None;
+    }
     Some(RoomCursor {
-        joined_at: Position(joined.parse().ok()?),
-        acked: Position(acked.parse().ok()?),
+        joined_at,
+        acked,
+        listened,
     })
 }
 
@@ -330,7 +456,7 @@ impl SessionStore for RedisStore {
             .pexpire(&key, self.session_ms() as i64)
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(classify)?;
         if fields.is_empty() {
             return Ok(None);
         }
@@ -345,38 +471,48 @@ impl SessionStore for RedisStore {
         Ok(Some(Session { rooms }))
     }
 
-    async fn join(&self, id: &str, room: &str, at: Position) -> Result<(), StoreError> {
-        let key = self.session_key(id);
-        let _: (i64, i64) = redis::pipe()
-            .hset_nx(&key, room, format!("{}:0", at.0))
-            .pexpire(&key, self.session_ms() as i64)
-            .query_async(&mut self.conn.clone())
+    async fn join(&self, id: &str, room: &str, at: Position) -> Result<Joined, StoreError> {
+        let joined: i64 = scripts::JOIN
+            .key(self.session_key(id))
+            .arg(room)
+            .arg(format!("{}:0", at.0))
+            .arg(self.options.max_rooms_per_session)
+            .arg(self.session_ms())
+            .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
-        Ok(())
+            .map_err(classify)?;
+        match joined {
+            0 => Ok(Joined::Added),
+            1 => Ok(Joined::Already),
+            2 => Ok(Joined::Full),
+            other => Err(corrupt(format!("join answered {other}"))),
+        }
     }
 
     async fn leave(&self, id: &str, room: &str) -> Result<(), StoreError> {
         let key = self.session_key(id);
-        let _: i64 = self
-            .conn
-            .clone()
+        let _: (i64, i64) = redis::pipe()
             .hdel(&key, room)
+            .pexpire(&key, self.session_ms() as i64)
+            .query_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(classify)?;
         Ok(())
     }
 
-    async fn advance(&self, id: &str, positions: &[(String, Position)]) -> Result<(), StoreError> {
+    async fn advance(&self, id: &str, progress: &[Progress]) -> Result<(), StoreError> {
         let mut invocation = scripts::ADVANCE.key(self.session_key(id));
         invocation.arg(self.session_ms());
-        for (room, position) in positions {
-            invocation.arg(room).arg(position.0);
+        for p in progress {
+            invocation
+                .arg(&p.room)
+                .arg(p.handled.0)
+                .arg(if p.listened { "1" } else { "0" });
         }
         let _: i64 = invocation
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(unavailable)?;
+            .map_err(classify)?;
         Ok(())
     }
 }
@@ -392,6 +528,25 @@ mod tests {
         assert_eq!(m.room, "a:b\n{");
         assert_eq!(m.payload, "\"x\":\"y:z\"}");
         assert_eq!(decode_feed(b"12:99:short"), None);
+    }
+
+    #[test]
+    fn cursors_are_read_with_and_without_the_listened_flag() {
+        let old = parse_cursor("10:15").unwrap();
+        assert_eq!(
+            (old.joined_at, old.acked, old.listened),
+            (Position(10), Position(15), false)
+        );
+        assert!(parse_cursor("10:15:1").unwrap().listened);
+        assert_eq!(parse_cursor("10:15:2"), None);
+        assert_eq!(parse_cursor("10:15:1:1"), None);
+        assert_eq!(parse_cursor("10"), None);
+    }
+
+    #[test]
+    fn deadlines_before_the_epoch_are_past_not_absent() {
+        assert_eq!(deadline_ms(UNIX_EPOCH), 1);
+        assert_eq!(deadline_ms(UNIX_EPOCH + Duration::from_millis(1234)), 1234);
     }
 
     #[test]

@@ -1,44 +1,77 @@
 //! The Lua scripts the Redis store runs; each is atomic on the Redis side.
+//!
+//! Stream ids are `<timestamp>-0`, so ids are built from positions by string concatenation and
+//! never go through Lua numbers (doubles) on the way to Redis.
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Put before every script: the millisecond part of a stream id that `XINFO STREAM` reports
-/// (`last-generated-id`, `max-deleted-entry-id`), or nil when the stream does not exist.
-const STREAM_MS: &str = r#"
+/// Put before every script.
+///
+/// `stream_ms` reads the millisecond part of a stream id that `XINFO STREAM` reports
+/// (`last-generated-id`, `max-deleted-entry-id`), or nil when the stream does not exist. XINFO
+/// is used rather than reading the newest entry because these ids outlive the entries.
+const HELPERS: &str = r#"
+local function id_ms(id)
+  return tonumber(string.match(id, '^(%d+)'))
+end
 local function stream_ms(key, field)
   if redis.call('EXISTS', key) == 0 then return nil end
   local info = redis.call('XINFO', 'STREAM', key)
   for i = 1, #info, 2 do
-    if info[i] == field then return tonumber(string.match(info[i + 1], '^(%d+)')) end
+    if info[i] == field then return id_ms(info[i + 1]) end
   end
   return nil
 end
 "#;
 
 fn script(body: &str) -> Script {
-    Script::new(&format!("{STREAM_MS}{body}"))
+    Script::new(&format!("{HELPERS}{body}"))
 }
 
-/// KEYS[1] the room's stream, KEYS[2] the write-behind queue; ARGV payload, window ms, max
-/// entries, feed channel, room, queue limit (0: no archive behind Redis).
-/// Returns the new message's timestamp, or an error `BACKLOG` when the queue is full.
+/// KEYS[1] the room's stream, KEYS[2] the write-behind queue, KEYS[3] (only with an idempotency
+/// key) the key's record; ARGV payload, window ms, max entries, feed channel, room, queue limit
+/// (0: no archive behind Redis), deadline in ms since the epoch (0: none), and with a key the
+/// message's fingerprint.
+///
+/// Returns `{timestamp, repeated (0/1)}`, or an error `KEYREUSED`, `EXPIRED` or `BACKLOG`.
 pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local key, queue = KEYS[1], KEYS[2]
+local key, queue, record = KEYS[1], KEYS[2], KEYS[3]
 local payload, window, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local channel, room, queue_max = ARGV[4], ARGV[5], tonumber(ARGV[6])
-if queue_max > 0 and redis.call('XLEN', queue) >= queue_max then
-  return redis.error_reply('BACKLOG the archive backlog is full')
+local deadline, fingerprint = tonumber(ARGV[7]), ARGV[8]
+-- A repeat is answered even past the deadline: it changes nothing, and tells the publisher the
+-- truth (stored) where EXPIRED would say "not stored".
+if record then
+  local seen = redis.call('GET', record)
+  if seen then
+    local fp, ts = string.match(seen, '^(%d+):(%d+)$')
+    if fp ~= fingerprint then
+      return redis.error_reply('KEYREUSED the idempotency key was used for another message')
+    end
+    return {tonumber(ts), 1}
+  end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Redis runs commands it queued while paused or overloaded long after they were sent; by then
+-- the publisher may have given up and said "not stored", so a late append must not happen.
+if deadline > 0 and now > deadline then
+  return redis.error_reply('EXPIRED the publish deadline passed before Redis ran the append')
+end
+if queue_max > 0 and redis.call('XLEN', queue) >= queue_max then
+  return redis.error_reply('BACKLOG the archive backlog is full')
+end
 local last = stream_ms(key, 'last-generated-id') or 0
 local ts = math.max(now, last + 1)
 local id = string.format('%d', ts)
 redis.call('XADD', key, id .. '-0', 'p', payload)
+if record then
+  redis.call('SET', record, fingerprint .. ':' .. id, 'PX', ARGV[2])
+end
 -- Entries from keep_from on may not be archived yet and must stay. keep_from is the time the
 -- oldest queued message was queued (its queue id); a message's timestamp is never before the
 -- time it was queued, so every unarchived message is at or after it.
@@ -46,25 +79,35 @@ local keep_from = nil
 if queue_max > 0 then
   redis.call('XADD', queue, '*', 'r', room, 't', id, 'p', payload)
   local oldest = redis.call('XRANGE', queue, '-', '+', 'COUNT', 1)
-  keep_from = tonumber(string.match(oldest[1][1], '^(%d+)'))
+  keep_from = id_ms(oldest[1][1])
 end
--- Trim from the front: entries older than the window, then beyond the count. The newest trimmed
--- id is recorded as the stream's max-deleted-entry-id, which readers compare with their
--- position to know whether something they would need is gone.
-local function newest_before(bound)
-  local e = redis.call('XREVRANGE', key, '(' .. string.format('%d', bound) .. '-0', '-', 'COUNT', 1)
-  if #e > 0 then return tonumber(string.match(e[1][1], '^(%d+)')) end
-  return nil
-end
+-- Trim from the front: entries older than the window, then beyond the count, never from
+-- keep_from on. The newest trimmed id is recorded as the stream's max-deleted-entry-id, which
+-- readers compare with their position to know whether something they would need is gone.
+--
+-- Every step costs the entries it drops plus at most one stream node, never the room's whole
+-- history: XREVRANGE from a bound below every entry walks the entire stream backwards, so it
+-- runs only once the oldest entry is known to be older than the bound (it then stops within
+-- the node holding that bound).
 local floor = ts - window
 if keep_from and keep_from < floor then floor = keep_from end
-local dropped = newest_before(floor)
-local len = redis.call('XLEN', key)
-if len > max then
-  local over = redis.call('XRANGE', key, '-', '+', 'COUNT', len - max)
-  local d = tonumber(string.match(over[#over][1], '^(%d+)'))
-  if keep_from and d >= keep_from then d = newest_before(keep_from) end
-  if d and (not dropped or d > dropped) then dropped = d end
+local dropped = nil
+local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+if id_ms(oldest[1][1]) < floor then
+  local e = redis.call('XREVRANGE', key, '(' .. string.format('%d', floor) .. '-0', '-', 'COUNT', 1)
+  dropped = id_ms(e[1][1])
+end
+local over = redis.call('XLEN', key) - max
+if over > 0 then
+  -- Reads only entries that are then dropped (the count's excess, short of keep_from), so the
+  -- cost of a large excess (a lowered max, an archive outage ending) is paid once.
+  local upper = '+'
+  if keep_from then upper = '(' .. string.format('%d', keep_from) .. '-0' end
+  local e = redis.call('XRANGE', key, '-', upper, 'COUNT', over)
+  if #e > 0 then
+    local d = id_ms(e[#e][1])
+    if not dropped or d > dropped then dropped = d end
+  end
 end
 if dropped then
   redis.call('XTRIM', key, 'MINID', '=', string.format('%d', dropped + 1) .. '-0')
@@ -78,37 +121,77 @@ else
   redis.call('PEXPIRE', key, window)
 end
 redis.call('PUBLISH', channel, id .. ':' .. string.len(room) .. ':' .. room .. payload)
-return ts
+return {ts, 0}
 "#,
     )
 });
 
-/// KEYS[1] the room's stream; ARGV after (exclusive), until (inclusive, or '+'), limit.
-/// Returns {truncated (0/1), {{id, payload}, ...} newest first}.
-pub static READ: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS[1] the room's stream; ARGV after (exclusive), until (inclusive, or '+'), most messages,
+/// most payload bytes (the page stops after the message that passes them).
+/// Returns `{truncated (0/1), more (0/1), {{id, payload}, ...} oldest first}`.
+pub static READ_PAGE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local key = KEYS[1]
 if redis.call('EXISTS', key) == 0 then
-  return {0, {}}
+  return {0, 0, {}}
 end
-local after = ARGV[1]
-local limit = tonumber(ARGV[3])
-local upper = ARGV[2]
+local after, upper = ARGV[1], ARGV[2]
+local count, bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
 if upper ~= '+' then upper = upper .. '-0' end
-local entries = redis.call('XREVRANGE', key, upper, '(' .. after .. '-0', 'COUNT', limit + 1)
-local truncated = 0
-if #entries > limit then
-  truncated = 1
-  table.remove(entries)
+local out, total, more = {}, 0, 0
+local from = '(' .. after .. '-0'
+-- Read in growing batches, so a page of large payloads stops early inside Redis instead of
+-- copying a whole count's worth; each batch asks for one more than it may keep, to learn
+-- whether more follow.
+local step = 16
+while more == 0 do
+  local want = count - #out
+  if total >= bytes then want = 0 end
+  local batch = math.min(want, step) + 1
+  local entries = redis.call('XRANGE', key, from, upper, 'COUNT', batch)
+  for _, e in ipairs(entries) do
+    if #out >= count or total >= bytes then
+      more = 1
+      break
+    end
+    out[#out + 1] = {e[1], e[2][2]}
+    total = total + string.len(e[2][2])
+  end
+  if #entries < batch then break end
+  from = '(' .. entries[#entries][1]
+  step = math.min(step * 2, 512)
 end
+local truncated = 0
 local deleted = stream_ms(key, 'max-deleted-entry-id')
 if deleted and deleted > tonumber(after) then truncated = 1 end
-local out = {}
-for i, e in ipairs(entries) do
-  out[i] = {e[1], e[2][2]}
+return {truncated, more, out}
+"#,
+    )
+});
+
+/// KEYS[1] the room's stream; ARGV after (exclusive), until (inclusive, or '+'), most messages.
+/// Returns `{start id, or '' when at most that many are in range; dropped (0/1): retention
+/// dropped something after `after`}`. Only ids leave Redis, never payloads.
+pub static REPLAY_START: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then
+  return {'', 0}
 end
-return {truncated, out}
+local after, upper, max = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if upper ~= '+' then upper = upper .. '-0' end
+local start = ''
+-- A room holding no more than the cap cannot exceed it in any range: skip the walk.
+if redis.call('XLEN', key) > max then
+  local entries = redis.call('XREVRANGE', key, upper, '(' .. after .. '-0', 'COUNT', max + 1)
+  if #entries > max then start = entries[#entries][1] end
+end
+local dropped = 0
+local deleted = stream_ms(key, 'max-deleted-entry-id')
+if deleted and deleted > tonumber(after) then dropped = 1 end
+return {start, dropped}
 "#,
     )
 });
@@ -122,18 +205,45 @@ return stream_ms(KEYS[1], 'last-generated-id') or 0
     )
 });
 
-/// KEYS[1] the session hash; ARGV session window ms, then room, position pairs. Moves each listed
-/// room's acknowledged position forward, never back; ignores rooms not in the session.
+/// KEYS[1] the session hash; ARGV room, cursor value, most rooms, session window ms.
+/// Returns 0 added, 1 already there (cursor kept), 2 full (nothing changed).
+pub static JOIN: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local key, room, value, max = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local result = 0
+if redis.call('HEXISTS', key, room) == 1 then
+  result = 1
+elseif redis.call('HLEN', key) >= max then
+  result = 2
+else
+  redis.call('HSET', key, room, value)
+end
+redis.call('PEXPIRE', key, ARGV[4])
+return result
+"#,
+    )
+});
+
+/// KEYS[1] the session hash; ARGV session window ms, then room, handled position, listened (0/1)
+/// triples. Moves each listed room's handled position forward, never back, and marks it
+/// listened, never unmarks it; ignores rooms not in the session. Reads cursors written before
+/// the listened flag existed (`<joined_at>:<acked>`).
 pub static ADVANCE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local key = KEYS[1]
-for i = 2, #ARGV, 2 do
-  local current = redis.call('HGET', key, ARGV[i])
+for i = 2, #ARGV, 3 do
+  local room, handled, listened = ARGV[i], ARGV[i + 1], ARGV[i + 2] == '1'
+  local current = redis.call('HGET', key, room)
   if current then
-    local joined, acked = string.match(current, '^(%d+):(%d+)$')
-    if joined and tonumber(ARGV[i + 1]) > tonumber(acked) then
-      redis.call('HSET', key, ARGV[i], joined .. ':' .. ARGV[i + 1])
+    local joined, acked, rest = string.match(current, '^(%d+):(%d+)(.*)$')
+    if joined then
+      listened = listened or rest == ':1'
+      if tonumber(handled) <= tonumber(acked) then handled = acked end
+      local value = joined .. ':' .. handled
+      if listened then value = value .. ':1' end
+      if value ~= current then redis.call('HSET', key, room, value) end
     end
   end
 end

@@ -1,0 +1,170 @@
+//! What a Socket.IO connection has queued and not yet written to the network, in bytes.
+//!
+//! The server adds what it hands to a connection's transport; the transport subtracts what it
+//! writes: a WebSocket through its [`Wire`], long-polling as response bodies leave. So a client
+//! that stops reading shows up as bytes that stop draining, whatever it answers to pings, and
+//! the connection can be held to a byte budget.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use socketioxide::socket::Sid;
+use tokio::sync::Notify;
+
+use super::wire::Wire;
+
+/// One connection's queued bytes and its kill switch.
+#[derive(Default)]
+pub struct SendMeter {
+    queued: AtomicUsize,
+    waiting: AtomicUsize,
+    drained: Notify,
+    cut: AtomicBool,
+    wire: OnceLock<Weak<Wire>>,
+}
+
+impl SendMeter {
+    /// Bytes handed to the transport and not yet written.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    pub fn add(&self, bytes: usize) {
+        self.queued.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// The transport wrote `bytes`. Written bytes include framing and heartbeats the server did
+    /// not count, so the count stops at zero instead of going below.
+    pub fn written(&self, bytes: usize) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                Some(q.saturating_sub(bytes))
+            });
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Resolves once fewer than `limit` bytes are queued.
+    pub async fn drained_below(&self, limit: usize) {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.queued() < limit || self.is_cut() {
+                break;
+            }
+            notified.await;
+        }
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Closes the connection's transport from the server's side: its WebSocket fails at once;
+    /// its long-polling requests are refused as an unknown session. Either way the client sees
+    /// its transport close and reconnects.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        if let Some(wire) = self.wire.get().and_then(Weak::upgrade) {
+            wire.cut();
+        }
+        self.drained.notify_waiters();
+    }
+
+    pub fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::Acquire)
+    }
+
+    pub(super) fn carried_by(&self, wire: &Arc<Wire>) {
+        let _ = self.wire.set(Arc::downgrade(wire));
+        if self.is_cut() {
+            wire.cut();
+        }
+    }
+}
+
+/// The meters of this node's connections by session id, for the transport requests that name
+/// one. Entries are weak: a meter lives as long as its connection or its WebSocket.
+#[derive(Default)]
+pub struct Meters {
+    by_sid: Mutex<HashMap<Sid, Weak<SendMeter>>>,
+    inserted: AtomicUsize,
+}
+
+/// Dead entries are swept every this many insertions.
+const SWEEP_EVERY: usize = 1024;
+
+impl Meters {
+    /// The meter of `sid`, made if there is none yet (a WebSocket upgrade can arrive before the
+    /// Socket.IO connection it carries is set up).
+    pub fn meter(&self, sid: Sid) -> Arc<SendMeter> {
+        let mut by_sid = self.by_sid.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(meter) = by_sid.get(&sid).and_then(Weak::upgrade) {
+            return meter;
+        }
+        let meter = Arc::new(SendMeter::default());
+        by_sid.insert(sid, Arc::downgrade(&meter));
+        if self.inserted.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            by_sid.retain(|_, m| m.strong_count() > 0);
+        }
+        meter
+    }
+
+    /// The meter of `sid` if its connection is alive.
+    pub fn get(&self, sid: Sid) -> Option<Arc<SendMeter>> {
+        let by_sid = self.by_sid.lock().unwrap_or_else(|e| e.into_inner());
+        by_sid.get(&sid).and_then(Weak::upgrade)
+    }
+
+    /// Forgets `sid` (its connection ended).
+    pub fn remove(&self, sid: Sid) {
+        let mut by_sid = self.by_sid.lock().unwrap_or_else(|e| e.into_inner());
+        by_sid.remove(&sid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn written_bytes_drain_what_was_queued_and_never_below_zero() {
+        let meter = SendMeter::default();
+        meter.add(100);
+        meter.written(30);
+        assert_eq!(meter.queued(), 70);
+        meter.written(500);
+        assert_eq!(meter.queued(), 0, "framing the server did not count");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_sender_resumes_once_the_queue_drains() {
+        let meter = Arc::new(SendMeter::default());
+        meter.add(1000);
+        let waiter = tokio::spawn({
+            let meter = meter.clone();
+            async move { meter.drained_below(500).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "still 1000 queued");
+        meter.written(600);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("woken by the write")
+            .unwrap();
+    }
+
+    #[test]
+    fn meters_are_shared_by_sid_and_go_with_their_holders() {
+        let meters = Meters::default();
+        let sid = Sid::new();
+        let meter = meters.meter(sid);
+        assert!(Arc::ptr_eq(&meter, &meters.meter(sid)));
+        drop(meter);
+        assert!(meters.get(sid).is_none(), "nobody holds it any more");
+    }
+}

@@ -1,0 +1,134 @@
+//! The network edge: the accept loop (within connection limits), HTTP/1 with header and idle
+//! timeouts, the per-connection byte meters and the gate in front of Engine.IO, and graceful
+//! shutdown.
+
+pub mod gate;
+pub mod limits;
+pub mod meter;
+pub mod wire;
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::{HeaderValue, Request, Uri};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tower::Service;
+
+use gate::ENGINE_PATH;
+use limits::ConnectionLimits;
+use wire::{MeteredStream, Wire};
+
+/// When a request arrived, as a request extension (the Socket.IO handshake's tells how long a
+/// reconnecting page has had to set itself up).
+#[derive(Clone, Copy, Debug)]
+pub struct Received(pub Instant);
+
+/// How long shutdown waits for open HTTP requests to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Largest request head (request line and headers) accepted.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Serves `router` on `listener` until `shutdown` completes and open requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Arc<ConnectionLimits>,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+    let (close_tx, close_rx) = watch::channel(());
+    // Every connection task holds a sender; when all are gone, every connection is closed.
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait rather than spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let slot = match limits.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                tracing::debug!(%peer, ?refusal, "connection refused");
+                // The response fits in a fresh socket's buffer; no task waits on a flood.
+                let _ = tcp.try_write(&refusal.response());
+                continue;
+            }
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY not set: {e}");
+        }
+        let wire = Wire::new(peer);
+        let io = TokioIo::new(MeteredStream::new(tcp, wire.clone(), slot));
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            if request.uri().path().starts_with(ENGINE_PATH) {
+                detach_from_read_buffer(&mut request);
+            }
+            request.extensions_mut().insert(wire.clone());
+            request.extensions_mut().insert(Received(Instant::now()));
+            router.clone().call(request)
+        });
+        let connection = http.serve_connection(io, service).with_upgrades();
+        let mut close = close_rx.clone();
+        let open = open_tx.clone();
+        tokio::spawn(async move {
+            tokio::pin!(connection);
+            tokio::select! {
+                served = connection.as_mut() => {
+                    if let Err(e) = served {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                    }
+                }
+                _ = close.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    let _ = close_tx.send(());
+    drop(open_tx);
+    if tokio::time::timeout(SHUTDOWN_GRACE, open_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some HTTP connections were still open at shutdown");
+    }
+    Ok(())
+}
+
+/// hyper's header values and URI are slices of its connection read buffer. engineioxide keeps
+/// the handshake's request parts for the socket's whole life, which would keep that whole buffer
+/// (about 16 KB) alive per connection; owned copies of the few bytes let it go.
+fn detach_from_read_buffer(request: &mut Request<Incoming>) {
+    for value in request.headers_mut().values_mut() {
+        if let Ok(mut owned) = HeaderValue::from_bytes(value.as_bytes()) {
+            owned.set_sensitive(value.is_sensitive());
+            *value = owned;
+        }
+    }
+    if let Ok(uri) = Uri::try_from(request.uri().to_string()) {
+        *request.uri_mut() = uri;
+    }
+}

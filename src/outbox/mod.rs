@@ -1,0 +1,362 @@
+//! What one client is sent: messages encoded once for every recipient, the client's send budget
+//! in bytes, and the acknowledgement bookkeeping of what it was sent ([`acks`]).
+//!
+//! Live delivery never waits on a client: one that falls more than its budget behind is cut (its
+//! transport closes; it recovers what it missed when it reconnects). A replay and the replies to
+//! the client's own events wait for room instead, so they are never dropped.
+
+pub mod acks;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use socketioxide::extract::SocketRef;
+use socketioxide::{SendError, SocketError};
+use twine_store::{Message, Position, Progress};
+
+use crate::net::meter::SendMeter;
+use acks::{Mode, Sent, Slot};
+
+/// Bytes an event costs on the wire besides its data: Engine.IO's `4`, Socket.IO's `2`, the
+/// brackets, quotes and comma around the event name (a lower bound, so the count never runs ahead
+/// of what the transport writes).
+const FRAMING: usize = 6;
+/// How often a sender waiting on a full transport queue looks again.
+const FULL_QUEUE_RETRY: Duration = Duration::from_millis(5);
+
+/// A message as clients receive it, encoded once: the payload object with `timestamp` and `room`
+/// added.
+pub struct Encoded {
+    pub room: Arc<str>,
+    pub position: Position,
+    json: Box<RawValue>,
+}
+
+impl Encoded {
+    pub fn new(message: &Message) -> Encoded {
+        Encoded::with_room(Arc::from(message.room.as_str()), message)
+    }
+
+    pub fn with_room(room: Arc<str>, message: &Message) -> Encoded {
+        let fields = format!(
+            "\"timestamp\":{},\"room\":{}",
+            message.position.0,
+            serde_json::to_string(&*room).expect("a string serializes")
+        );
+        // The payload is a JSON object kept as text: append the fields before its closing brace
+        // rather than parse and re-serialize the whole of it.
+        let body = message.payload.trim();
+        let json = match body.strip_prefix('{').and_then(|b| b.strip_suffix('}')) {
+            Some(inner) if inner.trim().is_empty() => format!("{{{fields}}}"),
+            Some(inner) => format!("{{{inner},{fields}}}"),
+            None => {
+                tracing::warn!(%room, position = %message.position, "stored payload is not a JSON object; sending it empty");
+                format!("{{{fields}}}")
+            }
+        };
+        let json = RawValue::from_string(json).unwrap_or_else(|e| {
+            tracing::warn!(%room, position = %message.position, "stored payload is not valid JSON ({e}); sending it empty");
+            RawValue::from_string(format!("{{{fields}}}")).expect("fields are JSON")
+        });
+        Encoded {
+            room,
+            position: message.position,
+            json,
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.json.get().len() + "message".len() + FRAMING
+    }
+
+    /// The JSON clients receive.
+    pub fn json(&self) -> &str {
+        self.json.get()
+    }
+}
+
+/// The client is gone or was cut: stop sending to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the client is gone")]
+pub struct Gone;
+
+/// One client's outgoing side.
+pub struct Outbox {
+    socket: SocketRef,
+    meter: Arc<SendMeter>,
+    budget: usize,
+    /// How long a waiting send may see no progress before the client counts as stalled.
+    patience: Duration,
+    sent: Mutex<Sent>,
+    closed: AtomicBool,
+    /// Acknowledgements wait for the node's flusher.
+    flush_pending: AtomicBool,
+}
+
+impl Outbox {
+    pub fn new(
+        socket: SocketRef,
+        meter: Arc<SendMeter>,
+        budget: usize,
+        patience: Duration,
+    ) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            socket,
+            meter,
+            budget,
+            patience,
+            sent: Mutex::default(),
+            closed: AtomicBool::new(false),
+            flush_pending: AtomicBool::new(false),
+        })
+    }
+
+    fn sent(&self) -> MutexGuard<'_, Sent> {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.meter.is_cut()
+    }
+
+    /// No more sends: the connection ended.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Closes the client's transport from the server's side; it reconnects and recovers.
+    pub fn cut(&self, why: &str) {
+        if !self.meter.is_cut() {
+            tracing::info!(sid = %self.socket.id, queued = self.meter.queued(), "cutting a client: {why}");
+        }
+        self.close();
+        self.meter.cut();
+    }
+
+    /// Emits under the bookkeeping lock, so what is recorded as sent is in send order.
+    fn emit_locked(
+        &self,
+        sent: &mut Sent,
+        event: &str,
+        data: &RawValue,
+        size: usize,
+        record: Option<(Slot, Position)>,
+    ) -> Result<(), SendError> {
+        self.socket.emit(event, data)?;
+        self.meter.add(size);
+        if let Some((slot, position)) = record {
+            sent.sent(slot, position);
+        }
+        Ok(())
+    }
+
+    /// A live message. Never waits: a client over its budget is cut.
+    pub fn deliver(&self, message: &Encoded, slot: Slot) -> Result<(), Gone> {
+        if self.is_closed() {
+            return Err(Gone);
+        }
+        let size = message.size();
+        if self.meter.queued() + size > self.budget {
+            self.cut("over its send queue");
+            return Err(Gone);
+        }
+        let mut sent = self.sent();
+        match self.emit_locked(
+            &mut sent,
+            "message",
+            &message.json,
+            size,
+            Some((slot, message.position)),
+        ) {
+            Ok(()) => Ok(()),
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                drop(sent);
+                self.cut("its transport queue is full");
+                Err(Gone)
+            }
+            Err(_) => {
+                self.close();
+                Err(Gone)
+            }
+        }
+    }
+
+    /// Sends an event, waiting while the client is over its budget; fails only when the client
+    /// is gone or stalled (no progress for the patience), and then cuts it.
+    async fn send_waiting(
+        &self,
+        event: &str,
+        data: &RawValue,
+        record: Option<(Slot, Position)>,
+    ) -> Result<(), Gone> {
+        let size = data.get().len() + event.len() + FRAMING;
+        loop {
+            if self.is_closed() {
+                return Err(Gone);
+            }
+            if self.meter.queued() + size > self.budget {
+                let room = self.budget.saturating_sub(size).max(1);
+                if tokio::time::timeout(self.patience, self.meter.drained_below(room))
+                    .await
+                    .is_err()
+                {
+                    self.cut("stalled: nothing it was sent was read");
+                    return Err(Gone);
+                }
+                continue;
+            }
+            let emitted = {
+                let mut sent = self.sent();
+                self.emit_locked(&mut sent, event, data, size, record)
+            };
+            match emitted {
+                Ok(()) => return Ok(()),
+                Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                    tokio::time::sleep(FULL_QUEUE_RETRY).await;
+                }
+                Err(_) => {
+                    self.close();
+                    return Err(Gone);
+                }
+            }
+        }
+    }
+
+    /// A replayed message, in order, waiting for room.
+    pub async fn replay(&self, message: &Encoded, slot: Slot) -> Result<(), Gone> {
+        self.send_waiting("message", &message.json, Some((slot, message.position)))
+            .await
+    }
+
+    /// A reply to the client (`roomJoined`, `recoveryTruncated`, ...), in order, waiting for room.
+    pub async fn send<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), Gone> {
+        let json = serde_json::value::to_raw_value(data).expect("replies serialize");
+        self.send_waiting(event, &json, None).await
+    }
+
+    /// A notice the client may lose if it is not reading (an `error` for an event it flooded).
+    pub fn notify<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
+        let json = serde_json::value::to_raw_value(data).expect("notices serialize");
+        let size = json.get().len() + event.len() + FRAMING;
+        if self.is_closed() || self.meter.queued() + size > self.budget {
+            return;
+        }
+        let mut sent = self.sent();
+        if let Err(e) = self.emit_locked(&mut sent, event, &json, size, None) {
+            tracing::debug!(sid = %self.socket.id, event, "not sent: {e}");
+        }
+    }
+
+    pub fn add_room(&self, name: Arc<str>, listened_before: bool) -> Slot {
+        self.sent().add_room(name, listened_before)
+    }
+
+    pub fn remove_room(&self, slot: Slot) {
+        self.sent().remove_room(slot);
+    }
+
+    pub fn acknowledge_each_message(&self) {
+        self.sent().set_mode(Mode::PerMessage);
+    }
+
+    pub fn freeze_positions(&self) {
+        self.sent().freeze();
+    }
+
+    /// Applies an acknowledgement; whether it matched a message sent here.
+    pub fn ack(&self, position: Position) -> bool {
+        self.sent().ack(position)
+    }
+
+    /// See [`Sent::progress`].
+    pub fn progress(&self, ending: bool) -> Vec<Progress> {
+        self.sent().progress(ending)
+    }
+
+    pub fn queued(&self) -> usize {
+        self.meter.queued()
+    }
+
+    /// Waits until less than half the budget is queued (or the client is gone), so what follows
+    /// fits.
+    pub async fn half_drained(&self) -> Result<(), Gone> {
+        let half = self.budget / 2;
+        if tokio::time::timeout(self.patience, self.meter.drained_below(half))
+            .await
+            .is_err()
+        {
+            self.cut("stalled: nothing it was sent was read");
+        }
+        if self.is_closed() { Err(Gone) } else { Ok(()) }
+    }
+
+    /// The socket this outbox sends to.
+    pub fn socket(&self) -> &SocketRef {
+        &self.socket
+    }
+
+    /// Whether the flusher must be told: the first acknowledgement since the last flush.
+    pub fn mark_for_flush(&self) -> bool {
+        !self.flush_pending.swap(true, Ordering::AcqRel)
+    }
+
+    /// The flusher took this outbox's acknowledgements.
+    pub fn flushed(&self) {
+        self.flush_pending.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(payload: &str) -> Message {
+        Message {
+            room: "news \"today\"".into(),
+            position: Position(1_700_000_000_123),
+            payload: payload.into(),
+        }
+    }
+
+    fn decoded(payload: &str) -> serde_json::Value {
+        serde_json::from_str(Encoded::new(&message(payload)).json()).unwrap()
+    }
+
+    #[test]
+    fn the_payload_gets_timestamp_and_room() {
+        assert_eq!(
+            decoded(r#"{"a":1,"nested":{"b":[1,2]}}"#),
+            serde_json::json!({
+                "a": 1, "nested": {"b": [1, 2]},
+                "timestamp": 1_700_000_000_123u64, "room": "news \"today\""
+            })
+        );
+        assert_eq!(
+            decoded(" { } "),
+            serde_json::json!({"timestamp": 1_700_000_000_123u64, "room": "news \"today\""})
+        );
+    }
+
+    #[test]
+    fn the_added_fields_win_over_the_payloads_own() {
+        let got = decoded(r#"{"timestamp":"mine","room":"mine"}"#);
+        assert_eq!(got["timestamp"], 1_700_000_000_123u64);
+        assert_eq!(got["room"], "news \"today\"");
+    }
+
+    #[test]
+    fn a_corrupt_stored_payload_is_sent_empty() {
+        assert_eq!(decoded("[1,2]").as_object().unwrap().len(), 2);
+        assert_eq!(decoded("{\"a\":").as_object().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn deep_payloads_are_not_parsed_again() {
+        let deep = format!("{{\"d\":{}1{}}}", "[".repeat(5000), "]".repeat(5000));
+        let encoded = Encoded::new(&message(&deep));
+        assert!(encoded.json().ends_with(r#""room":"news \"today\""}"#));
+    }
+}
