@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTwine } from '../js-fixtures/server.mjs';
-import { connect, fetchCookie, publish, subscribe, until, untilEvent, sleep } from '../js-fixtures/clients.mjs';
+import { connect, fetchCookie, publish, subscribe, until, untilEvent, sleep, io } from '../js-fixtures/clients.mjs';
 
 let server;
 before(async () => {
@@ -187,5 +187,64 @@ test('over --max-replay the newest are replayed after a recoveryTruncated event'
     again.close();
   } finally {
     await small.stop();
+  }
+});
+
+test('a session holds at most --max-rooms rooms, and every roomJoined of a reconnect arrives in order', async () => {
+  const limited = await startTwine({ args: ['--max-rooms', '1000'] });
+  try {
+    const cookie = await fetchCookie(limited.url);
+    const first = await connect(limited.url, { cookie });
+    const rooms = Array.from({ length: 1000 }, (_, i) => `many-${String(i).padStart(4, '0')}`);
+    for (const room of rooms) first.emit('subscribe', room);
+    first.emit('subscribe', 'one-too-many');
+    await until(() => first.events.length === 1001, 10000, 'every reply');
+    const refused = first.events.filter((e) => e.event === 'error');
+    assert.equal(refused.length, 1);
+    assert.equal(refused[0].data.event, 'subscribe');
+    assert.match(refused[0].data.message, /1000 rooms/);
+    first.close();
+    await sleep(100);
+    const again = await connect(limited.url, { cookie });
+    await until(() => again.events.length === 1000, 10000, 'every roomJoined');
+    assert.deepEqual(
+      again.events.map((e) => e.data),
+      rooms.map((r) => `You have joined room: ${r}`),
+      'all of them, in order, and not the refused one',
+    );
+    again.close();
+  } finally {
+    await limited.stop();
+  }
+});
+
+test('programs are replayed to at once; pages get the replay grace from their handshake', async () => {
+  const graceful = await startTwine({ args: ['--replay-grace', '1500ms'] });
+  try {
+    const room = 'grace';
+    const timed = async (extraHeaders) => {
+      const cookie = await fetchCookie(graceful.url);
+      const first = await connect(graceful.url, { cookie });
+      await subscribe(first, room);
+      first.close();
+      await sleep(100);
+      await publish(graceful, room, { n: 1 });
+      const started = Date.now();
+      const socket = io(graceful.url, {
+        forceNew: true,
+        reconnection: false,
+        transports: ['websocket'],
+        extraHeaders: { Cookie: cookie, ...extraHeaders },
+      });
+      const at = await new Promise((resolve) => socket.on('message', () => resolve(Date.now() - started)));
+      socket.close();
+      return at;
+    };
+    const program = await timed({});
+    const page = await timed({ Origin: 'https://app.example' });
+    assert.ok(program < 500, `a program got its replay after ${program} ms`);
+    assert.ok(page >= 1400, `a page got its replay after ${page} ms, not before its grace`);
+  } finally {
+    await graceful.stop();
   }
 });

@@ -12,11 +12,13 @@ export async function fetchCookie(url) {
   return setCookie.split(';')[0];
 }
 
-/** POST /api/twine; resolves to the response. */
-export function publish(server, room, payload, { key = server.apiKey, body } = {}) {
+/** POST /api/twine; resolves to the response. `idempotencyKey` makes retries safe. */
+export function publish(server, room, payload, { key = server.apiKey, body, idempotencyKey } = {}) {
+  const headers = { Authorization: key, 'Content-Type': 'application/json' };
+  if (idempotencyKey) headers['Idempotency-Key'] = idempotencyKey;
   return fetch(`${server.url}/api/twine`, {
     method: 'POST',
-    headers: { Authorization: key, 'Content-Type': 'application/json' },
+    headers,
     body: body ?? JSON.stringify({ room_id: room, payload }),
   });
 }

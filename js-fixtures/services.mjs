@@ -77,6 +77,14 @@ async function restartable(port, launchOn, extra = {}) {
       await this.current.exited;
       this.current = null;
     },
+    /** Freezes the server (SIGSTOP): connections stay open, nothing is answered. */
+    pause() {
+      this.current?.proc.kill('SIGSTOP');
+    },
+    /** Lets a paused server run again (SIGCONT); it then works through what queued up. */
+    resume() {
+      this.current?.proc.kill('SIGCONT');
+    },
   };
   await service.start();
   return service;

@@ -130,8 +130,9 @@ pub struct Config {
     #[arg(long, env = "TWINE_EVENT_RATE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub event_rate: u32,
 
-    /// Events one connection may send at once above `--event-rate`.
-    #[arg(long, env = "TWINE_EVENT_BURST", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Events one connection may send at once above `--event-rate` (a page subscribing to as
+    /// many rooms as `--max-rooms` allows at load).
+    #[arg(long, env = "TWINE_EVENT_BURST", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub event_burst: u32,
 
     /// Publishes per second the API key may make; beyond it, with `--publish-burst` spent,

@@ -10,7 +10,6 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use axum::http::header::COOKIE;
 use cookie::Cookie;
-use futures_util::StreamExt;
 use twine_store::{Joined, Position, Progress, Session, SessionStore, StoreError};
 
 use crate::outbox::Outbox;
@@ -21,8 +20,8 @@ pub const COOKIE_NAME: &str = "twineid";
 /// Longest session id accepted from a cookie.
 const MAX_ID_LEN: usize = 128;
 
-/// Sessions stored at once by the flusher.
-const FLUSH_CONCURRENCY: usize = 64;
+/// Sessions stored in one call by the flusher.
+const FLUSH_BATCH: usize = 512;
 
 /// The `twineid` cookie of a request, if it has a usable one (1 to 128 characters of
 /// `[A-Za-z0-9_-]`; anything else is treated as no cookie).
@@ -95,15 +94,18 @@ impl SessionHandle {
 }
 
 /// Stores the acknowledged positions of this node's connections every `every`, all at once,
-/// rather than on each acknowledgement (one per message received).
+/// rather than on each acknowledgement (one per message received). After a crash, at most
+/// `every` of acknowledgements is lost: those messages are replayed once more.
 pub struct Flusher {
+    store: Arc<dyn SessionStore>,
     every: Duration,
-    dirty: Mutex<Vec<(SessionHandle, Weak<Outbox>)>>,
+    dirty: Mutex<Vec<(Arc<str>, Weak<Outbox>)>>,
 }
 
 impl Flusher {
-    pub fn start(every: Duration) -> Arc<Flusher> {
+    pub fn start(store: Arc<dyn SessionStore>, every: Duration) -> Arc<Flusher> {
         let flusher = Arc::new(Flusher {
+            store,
             every,
             dirty: Mutex::default(),
         });
@@ -113,9 +115,11 @@ impl Flusher {
 
     /// `outbox` has acknowledgements to store for `session`.
     pub fn mark(&self, session: &SessionHandle, outbox: &Arc<Outbox>) {
-        if session.is_stored() && outbox.mark_for_flush() {
+        if let Some(id) = &session.id
+            && outbox.mark_for_flush()
+        {
             let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
-            dirty.push((session.clone(), Arc::downgrade(outbox)));
+            dirty.push((id.clone(), Arc::downgrade(outbox)));
         }
     }
 
@@ -124,19 +128,24 @@ impl Flusher {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let batch = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
-            futures_util::stream::iter(batch)
-                .for_each_concurrent(FLUSH_CONCURRENCY, |(session, outbox)| async move {
-                    let Some(outbox) = outbox.upgrade() else {
-                        return; // gone: its disconnect stores the final positions
-                    };
+            let dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
+            let batch: Vec<(Arc<str>, Vec<Progress>)> = dirty
+                .into_iter()
+                .filter_map(|(id, outbox)| {
+                    // A connection that is gone stores its final positions itself.
+                    let outbox = outbox.upgrade()?;
                     outbox.flushed();
-                    let progress = outbox.progress(false);
-                    if let Err(e) = session.advance(&progress).await {
-                        tracing::warn!("acknowledgements not stored: {e}");
-                    }
+                    Some((id, outbox.progress(false)))
                 })
-                .await;
+                .filter(|(_, progress)| !progress.is_empty())
+                .collect();
+            for chunk in batch.chunks(FLUSH_BATCH) {
+                let chunk: Vec<(&str, &[Progress])> =
+                    chunk.iter().map(|(id, p)| (&**id, &p[..])).collect();
+                if let Err(e) = self.store.advance_many(&chunk).await {
+                    tracing::warn!(sessions = chunk.len(), "acknowledgements not stored: {e}");
+                }
+            }
         }
     }
 }

@@ -48,7 +48,7 @@ impl AppState {
             Quota::per_second(rate).allow_burst(burst),
             MonotonicClock,
         );
-        let flusher = Flusher::start(config.ack_flush);
+        let flusher = Flusher::start(sessions.clone(), config.ack_flush);
         AppState {
             config,
             api_key,

@@ -33,7 +33,7 @@ use crate::state::AppState;
 /// Longest room name, in bytes.
 pub const MAX_ROOM_BYTES: usize = 256;
 /// Commands that may wait in one connection's queue.
-const MAX_QUEUED: usize = 1_000;
+const MAX_QUEUED: usize = 4_096;
 /// Least time between two "events dropped" notices to one connection.
 const NOTICE_EVERY: Duration = Duration::from_secs(1);
 

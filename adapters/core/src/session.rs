@@ -87,4 +87,12 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Moves the handled position of each listed room forward (never back) and marks it listened
     /// when reported so (never unmarked). Rooms the session is not in are ignored.
     async fn advance(&self, id: &str, progress: &[Progress]) -> Result<(), StoreError>;
+
+    /// [`SessionStore::advance`] for many sessions, in one round trip where the backend allows.
+    async fn advance_many(&self, batch: &[(&str, &[Progress])]) -> Result<(), StoreError> {
+        for (id, progress) in batch {
+            self.advance(id, progress).await?;
+        }
+        Ok(())
+    }
 }

@@ -501,16 +501,27 @@ impl SessionStore for RedisStore {
     }
 
     async fn advance(&self, id: &str, progress: &[Progress]) -> Result<(), StoreError> {
-        let mut invocation = scripts::ADVANCE.key(self.session_key(id));
-        invocation.arg(self.session_ms());
-        for p in progress {
-            invocation
-                .arg(&p.room)
-                .arg(p.handled.0)
-                .arg(if p.listened { "1" } else { "0" });
+        self.advance_many(&[(id, progress)]).await
+    }
+
+    async fn advance_many(&self, batch: &[(&str, &[Progress])]) -> Result<(), StoreError> {
+        // One pipeline for the whole batch: the node stores every connection's acknowledgements
+        // each flush, and a round trip per session would cost more than the rest together.
+        let mut pipe = redis::pipe();
+        pipe.load_script(&scripts::ADVANCE).ignore();
+        for (id, progress) in batch {
+            let mut invocation = scripts::ADVANCE.key(self.session_key(id));
+            invocation.arg(self.session_ms());
+            for p in *progress {
+                invocation
+                    .arg(&p.room)
+                    .arg(p.handled.0)
+                    .arg(if p.listened { "1" } else { "0" });
+            }
+            pipe.invoke_script(&invocation).ignore();
         }
-        let _: i64 = invocation
-            .invoke_async(&mut self.conn.clone())
+        let () = pipe
+            .query_async(&mut self.conn.clone())
             .await
             .map_err(classify)?;
         Ok(())
