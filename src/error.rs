@@ -16,6 +16,8 @@ pub enum AppError {
     InvalidApiKey,
     #[error("Payload Too Large: the request body is over {0} bytes.")]
     TooLarge(u64),
+    #[error("Request Timeout: the request body did not arrive in time.")]
+    BodyTimeout,
     /// A body the original server also refused; the text is the original's where it had one.
     #[error("Malformed Request: {0}")]
     Malformed(&'static str),
@@ -39,6 +41,7 @@ impl AppError {
         match self {
             AppError::MissingApiKey | AppError::InvalidApiKey => StatusCode::UNAUTHORIZED,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             AppError::Malformed(_) => StatusCode::BAD_REQUEST,
             AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Store(StoreError::KeyReused) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -72,6 +75,10 @@ impl IntoResponse for AppError {
         }
         if let Some(seconds) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if matches!(self, AppError::TooLarge(_) | AppError::BodyTimeout) {
+            // The rest of the body is not read: close rather than wait for it to end.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

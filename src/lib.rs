@@ -36,7 +36,6 @@ use std::sync::Arc;
 use axum::Router;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 use twine_store::StoreError;
 
 use crate::config::Config;
@@ -94,7 +93,6 @@ impl Server {
             origins: origins.clone(),
             meters: meters.clone(),
         });
-        let body_timeout = config.body_timeout;
         let app = Arc::new(AppState::new(
             config,
             api_key,
@@ -106,7 +104,6 @@ impl Server {
         socket::register(&io, app.clone());
         let router = http::routes(app.clone())
             .layer(layer)
-            .layer(RequestBodyTimeoutLayer::new(body_timeout))
             .layer(axum::middleware::from_fn_with_state(gate, net::gate::gate))
             .layer(http::cors(origins));
         Ok(Server {
@@ -135,13 +132,10 @@ impl Server {
             tracing::info!("shutting down: closing sockets");
             io.close().await;
         };
-        net::serve(
-            listener,
-            self.router,
-            limits,
-            config.header_timeout,
-            shutdown,
-        )
-        .await
+        let timeouts = net::Timeouts {
+            header: config.header_timeout,
+            body: config.body_timeout,
+        };
+        net::serve(listener, self.router, limits, timeouts, shutdown).await
     }
 }

@@ -13,15 +13,53 @@ use tokio::sync::{mpsc, oneshot};
 use twine_store::{Message, Position};
 
 use crate::outbox::acks::Slot;
-use crate::outbox::{Encoded, Outbox};
+use crate::outbox::{Encoded, Gone, Outbox};
+
+/// Where a shard sends a member's messages: a connection's outbox.
+pub trait Recipient: Send + Sync {
+    /// Sends a live message without waiting; fails when the recipient is gone or was cut.
+    fn deliver(&self, message: &Encoded, slot: Slot) -> Result<(), Gone>;
+    fn is_closed(&self) -> bool;
+}
+
+impl Recipient for Outbox {
+    fn deliver(&self, message: &Encoded, slot: Slot) -> Result<(), Gone> {
+        Outbox::deliver(self, message, slot)
+    }
+
+    fn is_closed(&self) -> bool {
+        Outbox::is_closed(self)
+    }
+}
 
 /// A local connection in a room.
 #[derive(Clone)]
 pub struct Member {
     pub sid: Sid,
-    pub outbox: Arc<Outbox>,
+    pub outbox: Arc<dyn Recipient>,
     /// The room's place in the connection's bookkeeping.
     pub slot: Slot,
+    /// The member has every message up to here already (its cut, or what its replay read from
+    /// the store, which can be ahead of this node's feed).
+    pub after: Position,
+}
+
+impl Member {
+    pub fn new(sid: Sid, outbox: Arc<dyn Recipient>, slot: Slot) -> Member {
+        Member {
+            sid,
+            outbox,
+            slot,
+            after: Position::ZERO,
+        }
+    }
+
+    fn deliver(&self, message: &Encoded) -> Result<(), Gone> {
+        if message.position <= self.after {
+            return Ok(());
+        }
+        self.outbox.deliver(message, self.slot)
+    }
 }
 
 /// What a shard is asked to do, in order.
@@ -90,9 +128,10 @@ pub enum Released {
 /// One room on this shard.
 struct Room {
     name: Arc<str>,
-    /// Newest position delivered here (or learnt from the store).
+    /// Newest position delivered here (repeats of the feed after a gap are skipped by it).
     last: Position,
-    /// `last` is at least the store's newest position as of some moment: a join can cut there.
+    /// A join cut the room against the store since it is tracked here, so any message after
+    /// `last` reaches this node through the feed: a join can cut at `last`.
     known: bool,
     members: Vec<Member>,
     holders: Vec<Holder>,
@@ -192,17 +231,18 @@ impl Shard {
             }
             Command::Join {
                 room,
-                member,
+                mut member,
                 floor,
                 reply,
             } => {
                 let entry = self.room(room);
                 entry.pending = entry.pending.saturating_sub(1);
-                if let Some(floor) = floor {
-                    entry.last = entry.last.max(floor);
-                    entry.known = true;
-                }
-                if reply.send(entry.last).is_ok() && !member.outbox.is_closed() {
+                entry.known |= floor.is_some();
+                // The store can be ahead of this node's feed: what lies between arrives later and
+                // is before this member's cut, so it is skipped for this member alone.
+                let cut = entry.last.max(floor.unwrap_or(Position::ZERO));
+                member.after = cut;
+                if reply.send(cut).is_ok() && !member.outbox.is_closed() {
                     entry.members.push(member);
                 }
             }
@@ -267,8 +307,7 @@ impl Shard {
             return;
         }
         let encoded = Arc::new(Encoded::with_room(room.name.clone(), message));
-        room.members
-            .retain(|m| m.outbox.deliver(&encoded, m.slot).is_ok());
+        room.members.retain(|m| m.deliver(&encoded).is_ok());
         let size = encoded.json().len();
         for holder in room.holders.iter_mut().filter(|h| !h.overflowed) {
             holder.bytes += size;
@@ -294,13 +333,205 @@ impl Shard {
             entry.holders.push(Holder::new(holder.member));
             return Released::Behind(behind);
         }
-        let member = holder.member;
-        for message in holder.buffer.iter().filter(|m| m.position > replayed) {
-            if member.outbox.deliver(message, member.slot).is_err() {
+        let mut member = holder.member;
+        member.after = replayed;
+        for message in &holder.buffer {
+            if member.deliver(message).is_err() {
                 return Released::Gone;
             }
         }
         entry.members.push(member);
         Released::Live
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A recipient that records what it was sent.
+    #[derive(Default)]
+    struct Record {
+        got: Mutex<Vec<(String, u64)>>,
+    }
+
+    impl Recipient for Record {
+        fn deliver(&self, message: &Encoded, _: Slot) -> Result<(), Gone> {
+            let mut got = self.got.lock().unwrap();
+            got.push((message.room.to_string(), message.position.0));
+            Ok(())
+        }
+
+        fn is_closed(&self) -> bool {
+            false
+        }
+    }
+
+    impl Record {
+        fn positions(&self) -> Vec<u64> {
+            self.got.lock().unwrap().iter().map(|(_, p)| *p).collect()
+        }
+    }
+
+    fn shard() -> Shard {
+        Shard::new(1 << 20, Arc::default())
+    }
+
+    fn deliver(shard: &mut Shard, room: &str, position: u64) {
+        let message = Message {
+            room: room.into(),
+            position: Position(position),
+            payload: "{}".into(),
+        };
+        shard.handle(Command::Deliver(message, Instant::now()));
+    }
+
+    fn member(record: &Arc<Record>) -> (Sid, Member) {
+        let sid = Sid::new();
+        (sid, Member::new(sid, record.clone(), 0))
+    }
+
+    fn track(shard: &mut Shard, room: &str) -> Option<Position> {
+        let (reply, mut answer) = oneshot::channel();
+        shard.handle(Command::Track {
+            room: Arc::from(room),
+            reply,
+        });
+        answer.try_recv().unwrap()
+    }
+
+    fn join(shard: &mut Shard, room: &str, member: Member, floor: Option<Position>) -> Position {
+        let (reply, mut answer) = oneshot::channel();
+        shard.handle(Command::Join {
+            room: Arc::from(room),
+            member,
+            floor,
+            reply,
+        });
+        answer.try_recv().unwrap()
+    }
+
+    fn hold(shard: &mut Shard, room: &str, member: Member) {
+        let (reply, _answer) = oneshot::channel();
+        shard.handle(Command::Hold {
+            room: Arc::from(room),
+            member,
+            reply,
+        });
+    }
+
+    fn release(shard: &mut Shard, room: &str, sid: Sid, replayed: u64) -> Released {
+        let (reply, mut answer) = oneshot::channel();
+        shard.handle(Command::Release {
+            room: Arc::from(room),
+            sid,
+            replayed: Position(replayed),
+            reply,
+        });
+        answer.try_recv().unwrap()
+    }
+
+    #[test]
+    fn a_joiner_gets_live_exactly_what_comes_after_its_cut() {
+        let mut shard = shard();
+        deliver(&mut shard, "a", 5); // nobody here: not even tracked
+        assert_eq!(track(&mut shard, "a"), None, "unknown: read the store");
+        let record = Arc::new(Record::default());
+        let (_, m) = member(&record);
+        assert_eq!(join(&mut shard, "a", m, Some(Position(7))), Position(7));
+        deliver(&mut shard, "a", 7); // the store was ahead of the feed: before the cut
+        deliver(&mut shard, "a", 8);
+        assert_eq!(record.positions(), vec![8]);
+        assert_eq!(track(&mut shard, "a"), Some(Position(8)), "known now");
+    }
+
+    #[test]
+    fn a_cut_ahead_of_the_feed_skips_only_for_the_joiner() {
+        let mut shard = shard();
+        let early = Arc::new(Record::default());
+        let late = Arc::new(Record::default());
+        track(&mut shard, "a");
+        join(&mut shard, "a", member(&early).1, Some(Position(1)));
+        track(&mut shard, "a");
+        // A second node tracked nothing: its joiner reads the store, which is ahead of the feed.
+        join(&mut shard, "a", member(&late).1, Some(Position(3)));
+        for p in [2, 3, 4] {
+            deliver(&mut shard, "a", p);
+        }
+        assert_eq!(
+            early.positions(),
+            vec![2, 3, 4],
+            "nobody else misses anything"
+        );
+        assert_eq!(late.positions(), vec![4]);
+    }
+
+    #[test]
+    fn a_held_connection_gets_after_its_replay_exactly_what_it_did_not_read() {
+        let mut shard = shard();
+        let record = Arc::new(Record::default());
+        let (sid, m) = member(&record);
+        hold(&mut shard, "a", m);
+        for p in [10, 11, 12] {
+            deliver(&mut shard, "a", p);
+        }
+        assert!(record.positions().is_empty(), "buffered while held");
+        // The replay read the store up to 11, and the store was ahead of the feed up to 13.
+        assert_eq!(release(&mut shard, "a", sid, 13), Released::Live);
+        assert!(record.positions().is_empty(), "all of it was replayed");
+        deliver(&mut shard, "a", 13); // arriving late through the feed: replayed already
+        deliver(&mut shard, "a", 14);
+        assert_eq!(record.positions(), vec![14]);
+
+        let second = Arc::new(Record::default());
+        let (sid, m) = member(&second);
+        hold(&mut shard, "a", m);
+        deliver(&mut shard, "a", 15);
+        deliver(&mut shard, "a", 16);
+        assert_eq!(release(&mut shard, "a", sid, 15), Released::Live);
+        assert_eq!(second.positions(), vec![16], "the seam: no gap, no repeat");
+    }
+
+    #[test]
+    fn a_hold_that_overflows_sends_its_holder_back_to_the_store() {
+        let mut shard = Shard::new(200, Arc::default()); // room for seven of these messages
+        let record = Arc::new(Record::default());
+        let (sid, m) = member(&record);
+        hold(&mut shard, "a", m);
+        for p in 1..=20 {
+            deliver(&mut shard, "a", p);
+        }
+        assert_eq!(
+            release(&mut shard, "a", sid, 3),
+            Released::Behind(Position(20))
+        );
+        deliver(&mut shard, "a", 21);
+        assert_eq!(release(&mut shard, "a", sid, 20), Released::Live);
+        assert_eq!(record.positions(), vec![21]);
+    }
+
+    #[test]
+    fn repeats_after_a_feed_gap_are_skipped_and_unused_rooms_forgotten() {
+        let mut shard = shard();
+        let record = Arc::new(Record::default());
+        let (sid, m) = member(&record);
+        track(&mut shard, "a");
+        join(&mut shard, "a", m, Some(Position::ZERO));
+        for p in [1, 2, 2, 1, 3] {
+            deliver(&mut shard, "a", p);
+        }
+        assert_eq!(record.positions(), vec![1, 2, 3]);
+        shard.handle(Command::Leave {
+            room: Arc::from("a"),
+            sid,
+        });
+        assert!(shard.rooms.is_empty());
+        track(&mut shard, "b");
+        shard.handle(Command::Untrack {
+            room: Arc::from("b"),
+        });
+        assert!(shard.rooms.is_empty(), "an abandoned track lets go too");
     }
 }

@@ -41,7 +41,15 @@ pub async fn publish(
     let limit = app.config.max_payload;
     let bytes = axum::body::to_bytes(body, limit as usize)
         .await
-        .map_err(|_| AppError::TooLarge(limit))?;
+        .map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                AppError::TooLarge(limit)
+            } else {
+                AppError::BodyTimeout
+            }
+        })?;
     let (room, payload) = parse(&bytes)?;
     let publish = Publish::new(&room, payload)
         .with_key(key)

@@ -2,6 +2,7 @@
 //! timeouts, the per-connection byte meters and the gate in front of Engine.IO, and graceful
 //! shutdown.
 
+mod deadline;
 pub mod gate;
 pub mod limits;
 pub mod meter;
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tower::Service;
 
+use deadline::Deadline;
 use gate::ENGINE_PATH;
 use limits::ConnectionLimits;
 use wire::{MeteredStream, Wire};
@@ -35,17 +37,26 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Largest request head (request line and headers) accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// How long clients have to send what they send.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// A request's headers, from when the connection opened or last went idle.
+    pub header: Duration,
+    /// A request's whole body, from when its headers arrived.
+    pub body: Duration,
+}
+
 /// Serves `router` on `listener` until `shutdown` completes and open requests finish.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Arc<ConnectionLimits>,
-    header_timeout: Duration,
+    timeouts: Timeouts,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(timeouts.header)
         .max_buf_size(MAX_HEAD_BYTES);
     let (close_tx, close_rx) = watch::channel(());
     // Every connection task holds a sender; when all are gone, every connection is closed.
@@ -85,7 +96,9 @@ pub async fn serve(
             }
             request.extensions_mut().insert(wire.clone());
             request.extensions_mut().insert(Received(Instant::now()));
-            router.clone().call(request)
+            router
+                .clone()
+                .call(request.map(|body| Deadline::new(body, timeouts.body)))
         });
         let connection = http.serve_connection(io, service).with_upgrades();
         let mut close = close_rx.clone();

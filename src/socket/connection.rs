@@ -307,11 +307,7 @@ impl Connection {
             return self.refuse_room_limit().await;
         }
         let slot = self.outbox.add_room(room.clone(), false);
-        let member = Member {
-            sid: self.sid,
-            outbox: self.outbox.clone(),
-            slot,
-        };
+        let member = Member::new(self.sid, self.outbox.clone(), slot);
         let cut = match self.app.fanout.join(&room, member).await {
             Ok(cut) => cut,
             Err(e) => {

@@ -126,11 +126,7 @@ impl Recovery<'_> {
             self.outbox.send("roomJoined", &joined).await?;
         }
         for room in rooms.iter() {
-            let member = Member {
-                sid: self.sid,
-                outbox: self.outbox.clone(),
-                slot: room.slot,
-            };
+            let member = Member::new(self.sid, self.outbox.clone(), room.slot);
             if self.app.fanout.hold(&room.name, member).await.is_err() {
                 self.fail("live delivery is not running; reconnect to retry")
                     .await?;

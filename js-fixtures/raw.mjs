@@ -1,0 +1,54 @@
+// Raw Engine.IO v4 / Socket.IO v5 over WebSocket, for tests that must behave like a hostile or
+// broken client (stop reading, flood, send oversized frames), and what the server process uses,
+// read from /proc.
+import { readFileSync } from 'node:fs';
+import WebSocket from 'ws';
+
+/**
+ * Opens a WebSocket to `server` and joins the default namespace. Resolves to the WebSocket with
+ * `sendEvent(event, ...args)`, `events` (decoded Socket.IO events received) and `pong()`.
+ */
+export function connectRaw(server, { cookie, headers = {}, localAddress } = {}) {
+  const url = `ws://127.0.0.1:${server.port}/socket.io/?EIO=4&transport=websocket`;
+  const ws = new WebSocket(url, {
+    headers: cookie ? { Cookie: cookie, ...headers } : headers,
+    localAddress,
+    maxPayload: 64 * 1024 * 1024,
+  });
+  ws.events = [];
+  ws.sendEvent = (event, ...args) => ws.send(`42${JSON.stringify([event, ...args])}`);
+  ws.pong = () => ws.readyState === WebSocket.OPEN && ws.send('3');
+  return new Promise((resolve, reject) => {
+    ws.on('error', reject);
+    ws.on('unexpected-response', (_, res) => reject(new Error(`handshake answered ${res.statusCode}`)));
+    ws.on('message', (data) => {
+      const text = data.toString();
+      if (text.startsWith('0')) ws.send('40');
+      else if (text === '2') ws.pong();
+      else if (text.startsWith('40')) resolve(ws);
+      else if (text.startsWith('42')) ws.events.push(JSON.parse(text.slice(2)));
+    });
+  });
+}
+
+/** Resolves when `ws` is closed (by either side). */
+export function closed(ws) {
+  return new Promise((resolve) => {
+    if (ws.readyState === WebSocket.CLOSED) resolve();
+    else ws.once('close', resolve);
+  });
+}
+
+/** Resident memory of process `pid`, in MB. */
+export function rssMB(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(status.match(/VmRSS:\s+(\d+) kB/)[1]) / 1024;
+}
+
+/** CPU seconds (user + system) process `pid` has used. */
+export function cpuSeconds(pid) {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+export { WebSocket };
