@@ -33,7 +33,13 @@ pub mod stores;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::Router;
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::http::Request;
+use axum::response::Response;
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use twine_store::StoreError;
@@ -51,9 +57,17 @@ use crate::stores::Stores;
 /// per 256 bytes of the budget (tiny messages cost more in the queue than in bytes).
 const MIN_QUEUED_PACKETS: usize = 1024;
 
+/// WebSocket read buffer per connection. Clients send small frames (subscribe,
+/// acknowledgements), and the buffer grows for a larger one; every idle connection keeps it.
+const WS_READ_BUFFER: usize = 128;
+
+/// Everything the node serves over HTTP, as one service: CORS, the Engine.IO gate and Socket.IO
+/// in front of the routes.
+pub type App = BoxCloneSyncService<Request<Body>, Response, Infallible>;
+
 /// A server ready to serve: its routes and its Socket.IO handle.
 pub struct Server {
-    pub router: Router,
+    pub app_service: App,
     pub io: SocketIo,
     pub app: Arc<AppState>,
     /// Whether the API key was generated because none was configured.
@@ -72,9 +86,7 @@ impl Server {
             .ws_max_message_size(config.max_payload as usize)
             .ws_max_frame_size(config.max_payload as usize)
             .max_buffer_size((send_queue / 256).max(MIN_QUEUED_PACKETS))
-            // Clients send small frames (subscribe, acknowledgements); the buffer grows for a
-            // larger one. 1 KiB instead of 4 saves about 3 KB per idle connection.
-            .ws_read_buffer_size(1024)
+            .ws_read_buffer_size(WS_READ_BUFFER)
             .build_layer();
         let (api_key, generated_key) = ApiKey::configured_or_generated(config.api_key.as_deref());
         let feed = stores.history.subscribe().await?;
@@ -102,12 +114,15 @@ impl Server {
             meters,
         ));
         socket::register(&io, app.clone());
-        let router = http::routes(app.clone())
-            .layer(layer)
+        // Socket.IO sits outside the router, so an Engine.IO request carries nothing of the
+        // router's (engineioxide keeps the handshake request for the socket's whole life).
+        let app_service = ServiceBuilder::new()
+            .layer(http::cors(origins))
             .layer(axum::middleware::from_fn_with_state(gate, net::gate::gate))
-            .layer(http::cors(origins));
+            .layer(layer)
+            .service(http::routes(app.clone()));
         Ok(Server {
-            router,
+            app_service: BoxCloneSyncService::new(app_service),
             io,
             app,
             generated_key,
@@ -136,6 +151,6 @@ impl Server {
             header: config.header_timeout,
             body: config.body_timeout,
         };
-        net::serve(listener, self.router, limits, timeouts, shutdown).await
+        net::serve(listener, self.app_service, limits, timeouts, shutdown).await
     }
 }

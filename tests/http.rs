@@ -1,4 +1,4 @@
-//! The HTTP routes, driven in-process through the router the binary serves.
+//! The HTTP routes, driven in-process through the service the binary serves.
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -17,7 +17,7 @@ async fn server(args: &[&str]) -> Server {
 }
 
 async fn call(server: &Server, request: Request<Body>) -> (StatusCode, header::HeaderMap, String) {
-    let response = server.router.clone().oneshot(request).await.unwrap();
+    let response = server.app_service.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
     let body = response.into_body().collect().await.unwrap().to_bytes();

@@ -9,7 +9,7 @@ use axum::BoxError;
 use axum::body::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 /// The body did not arrive before its deadline.
 #[derive(Debug, thiserror::Error)]
@@ -17,11 +17,13 @@ use tokio::time::Sleep;
 pub struct BodyTimedOut;
 
 pin_project! {
+    /// The timer is made on the first poll: a WebSocket handshake's empty body is never polled,
+    /// and its request lives as long as the socket.
     pub struct Deadline<B> {
         #[pin]
         body: B,
-        #[pin]
-        deadline: Sleep,
+        at: Instant,
+        deadline: Option<Pin<Box<Sleep>>>,
     }
 }
 
@@ -29,7 +31,8 @@ impl<B> Deadline<B> {
     pub fn new(body: B, timeout: Duration) -> Deadline<B> {
         Deadline {
             body,
-            deadline: tokio::time::sleep(timeout),
+            at: Instant::now() + timeout,
+            deadline: None,
         }
     }
 }
@@ -47,8 +50,12 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
+        let at = *this.at;
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
         // Checked first: a body that always has one more byte ready must still end.
-        if this.deadline.poll(cx).is_ready() {
+        if deadline.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Some(Err(BodyTimedOut.into())));
         }
         this.body

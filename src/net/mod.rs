@@ -13,14 +13,14 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::http::{HeaderValue, Request, Uri};
-use hyper::body::Incoming;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Uri, header};
+use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tower::Service;
+use tower::ServiceExt;
 
 use deadline::Deadline;
 use gate::ENGINE_PATH;
@@ -49,7 +49,7 @@ pub struct Timeouts {
 /// Serves `router` on `listener` until `shutdown` completes and open requests finish.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    app: crate::App,
     limits: Arc<ConnectionLimits>,
     timeouts: Timeouts,
     shutdown: impl Future<Output = ()>,
@@ -89,16 +89,23 @@ pub async fn serve(
         }
         let wire = Wire::new(peer);
         let io = TokioIo::new(MeteredStream::new(tcp, wire.clone(), slot));
-        let router = router.clone();
+        let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             if request.uri().path().starts_with(ENGINE_PATH) {
                 detach_from_read_buffer(&mut request);
             }
             request.extensions_mut().insert(wire.clone());
             request.extensions_mut().insert(Received(Instant::now()));
-            router
-                .clone()
-                .call(request.map(|body| Deadline::new(body, timeouts.body)))
+            let request = request.map(|body| {
+                if body.is_end_stream() {
+                    // Nothing to wait for; and a WebSocket handshake's request lives as long as
+                    // its socket, so it should hold no more than it needs.
+                    Body::empty()
+                } else {
+                    Body::new(Deadline::new(body, timeouts.body))
+                }
+            });
+            app.clone().oneshot(request)
         });
         let connection = http.serve_connection(io, service).with_upgrades();
         let mut close = close_rx.clone();
@@ -131,16 +138,41 @@ pub async fn serve(
     Ok(())
 }
 
-/// hyper's header values and URI are slices of its connection read buffer. engineioxide keeps
-/// the handshake's request parts for the socket's whole life, which would keep that whole buffer
-/// (about 16 KB) alive per connection; owned copies of the few bytes let it go.
+/// Headers an Engine.IO request needs: for the WebSocket handshake, for the session cookie, for
+/// telling a page from a program, for long-polling bodies.
+const ENGINE_HEADERS: [HeaderName; 11] = [
+    header::HOST,
+    header::COOKIE,
+    header::ORIGIN,
+    header::USER_AGENT,
+    header::CONNECTION,
+    header::UPGRADE,
+    header::SEC_WEBSOCKET_KEY,
+    header::SEC_WEBSOCKET_VERSION,
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+];
+
+/// engineioxide keeps an Engine.IO handshake's request parts for the socket's whole life. hyper's
+/// header values and URI are slices of its connection read buffer, which would keep that whole
+/// buffer (about 16 KB) alive per connection: owned copies of the few headers needed, and of the
+/// URI, let it go.
 fn detach_from_read_buffer(request: &mut Request<Incoming>) {
-    for value in request.headers_mut().values_mut() {
-        if let Ok(mut owned) = HeaderValue::from_bytes(value.as_bytes()) {
-            owned.set_sensitive(value.is_sensitive());
-            *value = owned;
+    let kept = ENGINE_HEADERS
+        .iter()
+        .filter(|name| request.headers().contains_key(*name))
+        .count();
+    let mut headers = HeaderMap::with_capacity(kept);
+    for name in &ENGINE_HEADERS {
+        for value in request.headers().get_all(name) {
+            if let Ok(mut owned) = HeaderValue::from_bytes(value.as_bytes()) {
+                owned.set_sensitive(value.is_sensitive());
+                headers.append(name.clone(), owned);
+            }
         }
     }
+    *request.headers_mut() = headers;
     if let Ok(uri) = Uri::try_from(request.uri().to_string()) {
         *request.uri_mut() = uri;
     }

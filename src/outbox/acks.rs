@@ -113,6 +113,10 @@ impl Sent {
                 slot
             }
             None => {
+                if self.rooms.len() < 4 {
+                    // Most connections are in a room or two: grow by doubling only past a few.
+                    self.rooms.reserve_exact(1);
+                }
                 self.rooms.push(Some(room));
                 (self.rooms.len() - 1) as Slot
             }

@@ -111,20 +111,63 @@ struct KeyRecord {
 }
 
 struct StoredSession {
-    session: Session,
+    rooms: SessionRooms,
     expires_at: Instant,
     touched: u64,
     bytes: usize,
 }
 
-fn session_size(id: &str, session: &Session) -> usize {
-    SESSION_OVERHEAD
-        + id.len()
-        + session
-            .rooms
-            .keys()
-            .map(|r| r.len() + SESSION_ROOM_OVERHEAD)
+/// A session's rooms sorted by name: most sessions have a room or two, and a map's node would
+/// cost several times their size.
+#[derive(Default)]
+struct SessionRooms(Vec<(Box<str>, RoomCursor)>);
+
+impl SessionRooms {
+    fn find(&self, room: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(r, _)| (**r).cmp(room))
+    }
+
+    fn get_mut(&mut self, room: &str) -> Option<&mut RoomCursor> {
+        let at = self.find(room).ok()?;
+        Some(&mut self.0[at].1)
+    }
+
+    fn insert(&mut self, room: &str, cursor: RoomCursor) {
+        if let Err(at) = self.find(room) {
+            if self.0.len() < 4 {
+                self.0.reserve_exact(1); // grow by doubling only past a few rooms
+            }
+            self.0.insert(at, (Box::from(room), cursor));
+        }
+    }
+
+    fn remove(&mut self, room: &str) {
+        if let Ok(at) = self.find(room) {
+            self.0.remove(at);
+            self.0.shrink_to_fit();
+        }
+    }
+
+    fn to_session(&self) -> Session {
+        Session {
+            rooms: self
+                .0
+                .iter()
+                .map(|(room, cursor)| (room.to_string(), *cursor))
+                .collect(),
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.0
+            .iter()
+            .map(|(r, _)| r.len() + SESSION_ROOM_OVERHEAD)
             .sum::<usize>()
+    }
+}
+
+fn session_size(id: &str, rooms: &SessionRooms) -> usize {
+    SESSION_OVERHEAD + id.len() + rooms.size()
 }
 
 impl MemoryStore {
@@ -289,7 +332,7 @@ impl Inner {
     /// until all of them fit in `budget`.
     fn resize_session(&mut self, id: &str, budget: usize) {
         if let Some(stored) = self.sessions.get_mut(id) {
-            let bytes = session_size(id, &stored.session);
+            let bytes = session_size(id, &stored.rooms);
             self.session_bytes = self.session_bytes - stored.bytes + bytes;
             stored.bytes = bytes;
         }
@@ -477,7 +520,7 @@ impl SessionStore for MemoryStore {
         let mut inner = self.lock();
         Ok(inner
             .touch(id, self.options.window)
-            .map(|s| s.session.clone()))
+            .map(|s| s.rooms.to_session()))
     }
 
     async fn join(&self, id: &str, room: &str, at: Position) -> Result<Joined, StoreError> {
@@ -491,7 +534,7 @@ impl SessionStore for MemoryStore {
             inner.sessions.insert(
                 Box::from(id),
                 StoredSession {
-                    session: Session::default(),
+                    rooms: SessionRooms::default(),
                     expires_at: Instant::now() + options.window,
                     touched,
                     bytes: 0,
@@ -499,13 +542,13 @@ impl SessionStore for MemoryStore {
             );
         }
         let stored = inner.sessions.get_mut(id).expect("just ensured");
-        let rooms = &mut stored.session.rooms;
-        let joined = if rooms.contains_key(room) {
+        let rooms = &mut stored.rooms;
+        let joined = if rooms.find(room).is_ok() {
             Joined::Already
-        } else if rooms.len() >= options.max_rooms_per_session {
+        } else if rooms.0.len() >= options.max_rooms_per_session {
             Joined::Full
         } else {
-            rooms.insert(room.to_owned(), RoomCursor::joined(at));
+            rooms.insert(room, RoomCursor::joined(at));
             Joined::Added
         };
         inner.resize_session(id, options.session_bytes);
@@ -516,7 +559,7 @@ impl SessionStore for MemoryStore {
         let options = &self.options;
         let mut inner = self.lock();
         if let Some(stored) = inner.touch(id, options.window) {
-            stored.session.rooms.remove(room);
+            stored.rooms.remove(room);
             inner.resize_session(id, options.session_bytes);
         }
         Ok(())
@@ -526,7 +569,7 @@ impl SessionStore for MemoryStore {
         let mut inner = self.lock();
         if let Some(stored) = inner.touch(id, self.options.window) {
             for p in progress {
-                if let Some(cursor) = stored.session.rooms.get_mut(&p.room) {
+                if let Some(cursor) = stored.rooms.get_mut(&p.room) {
                     cursor.acked = cursor.acked.max(p.handled);
                     cursor.listened |= p.listened;
                 }
