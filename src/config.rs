@@ -144,6 +144,11 @@ pub struct Config {
     #[arg(long, env = "TWINE_PUBLISH_BURST", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub publish_burst: u32,
 
+    /// How far behind live delivery on this node may run; beyond it `POST /api/twine` answers
+    /// `503` with `Retry-After` instead of queueing more than the node can deliver.
+    #[arg(long, env = "TWINE_MAX_DELIVERY_LAG", default_value = "500ms", value_parser = parse_duration)]
+    pub max_delivery_lag: Duration,
+
     /// Redis to share history, sessions and live delivery between nodes, e.g.
     /// `redis://cache:6379/0` (`rediss://` for TLS). Unset: the in-memory store, one node. The
     /// original's `CACHE_ENDPOINT` (`host[:port]`) is read when `REDIS_URL` is unset.

@@ -38,10 +38,10 @@ use std::convert::Infallible;
 use axum::body::Body;
 use axum::http::Request;
 use axum::response::Response;
-use tower::ServiceBuilder;
-use tower::util::BoxCloneSyncService;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
 use twine_store::StoreError;
 
 use crate::config::Config;

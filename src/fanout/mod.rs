@@ -13,12 +13,11 @@ pub mod shard;
 
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use socketioxide::socket::Sid;
 use tokio::sync::{mpsc, oneshot};
-use twine_store::{Feed, FeedEvent, History, PageLimit, Position, StoreError};
+use twine_store::{Feed, FeedEvent, History, Message, PageLimit, Position, StoreError};
 
 use shard::{Command, Lag, Member, Released, Shard};
 
@@ -74,21 +73,28 @@ impl Fanout {
         fanout
     }
 
-    fn shard(&self, room: &str) -> &mpsc::UnboundedSender<Command> {
-        let index = self.hasher.hash_one(room) as usize % self.shards.len();
-        &self.shards[index].0
+    fn shard_index(&self, room: &str) -> usize {
+        self.hasher.hash_one(room) as usize % self.shards.len()
     }
 
-    /// How long the slowest shard last took to deliver a message after it arrived: how far live
-    /// delivery runs behind.
+    fn shard(&self, room: &str) -> &mpsc::UnboundedSender<Command> {
+        &self.shards[self.shard_index(room)].0
+    }
+
+    /// How far live delivery runs behind now, on the slowest shard.
     pub fn delay(&self) -> Duration {
-        let us = self
-            .shards
+        self.shards
             .iter()
-            .map(|(_, lag)| lag.delay_us.load(Ordering::Relaxed))
+            .map(|(_, lag)| lag.delay())
             .max()
-            .unwrap_or(0);
-        Duration::from_micros(us)
+            .unwrap_or_default()
+    }
+
+    fn deliver(&self, message: Message) {
+        let index = self.shard_index(&message.room);
+        let (shard, lag) = &self.shards[index];
+        lag.queued();
+        let _ = shard.send(Command::Deliver(message, Instant::now()));
     }
 
     async fn ask<T>(
@@ -178,10 +184,7 @@ impl Fanout {
     async fn dispatch(self: Arc<Self>, mut feed: Feed) {
         while let Some(event) = feed.recv().await {
             match event {
-                FeedEvent::Message(message) => {
-                    let shard = self.shard(&message.room);
-                    let _ = shard.send(Command::Deliver(message, Instant::now()));
-                }
+                FeedEvent::Message(message) => self.deliver(message),
                 FeedEvent::Gap => self.catch_up().await,
             }
         }
@@ -227,9 +230,7 @@ impl Fanout {
                 let more = page.more;
                 for message in page.messages {
                     after = message.position;
-                    let _ = self
-                        .shard(&room)
-                        .send(Command::Deliver(message, Instant::now()));
+                    self.deliver(message);
                 }
                 if !more {
                     break;

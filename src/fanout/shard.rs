@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+
+use std::time::{Duration, Instant};
 
 use socketioxide::socket::Sid;
 use tokio::sync::{mpsc, oneshot};
@@ -20,6 +21,8 @@ pub trait Recipient: Send + Sync {
     /// Sends a live message without waiting; fails when the recipient is gone or was cut.
     fn deliver(&self, message: &Encoded, slot: Slot) -> Result<(), Gone>;
     fn is_closed(&self) -> bool;
+    /// How long what was sent to it has waited to be written.
+    fn backlog_age(&self) -> Duration;
 }
 
 impl Recipient for Outbox {
@@ -29,6 +32,10 @@ impl Recipient for Outbox {
 
     fn is_closed(&self) -> bool {
         Outbox::is_closed(self)
+    }
+
+    fn backlog_age(&self) -> Duration {
+        Outbox::backlog_age(self)
     }
 }
 
@@ -174,12 +181,42 @@ impl Room {
     }
 }
 
-/// How far behind a shard's queue is, for publishing to decline when delivery falls behind.
+/// How far behind a shard is, for publishing to decline when delivery falls behind.
 #[derive(Default)]
 pub struct Lag {
     /// Microseconds between a message's arrival on this node and its delivery by the shard, as
     /// last measured.
-    pub delay_us: AtomicU64,
+    delay_us: AtomicU64,
+    /// Messages handed to the shard and not yet delivered.
+    queued: AtomicU64,
+    /// Microseconds the members of the last message delivered had been waiting for their
+    /// previous messages to be written (the tenth most behind in a hundred: a few stalled
+    /// clients do not make the node refuse publishes; most of them behind does).
+    behind_us: AtomicU64,
+}
+
+impl Lag {
+    /// A message was queued for the shard.
+    pub fn queued(&self) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How far behind the shard's deliveries run: the wait in its queue, or the writing its
+    /// members are waiting for, whichever is longer.
+    pub fn delay(&self) -> Duration {
+        let queue = if self.queued.load(Ordering::Relaxed) == 0 {
+            0
+        } else {
+            self.delay_us.load(Ordering::Relaxed)
+        };
+        Duration::from_micros(queue.max(self.behind_us.load(Ordering::Relaxed)))
+    }
+
+    fn delivered(&self, delay: Duration) {
+        self.delay_us
+            .store(delay.as_micros() as u64, Ordering::Relaxed);
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 pub struct Shard {
@@ -220,8 +257,7 @@ impl Shard {
     pub fn handle(&mut self, command: Command) {
         match command {
             Command::Deliver(message, arrived) => {
-                let delay = arrived.elapsed().as_micros() as u64;
-                self.lag.delay_us.store(delay, Ordering::Relaxed);
+                self.lag.delivered(arrived.elapsed());
                 self.deliver(&message);
             }
             Command::Track { room, reply } => {
@@ -307,7 +343,24 @@ impl Shard {
             return;
         }
         let encoded = Arc::new(Encoded::with_room(room.name.clone(), message));
-        room.members.retain(|m| m.deliver(&encoded).is_ok());
+        let mut ages: Vec<Duration> = Vec::new();
+        let sample_every = (room.members.len() / 100).max(1);
+        let mut n = 0;
+        room.members.retain(|m| {
+            n += 1;
+            if n % sample_every == 0 {
+                ages.push(m.outbox.backlog_age());
+            }
+            m.deliver(&encoded).is_ok()
+        });
+        if !ages.is_empty() {
+            // The tenth most behind of the sample.
+            let rank = ages.len() / 10;
+            let (_, age, _) = ages.select_nth_unstable_by(rank, |a, b| b.cmp(a));
+            self.lag
+                .behind_us
+                .store(age.as_micros() as u64, Ordering::Relaxed);
+        }
         let size = encoded.json().len();
         for holder in room.holders.iter_mut().filter(|h| !h.overflowed) {
             holder.bytes += size;
@@ -366,6 +419,10 @@ mod tests {
 
         fn is_closed(&self) -> bool {
             false
+        }
+
+        fn backlog_age(&self) -> Duration {
+            Duration::ZERO
         }
     }
 

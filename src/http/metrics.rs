@@ -26,5 +26,12 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         let _ = writeln!(out, "# TYPE twine_archive_backlog gauge");
         let _ = writeln!(out, "twine_archive_backlog {backlog}");
     }
+    let lag = app.fanout.delay().as_secs_f64();
+    let _ = writeln!(
+        out,
+        "# HELP twine_delivery_lag_seconds How far live delivery on this node runs behind."
+    );
+    let _ = writeln!(out, "# TYPE twine_delivery_lag_seconds gauge");
+    let _ = writeln!(out, "twine_delivery_lag_seconds {lag}");
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

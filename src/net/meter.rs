@@ -6,18 +6,28 @@
 //! the connection can be held to a byte budget.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use socketioxide::socket::Sid;
 use tokio::sync::Notify;
 
 use super::wire::Wire;
 
+/// The clock backlog ages are kept in: microseconds since the process's first use of it.
+fn now_us() -> u64 {
+    static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+    // Never 0, which means "nothing queued".
+    EPOCH.elapsed().as_micros() as u64 + 1
+}
+
 /// One connection's queued bytes and its kill switch.
 #[derive(Default)]
 pub struct SendMeter {
     queued: AtomicUsize,
+    /// When the queue last went from empty to not empty (see [`now_us`]); 0 while empty.
+    backlog_since: AtomicU64,
     waiting: AtomicUsize,
     drained: Notify,
     cut: AtomicBool,
@@ -31,17 +41,32 @@ impl SendMeter {
     }
 
     pub fn add(&self, bytes: usize) {
-        self.queued.fetch_add(bytes, Ordering::AcqRel);
+        if self.queued.fetch_add(bytes, Ordering::AcqRel) == 0 {
+            self.backlog_since.store(now_us(), Ordering::Release);
+        }
+    }
+
+    /// How long the connection has had something queued without its queue emptying: how far
+    /// behind writing to it runs.
+    pub fn backlog_age(&self) -> Duration {
+        match self.backlog_since.load(Ordering::Acquire) {
+            0 => Duration::ZERO,
+            since => Duration::from_micros(now_us().saturating_sub(since)),
+        }
     }
 
     /// The transport wrote `bytes`. Written bytes include framing and heartbeats the server did
     /// not count, so the count stops at zero instead of going below.
     pub fn written(&self, bytes: usize) {
-        let _ = self
+        let drained = self
             .queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
                 Some(q.saturating_sub(bytes))
-            });
+            })
+            .is_ok_and(|before| before <= bytes);
+        if drained {
+            self.backlog_since.store(0, Ordering::Release);
+        }
         if self.waiting.load(Ordering::Acquire) > 0 {
             self.drained.notify_waiters();
         }
@@ -156,6 +181,26 @@ mod tests {
             .await
             .expect("woken by the write")
             .unwrap();
+    }
+
+    #[test]
+    fn a_backlog_ages_until_the_queue_empties() {
+        let meter = SendMeter::default();
+        assert_eq!(meter.backlog_age(), Duration::ZERO);
+        meter.add(10);
+        std::thread::sleep(Duration::from_millis(20));
+        meter.add(10);
+        assert!(
+            meter.backlog_age() >= Duration::from_millis(20),
+            "from the first byte"
+        );
+        meter.written(15);
+        assert!(
+            meter.backlog_age() >= Duration::from_millis(20),
+            "not empty yet"
+        );
+        meter.written(5);
+        assert_eq!(meter.backlog_age(), Duration::ZERO);
     }
 
     #[test]

@@ -280,6 +280,11 @@ impl Outbox {
         self.meter.queued()
     }
 
+    /// See [`SendMeter::backlog_age`].
+    pub fn backlog_age(&self) -> Duration {
+        self.meter.backlog_age()
+    }
+
     /// Waits until less than half the budget is queued (or the client is gone), so what follows
     /// fits.
     pub async fn half_drained(&self) -> Result<(), Gone> {

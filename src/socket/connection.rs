@@ -19,7 +19,9 @@ use governor::{Quota, RateLimiter};
 use serde::Serialize;
 use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
-use socketioxide::socket::Sid;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::handler::{MessageHandler, Value};
+use socketioxide::socket::{Sid, Socket};
 use tokio::time::Instant;
 use twine_store::{Joined, Position};
 
@@ -372,10 +374,20 @@ impl Connection {
             self.leave_room(&room, membership);
         }
         self.app.meters.remove(self.sid);
-        // The socket keeps this connection as an extension, and the connection keeps the socket:
+        // The socket's event handler keeps this connection, and the connection keeps the socket:
         // let go of each other.
-        self.outbox.socket().extensions.remove::<Arc<Connection>>();
+        self.outbox.socket().on_fallback(Ignored);
     }
+}
+
+/// Marks this crate's socket handlers apart from socketioxide's closure handlers.
+pub struct Handled;
+
+/// Takes events after the connection ended: none are handled.
+struct Ignored;
+
+impl MessageHandler<LocalAdapter, Handled> for Ignored {
+    fn call(&self, _: Arc<Socket<LocalAdapter>>, _: Value, _: Option<i64>) {}
 }
 
 /// A decoded event: its name and first argument (as raw JSON, parsed only if needed).

@@ -42,13 +42,14 @@ struct Admission {
 }
 
 /// Marks this crate's handlers apart from socketioxide's closure handlers.
-pub struct Handled;
+pub use connection::Handled;
 
 type Admitted<'a> = Pin<Box<dyn Future<Output = Result<(), Box<dyn Display + Send>>> + Send + 'a>>;
 
 impl ConnectHandler<LocalAdapter, Handled> for Admission {
     fn call(&self, s: Arc<Socket<LocalAdapter>>, _auth: Option<Value>) {
-        if let Some(connection) = s.extensions.get::<Arc<Connection>>() {
+        // Handed over by the middleware; from here on the socket's handlers hold it.
+        if let Some(connection) = s.extensions.remove::<Arc<Connection>>() {
             connection.connected();
         }
     }
@@ -83,9 +84,9 @@ impl Admission {
         let session = SessionHandle::for_request(&parts.headers, app.sessions.clone());
         let not_before = replay_not_before(parts, config.replay_grace);
         let connection = Connection::new(s.id, outbox, session, app.clone(), not_before);
+        s.on_fallback(Events(connection.clone()));
+        s.on_disconnect(Ended(connection.clone()));
         s.extensions.insert(connection);
-        s.on_fallback(Events);
-        s.on_disconnect(Ended);
     }
 }
 
@@ -118,23 +119,18 @@ fn replay_not_before(parts: &Parts, grace: std::time::Duration) -> Option<Instan
 }
 
 /// Hands every event to its connection, synchronously and in arrival order.
-#[derive(Clone, Copy)]
-struct Events;
+struct Events(Arc<Connection>);
 
 impl MessageHandler<LocalAdapter, Handled> for Events {
-    fn call(&self, s: Arc<Socket<LocalAdapter>>, data: Value, _ack: Option<i64>) {
-        let Some(connection) = s.extensions.get::<Arc<Connection>>() else {
-            return;
-        };
+    fn call(&self, _: Arc<Socket<LocalAdapter>>, data: Value, _ack: Option<i64>) {
         if let Some(text) = data.as_str() {
-            connection.on_event(text);
+            self.0.on_event(text);
         }
     }
 }
 
 /// Ends the connection when its socket goes.
-#[derive(Clone, Copy)]
-struct Ended;
+struct Ended(Arc<Connection>);
 
 impl DisconnectHandler<LocalAdapter, Handled> for Ended {
     fn call_with_defer(
@@ -144,9 +140,7 @@ impl DisconnectHandler<LocalAdapter, Handled> for Ended {
         defer: fn(Arc<Socket<LocalAdapter>>),
     ) {
         tracing::debug!(sid = %s.id, ?reason, "disconnected");
-        if let Some(connection) = s.extensions.get::<Arc<Connection>>() {
-            connection.end();
-        }
+        self.0.end();
         defer(s);
     }
 }

@@ -71,9 +71,9 @@ struct Inner {
     /// Positions of rooms dropped entirely are never reused: a room created again starts after
     /// the newest of them.
     dropped_rooms_floor: Position,
-    sessions: HashMap<Box<str>, StoredSession>,
+    sessions: HashMap<Arc<str>, StoredSession>,
     /// Sessions by last activity, least recent first.
-    recency: BTreeMap<u64, Box<str>>,
+    recency: BTreeMap<u64, Arc<str>>,
     activity: u64,
     session_bytes: usize,
     feeds: Vec<mpsc::UnboundedSender<FeedEvent>>,
@@ -309,16 +309,29 @@ impl Inner {
 
     fn touch(&mut self, id: &str, window: Duration) -> Option<&mut StoredSession> {
         let now = Instant::now();
-        let stored = self.sessions.get_mut(id)?;
+        let (key, stored) = self.sessions.get_key_value(id)?;
         if stored.expires_at <= now {
             return None;
         }
+        let (key, previous) = (key.clone(), stored.touched);
         self.activity += 1;
-        self.recency.remove(&stored.touched);
+        self.recency.remove(&previous);
+        self.recency.insert(self.activity, key);
+        let stored = self.sessions.get_mut(id).expect("found above");
         stored.touched = self.activity;
         stored.expires_at = now + window;
-        self.recency.insert(self.activity, Box::from(id));
-        self.sessions.get_mut(id)
+        Some(stored)
+    }
+
+    fn advance(&mut self, id: &str, progress: &[Progress], window: Duration) {
+        if let Some(stored) = self.touch(id, window) {
+            for p in progress {
+                if let Some(cursor) = stored.rooms.get_mut(&p.room) {
+                    cursor.acked = cursor.acked.max(p.handled);
+                    cursor.listened |= p.listened;
+                }
+            }
+        }
     }
 
     fn remove_session(&mut self, id: &str) {
@@ -530,9 +543,10 @@ impl SessionStore for MemoryStore {
             inner.remove_session(id);
             inner.activity += 1;
             let touched = inner.activity;
-            inner.recency.insert(touched, Box::from(id));
+            let key: Arc<str> = Arc::from(id);
+            inner.recency.insert(touched, key.clone());
             inner.sessions.insert(
-                Box::from(id),
+                key,
                 StoredSession {
                     rooms: SessionRooms::default(),
                     expires_at: Instant::now() + options.window,
@@ -566,14 +580,14 @@ impl SessionStore for MemoryStore {
     }
 
     async fn advance(&self, id: &str, progress: &[Progress]) -> Result<(), StoreError> {
+        self.lock().advance(id, progress, self.options.window);
+        Ok(())
+    }
+
+    async fn advance_many(&self, batch: &[(&str, &[Progress])]) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        if let Some(stored) = inner.touch(id, self.options.window) {
-            for p in progress {
-                if let Some(cursor) = stored.rooms.get_mut(&p.room) {
-                    cursor.acked = cursor.acked.max(p.handled);
-                    cursor.listened |= p.listened;
-                }
-            }
+        for (id, progress) in batch {
+            inner.advance(id, progress, self.options.window);
         }
         Ok(())
     }

@@ -65,6 +65,13 @@ end
 if queue_max > 0 and redis.call('XLEN', queue) >= queue_max then
   return redis.error_reply('BACKLOG the archive backlog is full')
 end
+-- With an archive behind, the message is queued under `now` (its queue id's milliseconds), and
+-- its timestamp is never below that: so every unarchived message's timestamp is at or after the
+-- oldest queue id, which is what trimming must keep (keep_from below). The queue's own clock
+-- only moves forward, so `now` follows it.
+if queue_max > 0 then
+  now = math.max(now, stream_ms(queue, 'last-generated-id') or 0)
+end
 local last = stream_ms(key, 'last-generated-id') or 0
 local ts = math.max(now, last + 1)
 local id = string.format('%d', ts)
@@ -72,12 +79,9 @@ redis.call('XADD', key, id .. '-0', 'p', payload)
 if record then
   redis.call('SET', record, fingerprint .. ':' .. id, 'PX', ARGV[2])
 end
--- Entries from keep_from on may not be archived yet and must stay. keep_from is the time the
--- oldest queued message was queued (its queue id); a message's timestamp is never before the
--- time it was queued, so every unarchived message is at or after it.
 local keep_from = nil
 if queue_max > 0 then
-  redis.call('XADD', queue, '*', 'r', room, 't', id, 'p', payload)
+  redis.call('XADD', queue, string.format('%d', now) .. '-*', 'r', room, 't', id, 'p', payload)
   local oldest = redis.call('XRANGE', queue, '-', '+', 'COUNT', 1)
   keep_from = id_ms(oldest[1][1])
 end
