@@ -39,42 +39,33 @@ function setStatus(state, text) {
   statusText.textContent = text;
 }
 
+// The library as its README shows: listenOn right away (recovery delivers what was missed to
+// it), subscribe once connected.
 const twine = new TwineClientLibrary(server);
-let subscribed = false;
+twine.listenOn(room, show);
 
-// The library creates its socket once its /set-cookie request returns. Handlers are attached the
-// moment it does: messages replayed right after connecting would be missed by a listener
-// attached later (the library's own listenOn attaches up to 100 ms late).
-let current;
-Object.defineProperty(twine, 'socket', {
-  configurable: true,
-  enumerable: true,
-  get: () => current,
-  set: (socket) => {
-    current = socket;
-    if (socket) attach(socket);
-  },
-});
-
-function attach(socket) {
-  socket.on('connect', () => {
+// The library creates its socket once its /set-cookie request returns; the status line follows
+// that socket.
+const watching = setInterval(() => {
+  const socket = twine.socket;
+  if (!socket) return;
+  clearInterval(watching);
+  const live = () => {
     setStatus('live', 'live');
     transport.textContent = socket.io.engine.transport.name;
     socket.io.engine.once('upgrade', (t) => (transport.textContent = t.name));
-    // Recovery rejoins the room on later connects; subscribing once per page is enough.
-    if (!subscribed) {
-      subscribed = true;
+  };
+  socket.on('connect', live);
+  socket.on('disconnect', () => setStatus('offline', 'reconnecting…'));
+  if (socket.connected) live();
+  // Recovery rejoins the room on later connects; subscribing once per page is enough.
+  const subscribing = setInterval(() => {
+    if (socket.connected) {
+      clearInterval(subscribing);
       twine.subscribe(room);
     }
-  });
-  socket.on('disconnect', () => setStatus('offline', 'reconnecting…'));
-  socket.on('message', (message) => {
-    if (message.room !== room) return;
-    show(message);
-    // Acknowledge as the library's listenOn does, so recovery resumes after it.
-    socket.emit('updateSessionTS', message.timestamp);
-  });
-}
+  }, 20);
+}, 20);
 
 document.getElementById('composer').addEventListener('submit', async (event) => {
   event.preventDefault();
