@@ -1,6 +1,6 @@
-// Durable history in DynamoDB behind Redis (a real redis-server and dynalite): recovery beyond
-// the Redis window, write-behind that survives a node killed right after answering 201, and a
-// DynamoDB outage that publishing rides out.
+// Durable history in DynamoDB behind Redis (a real redis-server and dynalite): recovery and
+// history pages over HTTP beyond the Redis window, write-behind that survives a node killed right
+// after answering 201, and a DynamoDB outage that publishing rides out.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -62,6 +62,26 @@ test('a client back after the Redis window gets the older part from DynamoDB and
   await sleep(200);
   assert.deepEqual(again.messages.map(view), truth.messages.map(view), 'once, in order, original timestamps');
   again.close();
+
+  // The same history over HTTP, a page of four at a time, across both tiers.
+  const paged = [];
+  let after = 0;
+  let pages = 0;
+  for (;;) {
+    const res = await fetch(`${nodes[0].url}/api/rooms/${room}/messages?after=${after}&limit=4`, {
+      headers: { Authorization: nodes[0].apiKey },
+    });
+    assert.equal(res.status, 200);
+    const page = await res.json();
+    assert.equal(page.truncated, false);
+    assert.ok(page.messages.length <= 4);
+    paged.push(...page.messages);
+    pages += 1;
+    if (page.next === null) break;
+    after = page.next;
+  }
+  assert.ok(pages >= 4, `${pages} pages (one may end short where the tiers meet)`);
+  assert.deepEqual(paged, truth.messages, 'every message, as delivered live, older ones from DynamoDB');
 
   // A client whose whole gap is older than the Redis window.
   const cookie2 = await fetchCookie(nodes[0].url);

@@ -194,7 +194,7 @@ test('publishing through a Redis pause: each 201 delivered once, no 503 delivere
   }
 });
 
-test('while Redis is down publishing answers 503, health reports it, clients stay; it recovers by itself', async () => {
+test('while Redis is down publishing answers 503, readiness reports it, clients stay; it recovers by itself', async () => {
   const room = 'outage';
   const socket = await connect(nodes[0].url);
   await subscribe(socket, room);
@@ -203,16 +203,17 @@ test('while Redis is down publishing answers 503, health reports it, clients sta
     const res = await publish(nodes[1], room, { n: 1 });
     assert.equal(res.status, 503);
     assert.match(await res.text(), /not stored; retry later/);
-    const health = await fetch(`${nodes[1].url}/`);
-    assert.equal(health.status, 503);
-    assert.match(await health.text(), /degraded/);
+    const ready = await fetch(`${nodes[1].url}/ready`);
+    assert.equal(ready.status, 503);
+    assert.match(await ready.text(), /not ready: store/);
+    assert.equal((await fetch(`${nodes[1].url}/`)).status, 201, 'alive all the same');
     await sleep(1500);
     assert.ok(socket.connected, 'connected clients stay connected');
 
     await redis.start();
     let healthy = false;
     for (let i = 0; i < 100 && !healthy; i++) {
-      healthy = (await fetch(`${nodes[1].url}/`)).status === 201;
+      healthy = (await fetch(`${nodes[1].url}/ready`)).status === 200;
       if (!healthy) await sleep(100);
     }
     assert.ok(healthy, 'healthy again without a restart');

@@ -149,6 +149,43 @@ pub struct Config {
     #[arg(long, env = "TWINE_MAX_DELIVERY_LAG", default_value = "500ms", value_parser = parse_duration)]
     pub max_delivery_lag: Duration,
 
+    /// Whether Socket.IO connections must carry a token (an HS256 JWT in the handshake's
+    /// `auth.token`): `off` (the original's behaviour), `optional`, or `required`.
+    #[arg(long, env = "TWINE_AUTH", value_enum, default_value = "off")]
+    pub auth: crate::auth::AuthMode,
+
+    /// Secret tokens are signed with. Default: the API key (as Cerebellum signs its tokens).
+    #[arg(long, env = "TWINE_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+
+    /// Lifetime of tokens minted by `POST /api/token` unless the request asks for less.
+    #[arg(long, env = "TWINE_TOKEN_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+
+    /// Longest lifetime `POST /api/token` grants.
+    #[arg(long, env = "TWINE_TOKEN_MAX_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub token_max_ttl: Duration,
+
+    /// Socket.IO's connection state recovery for clients without a `twineid` cookie: the CONNECT
+    /// reply carries a `pid`, every `message` (and `roomJoined`, `roomLeft`) an offset as its last
+    /// argument, and a reconnecting client gets its rooms back and what it missed
+    /// (`socket.recovered`). Off by default: it adds an argument to events.
+    #[arg(long, env = "TWINE_SOCKETIO_RECOVERY", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub socketio_recovery: bool,
+
+    /// How long a presence entry lasts without its node's heartbeat (every third of it): how long
+    /// the members of a node that died stay listed.
+    #[arg(long, env = "TWINE_PRESENCE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub presence_ttl: Duration,
+
+    /// Most members present in one room; entering beyond it is refused with an `error` event.
+    #[arg(long, env = "TWINE_PRESENCE_MAX_MEMBERS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub presence_max_members: u64,
+
+    /// Largest presence `data` a member may send, in bytes.
+    #[arg(long, env = "TWINE_PRESENCE_MAX_DATA", default_value = "1KiB", value_parser = parse_bytes)]
+    pub presence_max_data: u64,
+
     /// Redis to share history, sessions and live delivery between nodes, e.g.
     /// `redis://cache:6379/0` (`rediss://` for TLS). Unset: the in-memory store, one node. The
     /// original's `CACHE_ENDPOINT` (`host[:port]`) is read when `REDIS_URL` is unset.
@@ -195,6 +232,17 @@ pub struct Config {
     /// Log filter (`error`, `warn`, `info`, `debug`, or per-target directives).
     #[arg(long, env = "TWINE_LOG", default_value = "info")]
     pub log: String,
+
+    /// Log lines as text, or as one JSON object per line (for log collectors).
+    #[arg(long, env = "TWINE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Why the configuration was refused.

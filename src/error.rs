@@ -34,6 +34,9 @@ pub enum AppError {
         _ => "Service Unavailable: the message was not stored; retry later.",
     })]
     Store(#[from] StoreError),
+    /// A read (history, presence) the store did not answer.
+    #[error("Service Unavailable: the store did not answer; retry later.")]
+    StoreRead(StoreError),
 }
 
 impl AppError {
@@ -45,7 +48,9 @@ impl AppError {
             AppError::Malformed(_) => StatusCode::BAD_REQUEST,
             AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Store(StoreError::KeyReused) => StatusCode::UNPROCESSABLE_ENTITY,
-            AppError::Overloaded(_) | AppError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Overloaded(_) | AppError::Store(_) | AppError::StoreRead(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -54,7 +59,7 @@ impl AppError {
         match self {
             AppError::RateLimited(wait) => Some(wait.as_secs().max(1)),
             AppError::Overloaded(_) => Some(1),
-            AppError::Store(e) if e.is_unavailable() => Some(1),
+            AppError::Store(e) | AppError::StoreRead(e) if e.is_unavailable() => Some(1),
             _ => None,
         }
     }
@@ -65,6 +70,7 @@ impl IntoResponse for AppError {
         let status = self.status();
         match &self {
             AppError::Store(e) => tracing::error!("publish refused, store failed: {e}"),
+            AppError::StoreRead(e) => tracing::error!("read refused, store failed: {e}"),
             other => tracing::debug!(%status, "request refused: {other}"),
         }
         let retry_after = self.retry_after();

@@ -7,6 +7,7 @@
 //! → socket.
 //!
 //! - [`config`]: the one configuration struct, from flags and environment.
+//! - [`auth`]: who may publish (the API key) and who may connect (signed tokens).
 //! - [`stores`]: picks the history and session stores (crate `twine-store` and its siblings).
 //! - [`net`]: the network edge: connection limits, HTTP timeouts, per-connection byte meters,
 //!   the gate in front of Engine.IO.
@@ -14,17 +15,24 @@
 //! - [`socket`]: admitting Socket.IO connections, their events in order, and recovery.
 //! - [`fanout`]: live delivery on this node, sharded by room, and the exact replay/live seam.
 //! - [`outbox`]: what one client is sent: encoding, its send budget, its acknowledgements.
+//! - [`presence`]: who is present in each room, kept alive by this node's heartbeat and
+//!   announced to the room's members.
 //! - [`session`]: the `twineid` cookie, the session store calls made for a connection, and the
 //!   flusher that stores acknowledged positions.
+//! - [`metrics`]: the node's figures for `GET /metrics`, and the store decorators that time
+//!   every store call.
 //! - [`error`]: what the HTTP routes answer when they refuse.
 //! - [`state`]: what every handler shares.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod fanout;
 pub mod http;
+pub mod metrics;
 pub mod net;
 pub mod outbox;
+pub mod presence;
 pub mod session;
 pub mod socket;
 pub mod state;
@@ -44,12 +52,14 @@ use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 use twine_store::StoreError;
 
+use crate::auth::ApiKey;
 use crate::config::Config;
 use crate::fanout::Fanout;
-use crate::http::auth::ApiKey;
+use crate::metrics::Metrics;
 use crate::net::gate::Gate;
 use crate::net::limits::ConnectionLimits;
 use crate::net::meter::Meters;
+use crate::presence::PresenceHub;
 use crate::state::AppState;
 use crate::stores::Stores;
 
@@ -89,9 +99,24 @@ impl Server {
             .ws_read_buffer_size(WS_READ_BUFFER)
             .build_layer();
         let (api_key, generated_key) = ApiKey::configured_or_generated(config.api_key.as_deref());
+        let metrics = Metrics::new();
+        let stores = stores.metered(&metrics);
         let feed = stores.history.subscribe().await?;
         let shards = tokio::runtime::Handle::current().metrics().num_workers();
-        let fanout = Fanout::start(stores.history.clone(), feed, shards, send_queue / 4);
+        let fanout = Fanout::start(
+            stores.history.clone(),
+            feed,
+            shards,
+            send_queue / 4,
+            metrics.clone(),
+        );
+        let presence = PresenceHub::start(
+            stores.presence.clone(),
+            stores.presence.subscribe().await?,
+            fanout.clone(),
+            config.presence_ttl,
+            config.presence_max_members as usize,
+        );
         let meters = Arc::new(Meters::default());
         let origins = config
             .cors_origins()
@@ -106,12 +131,7 @@ impl Server {
             meters: meters.clone(),
         });
         let app = Arc::new(AppState::new(
-            config,
-            api_key,
-            stores.history,
-            stores.sessions,
-            fanout,
-            meters,
+            config, api_key, stores, fanout, presence, meters, metrics,
         ));
         socket::register(&io, app.clone());
         // Socket.IO sits outside the router, so an Engine.IO request carries nothing of the
@@ -151,6 +171,15 @@ impl Server {
             header: config.header_timeout,
             body: config.body_timeout,
         };
-        net::serve(listener, self.app_service, limits, timeouts, shutdown).await
+        let metrics = self.app.metrics.clone();
+        net::serve(
+            listener,
+            self.app_service,
+            limits,
+            timeouts,
+            metrics,
+            shutdown,
+        )
+        .await
     }
 }

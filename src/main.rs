@@ -8,7 +8,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use twine::Server;
-use twine::config::Config;
+use twine::config::{Config, LogFormat};
 use twine::stores::Stores;
 
 #[tokio::main]
@@ -18,10 +18,12 @@ async fn main() -> anyhow::Result<()> {
         Err(twine::config::ConfigError::Invalid(e)) => e.exit(),
         Err(e) => anyhow::bail!("invalid configuration: {e}"),
     };
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_env_filter(EnvFilter::try_new(&config.log).context("invalid --log filter")?)
-        .init();
+    let filter = EnvFilter::try_new(&config.log).context("invalid --log filter")?;
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
 
     let addr = SocketAddr::new(config.host, config.port());
     let stores = Stores::from_config(&config)

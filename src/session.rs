@@ -34,13 +34,16 @@ pub fn twineid(headers: &HeaderMap) -> Option<String> {
         .filter_map(Result::ok)
         .find(|c| c.name() == COOKIE_NAME)
         .map(|c| c.value_trimmed().to_owned())
-        .filter(|id| {
-            !id.is_empty()
-                && id.len() <= MAX_ID_LEN
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+        .filter(|id| usable_id(id))
+}
+
+/// Whether `id` may name a session: 1 to 128 characters of `[A-Za-z0-9_-]`.
+pub fn usable_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The session of one connection.
@@ -55,6 +58,14 @@ impl SessionHandle {
     pub fn for_request(headers: &HeaderMap, store: Arc<dyn SessionStore>) -> SessionHandle {
         SessionHandle {
             id: twineid(headers).map(Arc::from),
+            store,
+        }
+    }
+
+    /// The session `id` (a Socket.IO recovery `pid`).
+    pub fn named(id: &str, store: Arc<dyn SessionStore>) -> SessionHandle {
+        SessionHandle {
+            id: Some(Arc::from(id)),
             store,
         }
     }

@@ -8,12 +8,15 @@ use governor::clock::{Clock, MonotonicClock};
 use governor::{Quota, RateLimiter};
 use twine_store::{History, SessionStore};
 
+use crate::auth::{ApiKey, Tokens};
 use crate::config::Config;
 use crate::error::AppError;
 use crate::fanout::Fanout;
-use crate::http::auth::ApiKey;
+use crate::metrics::{Limit, Metrics};
 use crate::net::meter::Meters;
+use crate::presence::PresenceHub;
 use crate::session::Flusher;
+use crate::stores::Stores;
 
 type PublishLimiter = RateLimiter<
     governor::state::NotKeyed,
@@ -25,11 +28,14 @@ type PublishLimiter = RateLimiter<
 pub struct AppState {
     pub config: Config,
     pub api_key: ApiKey,
+    pub tokens: Tokens,
     pub history: Arc<dyn History>,
     pub sessions: Arc<dyn SessionStore>,
     pub fanout: Arc<Fanout>,
+    pub presence: Arc<PresenceHub>,
     pub meters: Arc<Meters>,
     pub flusher: Arc<Flusher>,
+    pub metrics: Arc<Metrics>,
     publishing: PublishLimiter,
 }
 
@@ -37,10 +43,11 @@ impl AppState {
     pub fn new(
         config: Config,
         api_key: ApiKey,
-        history: Arc<dyn History>,
-        sessions: Arc<dyn SessionStore>,
+        stores: Stores,
         fanout: Arc<Fanout>,
+        presence: Arc<PresenceHub>,
         meters: Arc<Meters>,
+        metrics: Arc<Metrics>,
     ) -> AppState {
         let rate = NonZeroU32::new(config.publish_rate).expect("checked by the config");
         let burst = NonZeroU32::new(config.publish_burst).expect("checked by the config");
@@ -48,22 +55,41 @@ impl AppState {
             Quota::per_second(rate).allow_burst(burst),
             MonotonicClock,
         );
+        let Stores {
+            history, sessions, ..
+        } = stores;
         let flusher = Flusher::start(sessions.clone(), config.ack_flush);
+        let secret = config
+            .auth_secret
+            .as_deref()
+            .unwrap_or(api_key.as_str())
+            .as_bytes()
+            .to_vec();
+        let tokens = Tokens::new(config.auth, &secret, config.token_ttl, config.token_max_ttl);
         AppState {
             config,
             api_key,
+            tokens,
             history,
             sessions,
             fanout,
+            presence,
             meters,
             flusher,
+            metrics,
             publishing,
         }
     }
 
     /// Takes one publish from the API key's rate.
     pub fn admit_publish(&self) -> Result<(), AppError> {
+        let lag = self.fanout.delay();
+        if lag > self.config.max_delivery_lag {
+            self.metrics.limit(Limit::DeliveryLag);
+            return Err(AppError::Overloaded(lag));
+        }
         self.publishing.check().map_err(|not_until| {
+            self.metrics.limit(Limit::PublishRate);
             AppError::RateLimited(not_until.wait_time_from(MonotonicClock.now()))
         })
     }

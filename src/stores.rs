@@ -1,9 +1,9 @@
 //! Chooses the history and session stores from the configuration, once, at start-up. Nothing
 //! else in the server knows which one runs.
 //!
-//! | configured | history | sessions | nodes |
+//! | configured | history | sessions and presence | nodes |
 //! |---|---|---|---|
-//! | nothing | memory (bounded in bytes) | memory (bounded in bytes) | one |
+//! | nothing | memory (bounded in bytes) | memory (bounded) | one |
 //! | Redis | Redis | Redis | many |
 //! | Redis + DynamoDB | Redis (recent), written behind to DynamoDB (whole window) | Redis | many |
 //! | DynamoDB | DynamoDB, written before a publish is accepted | memory | one |
@@ -11,19 +11,37 @@
 use std::sync::Arc;
 
 use twine_store::{
-    History, MemoryOptions, MemoryStore, SessionStore, StoreError, Tiered, WriteThrough,
+    History, MemoryOptions, MemoryPresence, MemoryStore, Presence, SessionStore, StoreError,
+    Tiered, WriteThrough,
 };
 use twine_store_dynamodb::{DynamoArchive, DynamoOptions};
 use twine_store_redis::{RedisOptions, RedisStore};
 
 use crate::config::Config;
+use crate::metrics::{MeteredHistory, MeteredSessions, Metrics};
 
 pub struct Stores {
     pub history: Arc<dyn History>,
     pub sessions: Arc<dyn SessionStore>,
+    pub presence: Arc<dyn Presence>,
 }
 
 impl Stores {
+    /// The same stores, with every call timed and counted in `metrics`.
+    pub fn metered(self, metrics: &Arc<Metrics>) -> Stores {
+        Stores {
+            history: Arc::new(MeteredHistory {
+                inner: self.history,
+                metrics: metrics.clone(),
+            }),
+            sessions: Arc::new(MeteredSessions {
+                inner: self.sessions,
+                metrics: metrics.clone(),
+            }),
+            presence: self.presence,
+        }
+    }
+
     pub async fn from_config(config: &Config) -> Result<Stores, StoreError> {
         let archive = match &config.dynamodb_table {
             Some(table) => {
@@ -65,18 +83,21 @@ impl Stores {
                 };
                 Stores {
                     history,
-                    sessions: Arc::new(redis),
+                    sessions: Arc::new(redis.clone()),
+                    presence: Arc::new(redis),
                 }
             }
             (None, Some(archive)) => Stores {
                 history: Arc::new(WriteThrough::new(archive, config.recovery_window)),
                 sessions: Arc::new(memory()),
+                presence: Arc::new(MemoryPresence::new()),
             },
             (None, None) => {
                 let memory = memory();
                 Stores {
                     history: Arc::new(memory.clone()),
                     sessions: Arc::new(memory),
+                    presence: Arc::new(MemoryPresence::new()),
                 }
             }
         };

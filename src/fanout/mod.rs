@@ -15,10 +15,12 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::value::RawValue;
 use socketioxide::socket::Sid;
 use tokio::sync::{mpsc, oneshot};
 use twine_store::{Feed, FeedEvent, History, Message, PageLimit, Position, StoreError};
 
+use crate::metrics::Metrics;
 use shard::{Command, Lag, Member, Released, Shard};
 
 /// Messages read per page when catching up after a feed gap.
@@ -55,12 +57,13 @@ impl Fanout {
         feed: Feed,
         shards: usize,
         hold_bytes: usize,
+        metrics: Arc<Metrics>,
     ) -> Arc<Fanout> {
         let shards = (0..shards.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let lag = Arc::new(Lag::default());
-                tokio::spawn(Shard::new(hold_bytes, lag.clone()).run(rx));
+                tokio::spawn(Shard::new(hold_bytes, lag.clone(), metrics.clone()).run(rx));
                 (tx, lag)
             })
             .collect();
@@ -178,6 +181,13 @@ impl Fanout {
             room: room.clone(),
             sid,
         });
+    }
+
+    /// Sends `event` to `room`'s live members on this node, in order with its messages.
+    pub fn announce(&self, room: Arc<str>, event: &'static str, data: Arc<RawValue>) {
+        let _ = self
+            .shard(&room)
+            .send(Command::Announce { room, event, data });
     }
 
     /// Hands the feed to the shards until it closes.

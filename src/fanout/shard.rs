@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::time::{Duration, Instant};
 
+use serde_json::value::RawValue;
 use socketioxide::socket::Sid;
 use tokio::sync::{mpsc, oneshot};
 use twine_store::{Message, Position};
 
+use crate::metrics::Metrics;
 use crate::outbox::acks::Slot;
 use crate::outbox::{Encoded, Gone, Outbox};
 
@@ -20,6 +22,8 @@ use crate::outbox::{Encoded, Gone, Outbox};
 pub trait Recipient: Send + Sync {
     /// Sends a live message without waiting; fails when the recipient is gone or was cut.
     fn deliver(&self, message: &Encoded, slot: Slot) -> Result<(), Gone>;
+    /// Sends a live event that is not a message, without waiting.
+    fn announce(&self, event: &str, data: &RawValue) -> Result<(), Gone>;
     fn is_closed(&self) -> bool;
     /// How long what was sent to it has waited to be written.
     fn backlog_age(&self) -> Duration;
@@ -28,6 +32,10 @@ pub trait Recipient: Send + Sync {
 impl Recipient for Outbox {
     fn deliver(&self, message: &Encoded, slot: Slot) -> Result<(), Gone> {
         Outbox::deliver(self, message, slot)
+    }
+
+    fn announce(&self, event: &str, data: &RawValue) -> Result<(), Gone> {
+        Outbox::announce(self, event, data)
     }
 
     fn is_closed(&self) -> bool {
@@ -114,6 +122,12 @@ pub enum Command {
         room: Arc<str>,
         sid: Sid,
     },
+    /// An event for the room's live members that is not a message (a presence change).
+    Announce {
+        room: Arc<str>,
+        event: &'static str,
+        data: Arc<RawValue>,
+    },
     /// The rooms this shard tracks with their newest positions (to catch up after a feed gap).
     Rooms {
         reply: oneshot::Sender<Vec<(Arc<str>, Position)>>,
@@ -189,11 +203,21 @@ pub struct Lag {
     delay_us: AtomicU64,
     /// Messages handed to the shard and not yet delivered.
     queued: AtomicU64,
-    /// Microseconds the members of the last message delivered had been waiting for their
+    /// Microseconds the members of the last large room delivered to had been waiting for their
     /// previous messages to be written (the tenth most behind in a hundred: a few stalled
-    /// clients do not make the node refuse publishes; most of them behind does).
+    /// clients do not make the node refuse publishes; most of them behind does). Small rooms
+    /// are left out for the same reason: their slow clients are cut by their send queues.
     behind_us: AtomicU64,
+    /// When `behind_us` was measured (ms since the epoch). An old measure is ignored: while
+    /// publishes are refused nothing is delivered to measure again, so it must not outlive
+    /// [`BEHIND_FRESH`].
+    behind_at_ms: AtomicU64,
 }
+
+/// Members a room needs for their backlog to count towards the shard's lag.
+const MIN_SAMPLED: usize = 20;
+/// How long a measure of members' backlog stands.
+const BEHIND_FRESH: Duration = Duration::from_secs(1);
 
 impl Lag {
     /// A message was queued for the shard.
@@ -209,7 +233,14 @@ impl Lag {
         } else {
             self.delay_us.load(Ordering::Relaxed)
         };
-        Duration::from_micros(queue.max(self.behind_us.load(Ordering::Relaxed)))
+        let measured = self.behind_at_ms.load(Ordering::Relaxed);
+        let fresh = Position::now_ms().saturating_sub(measured) < BEHIND_FRESH.as_millis() as u64;
+        let behind = if fresh {
+            self.behind_us.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        Duration::from_micros(queue.max(behind))
     }
 
     fn delivered(&self, delay: Duration) {
@@ -221,15 +252,17 @@ impl Lag {
 
 pub struct Shard {
     rooms: HashMap<Arc<str>, Room>,
+    metrics: Arc<Metrics>,
     /// Most bytes buffered per held connection; beyond it the holder catches up from the store.
     hold_bytes: usize,
     lag: Arc<Lag>,
 }
 
 impl Shard {
-    pub fn new(hold_bytes: usize, lag: Arc<Lag>) -> Shard {
+    pub fn new(hold_bytes: usize, lag: Arc<Lag>, metrics: Arc<Metrics>) -> Shard {
         Shard {
             rooms: HashMap::new(),
+            metrics,
             hold_bytes,
             lag,
         }
@@ -319,6 +352,13 @@ impl Shard {
                 }
                 self.drop_if_unused(&room);
             }
+            Command::Announce { room, event, data } => {
+                if let Some(entry) = self.rooms.get_mut(&room) {
+                    entry
+                        .members
+                        .retain(|m| m.outbox.announce(event, &data).is_ok());
+                }
+            }
             Command::Rooms { reply } => {
                 let rooms = self
                     .rooms
@@ -343,16 +383,22 @@ impl Shard {
             return;
         }
         let encoded = Arc::new(Encoded::with_room(room.name.clone(), message));
+        let since_stored = Position::now_ms().saturating_sub(message.position.0);
+        self.metrics
+            .delivery_seconds
+            .observe(since_stored as f64 / 1000.0);
         let mut ages: Vec<Duration> = Vec::new();
+        let sampled = room.members.len() >= MIN_SAMPLED;
         let sample_every = (room.members.len() / 100).max(1);
         let mut n = 0;
         room.members.retain(|m| {
             n += 1;
-            if n % sample_every == 0 {
+            if sampled && n % sample_every == 0 {
                 ages.push(m.outbox.backlog_age());
             }
             m.deliver(&encoded).is_ok()
         });
+        self.metrics.delivered.inc_by(room.members.len() as u64);
         if !ages.is_empty() {
             // The tenth most behind of the sample.
             let rank = ages.len() / 10;
@@ -360,6 +406,9 @@ impl Shard {
             self.lag
                 .behind_us
                 .store(age.as_micros() as u64, Ordering::Relaxed);
+            self.lag
+                .behind_at_ms
+                .store(Position::now_ms(), Ordering::Relaxed);
         }
         let size = encoded.json().len();
         for holder in room.holders.iter_mut().filter(|h| !h.overflowed) {
@@ -404,10 +453,11 @@ mod tests {
 
     use super::*;
 
-    /// A recipient that records what it was sent.
+    /// A recipient that records what it was sent, and is `behind` in writing it.
     #[derive(Default)]
     struct Record {
         got: Mutex<Vec<(String, u64)>>,
+        behind: Duration,
     }
 
     impl Recipient for Record {
@@ -417,12 +467,18 @@ mod tests {
             Ok(())
         }
 
+        fn announce(&self, event: &str, _: &RawValue) -> Result<(), Gone> {
+            let mut got = self.got.lock().unwrap();
+            got.push((event.to_owned(), 0));
+            Ok(())
+        }
+
         fn is_closed(&self) -> bool {
             false
         }
 
         fn backlog_age(&self) -> Duration {
-            Duration::ZERO
+            self.behind
         }
     }
 
@@ -433,7 +489,7 @@ mod tests {
     }
 
     fn shard() -> Shard {
-        Shard::new(1 << 20, Arc::default())
+        Shard::new(1 << 20, Arc::default(), Metrics::new())
     }
 
     fn deliver(shard: &mut Shard, room: &str, position: u64) {
@@ -488,6 +544,41 @@ mod tests {
             reply,
         });
         answer.try_recv().unwrap()
+    }
+
+    fn room_of(shard: &mut Shard, room: &str, members: usize, behind: Duration) {
+        let record = Arc::new(Record {
+            behind,
+            ..Record::default()
+        });
+        for _ in 0..members {
+            track(shard, room);
+            join(shard, room, member(&record).1, Some(Position(0)));
+        }
+    }
+
+    #[test]
+    fn only_most_of_a_large_room_behind_counts_as_lag_and_only_while_fresh() {
+        let lag = Arc::new(Lag::default());
+        let mut shard = Shard::new(1 << 20, lag.clone(), Metrics::new());
+        let stalled = Duration::from_secs(5);
+        room_of(&mut shard, "small", 5, stalled);
+        deliver(&mut shard, "small", 1);
+        assert_eq!(
+            lag.delay(),
+            Duration::ZERO,
+            "a small room's slow clients are cut instead"
+        );
+        room_of(&mut shard, "large", 5, stalled);
+        room_of(&mut shard, "large", 95, Duration::ZERO);
+        deliver(&mut shard, "large", 1);
+        assert_eq!(lag.delay(), Duration::ZERO, "one in twenty behind");
+        room_of(&mut shard, "late", 30, stalled);
+        deliver(&mut shard, "late", 1);
+        assert_eq!(lag.delay(), stalled, "all of a large room behind");
+        lag.behind_at_ms
+            .store(Position::now_ms() - 2_000, Ordering::Relaxed);
+        assert_eq!(lag.delay(), Duration::ZERO, "nothing measured for a while");
     }
 
     #[test]
@@ -553,7 +644,7 @@ mod tests {
 
     #[test]
     fn a_hold_that_overflows_sends_its_holder_back_to_the_store() {
-        let mut shard = Shard::new(200, Arc::default()); // room for seven of these messages
+        let mut shard = Shard::new(200, Arc::default(), Metrics::new()); // room for seven of these
         let record = Arc::new(Record::default());
         let (sid, m) = member(&record);
         hold(&mut shard, "a", m);

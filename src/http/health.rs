@@ -1,6 +1,7 @@
-//! `GET /`: the health check load balancers were configured against: `201 ok` while the node
-//! can store messages, `503` with the reason while its store is unreachable (connected clients
-//! stay connected meanwhile; publishing is refused rather than lost).
+//! `GET /` (liveness: the original's health check, `201 ok` while the node serves) and
+//! `GET /ready` (readiness: `200 ready` while the node can store and deliver messages, else `503`
+//! with the reason; connected clients stay connected meanwhile and publishing is refused rather
+//! than lost).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,19 +14,32 @@ use crate::state::AppState;
 /// A store slower than this to answer counts as unavailable.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn health(State(app): State<Arc<AppState>>) -> (StatusCode, &'static str) {
+pub async fn live() -> (StatusCode, &'static str) {
+    (StatusCode::CREATED, "ok")
+}
+
+pub async fn ready(State(app): State<Arc<AppState>>) -> (StatusCode, &'static str) {
     match tokio::time::timeout(CHECK_TIMEOUT, app.history.check()).await {
-        Ok(Ok(())) => (StatusCode::CREATED, "ok"),
+        Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            tracing::warn!("health check: store unavailable: {e}");
-            (
+            tracing::warn!("readiness: store unavailable: {e}");
+            return (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "degraded: store unavailable",
-            )
+                "not ready: store unavailable",
+            );
         }
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "degraded: store not answering",
-        ),
+        Err(_) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: store not answering",
+            );
+        }
     }
+    if app.fanout.delay() > app.config.max_delivery_lag {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: live delivery is behind",
+        );
+    }
+    (StatusCode::OK, "ready")
 }

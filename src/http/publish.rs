@@ -55,6 +55,9 @@ pub async fn publish(
         .with_key(key)
         .with_deadline(Some(SystemTime::now() + STORE_DEADLINE));
     let appended = app.history.append(publish).await?;
+    if !appended.repeated {
+        app.metrics.published.inc();
+    }
     tracing::debug!(%room, position = %appended.message.position, repeated = appended.repeated, "published");
     let mut response = (StatusCode::CREATED, "ok").into_response();
     if appended.repeated {

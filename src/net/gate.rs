@@ -1,7 +1,8 @@
 //! The gate in front of the Engine.IO endpoint (`/socket.io/`): it refuses handshakes from
 //! origins outside the allow-list, refuses requests for connections the server has cut, and
 //! ties each transport request to its connection's [`SendMeter`] (a WebSocket by its wire, a
-//! long-polling response by its body).
+//! long-polling response by its body). It also gives the CONNECT reply its `pid` when it leaves
+//! in a long-polling response ([`super::connect_reply`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use socketioxide::socket::Sid;
 
+use super::connect_reply;
 use super::meter::{Meters, SendMeter};
 use super::wire::Wire;
 
@@ -90,8 +92,36 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
             wire.carry(&gate.meters.meter(sid));
         }
     } else if polling && let Some(meter) = gate.meters.get(sid) {
+        let response = match meter.pending_pid() {
+            Some(pid) => with_pid(response, &pid, &meter).await,
+            None => response,
+        };
         return response.map(|body| Body::new(Counted { body, meter }));
     }
+    response
+}
+
+/// A long-polling response, with the connection's CONNECT reply given its `pid` if the reply
+/// is in it.
+async fn with_pid(response: Response, pid: &str, meter: &SendMeter) -> Response {
+    let (parts, body) = response.into_parts();
+    // A polling response is already whole in memory (Engine.IO builds it at once).
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::debug!("polling response not read: {e}");
+            return Response::from_parts(parts, Body::empty());
+        }
+    };
+    let body = match connect_reply::rewrite_polling(&bytes, pid) {
+        Some(rewritten) => {
+            meter.pid_sent();
+            Body::from(rewritten)
+        }
+        None => Body::from(bytes),
+    };
+    let mut response = Response::from_parts(parts, body);
+    response.headers_mut().remove(header::CONTENT_LENGTH);
     response
 }
 

@@ -32,6 +32,10 @@ pub struct SendMeter {
     drained: Notify,
     cut: AtomicBool,
     wire: OnceLock<Weak<Wire>>,
+    /// The `pid` the connection's CONNECT reply must carry, until the reply has gone out (see
+    /// [`super::connect_reply`]).
+    connect_pid: Mutex<Option<Box<str>>>,
+    pid_pending: AtomicBool,
 }
 
 impl SendMeter {
@@ -100,6 +104,32 @@ impl SendMeter {
 
     pub fn is_cut(&self) -> bool {
         self.cut.load(Ordering::Acquire)
+    }
+
+    /// The connection's CONNECT reply, not yet sent, must carry `pid`.
+    pub fn reply_with_pid(&self, pid: &str) {
+        *self.connect_pid.lock().unwrap_or_else(|e| e.into_inner()) = Some(pid.into());
+        self.pid_pending.store(true, Ordering::Release);
+    }
+
+    /// The `pid` the CONNECT reply must carry, while it has not gone out.
+    pub(super) fn pending_pid(&self) -> Option<Box<str>> {
+        if !self.pid_pending.load(Ordering::Acquire) {
+            return None;
+        }
+        self.connect_pid
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The CONNECT reply went out with its `pid`.
+    pub(super) fn pid_sent(&self) {
+        self.pid_pending.store(false, Ordering::Release);
+        self.connect_pid
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 
     pub(super) fn carried_by(&self, wire: &Arc<Wire>) {

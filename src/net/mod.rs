@@ -2,6 +2,7 @@
 //! timeouts, the per-connection byte meters and the gate in front of Engine.IO, and graceful
 //! shutdown.
 
+mod connect_reply;
 mod deadline;
 pub mod gate;
 pub mod limits;
@@ -22,9 +23,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
+use crate::metrics::{Limit, Metrics};
 use deadline::Deadline;
 use gate::ENGINE_PATH;
-use limits::ConnectionLimits;
+use limits::{ConnectionLimits, Refusal};
 use wire::{MeteredStream, Wire};
 
 /// When a request arrived, as a request extension (the Socket.IO handshake's tells how long a
@@ -52,6 +54,7 @@ pub async fn serve(
     app: crate::App,
     limits: Arc<ConnectionLimits>,
     timeouts: Timeouts,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let mut http = http1::Builder::new();
@@ -79,6 +82,10 @@ pub async fn serve(
             Ok(slot) => slot,
             Err(refusal) => {
                 tracing::debug!(%peer, ?refusal, "connection refused");
+                metrics.limit(match refusal {
+                    Refusal::Full => Limit::Connections,
+                    Refusal::TooManyFromAddress => Limit::ConnectionsPerAddress,
+                });
                 // The response fits in a fresh socket's buffer; no task waits on a flood.
                 let _ = tcp.try_write(&refusal.response());
                 continue;

@@ -1,6 +1,8 @@
 //! One accepted TCP connection. It counts the bytes written to it towards the Socket.IO
 //! connection it carries (once that is known), and the server can cut it: its pending and later
-//! reads and writes fail, so the transport closes even when the client has stopped reading.
+//! reads and writes fail, so the transport closes even when the client has stopped reading. When
+//! the connection it carries is to be told a `pid`, the CONNECT reply's frame is rewritten on its
+//! way out ([`super::connect_reply`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,6 +15,7 @@ use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::connect_reply;
 use super::limits::Slot;
 use super::meter::SendMeter;
 
@@ -66,6 +69,8 @@ pub struct MeteredStream {
     io: TcpStream,
     wire: Arc<Wire>,
     _slot: Slot,
+    /// A rewritten frame not yet all written; it goes before anything else.
+    rewritten: Vec<u8>,
 }
 
 impl MeteredStream {
@@ -74,7 +79,39 @@ impl MeteredStream {
             io,
             wire,
             _slot: slot,
+            rewritten: Vec::new(),
         }
+    }
+
+    /// Writes what is left of a rewritten frame; ready once it is all written.
+    fn poll_rewritten(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.rewritten.is_empty() {
+            let polled = Pin::new(&mut self.io).poll_write(cx, &self.rewritten);
+            match self.written(cx, polled) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.rewritten.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// While the connection's CONNECT reply waits for its `pid`: how much of `buf` to write as
+    /// it is (up to the reply's frame), or the frame taken from `buf` and rewritten.
+    fn connect_reply(&mut self, buf: &[u8]) -> Option<io::Result<usize>> {
+        let meter = self.wire.meter.get()?;
+        let pid = meter.pending_pid()?;
+        let at = connect_reply::find_ws_reply(buf)?;
+        if at > 0 {
+            return Some(Ok(at));
+        }
+        let (replaced, frame) = connect_reply::rewrite_ws_frame(buf, &pid)?;
+        meter.pid_sent();
+        self.rewritten = frame;
+        Some(Ok(replaced))
     }
 }
 
@@ -133,7 +170,17 @@ impl AsyncWrite for MeteredStream {
         if self.wire.is_cut() {
             return Poll::Ready(Err(cut_error()));
         }
-        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        std::task::ready!(self.poll_rewritten(cx))?;
+        let polled = match self.connect_reply(buf) {
+            Some(Ok(taken)) if !self.rewritten.is_empty() => {
+                // `taken` bytes of `buf` are now in `rewritten`: accepted, written from there.
+                let _ = self.poll_rewritten(cx)?;
+                return Poll::Ready(Ok(taken));
+            }
+            Some(Ok(before)) => Pin::new(&mut self.io).poll_write(cx, &buf[..before]),
+            Some(Err(e)) => return Poll::Ready(Err(e)),
+            None => Pin::new(&mut self.io).poll_write(cx, buf),
+        };
         self.written(cx, polled)
     }
 
@@ -145,6 +192,19 @@ impl AsyncWrite for MeteredStream {
         if self.wire.is_cut() {
             return Poll::Ready(Err(cut_error()));
         }
+        let reply_pending = self
+            .wire
+            .meter
+            .get()
+            .is_some_and(|m| m.pending_pid().is_some());
+        if reply_pending || !self.rewritten.is_empty() {
+            // One buffer at a time until the reply is out, so it is looked for whole.
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &**b);
+            return self.poll_write(cx, first);
+        }
         let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
         self.written(cx, polled)
     }
@@ -154,10 +214,12 @@ impl AsyncWrite for MeteredStream {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_rewritten(cx))?;
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_rewritten(cx))?;
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

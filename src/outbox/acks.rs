@@ -21,6 +21,8 @@ use std::sync::Arc;
 
 use twine_store::{Position, Progress};
 
+use super::offsets;
+
 /// Messages remembered per connection while they wait for an acknowledgement. A client this far
 /// behind in acknowledging loses track of the oldest (their rooms then advance only by later
 /// cumulative acknowledgements, or not at all for per-message ones: repeated, never skipped).
@@ -49,6 +51,8 @@ pub struct Sent {
     /// Recovery could not replay everything: stored positions must not move on, or the messages
     /// it missed would be skipped by the next recovery too.
     frozen: bool,
+    /// The client follows Socket.IO's recovery: its events carry offsets.
+    offsets: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -83,6 +87,7 @@ impl Default for Sent {
             acknowledges: false,
             recording: true,
             frozen: false,
+            offsets: false,
         }
     }
 }
@@ -94,6 +99,33 @@ impl Sent {
 
     pub fn freeze(&mut self) {
         self.frozen = true;
+    }
+
+    pub fn give_offsets(&mut self) {
+        self.offsets = true;
+    }
+
+    /// The offset of what was sent so far, if the client is given offsets.
+    pub fn offset(&self) -> Option<String> {
+        self.offsets.then(|| {
+            offsets::encode(
+                self.rooms
+                    .iter()
+                    .flatten()
+                    .map(|r| (r.name.as_ref(), r.last_sent)),
+            )
+        })
+    }
+
+    /// The client has the room at `slot` up to `position` already (where its replay starts,
+    /// or its join's cut).
+    pub fn has_up_to(&mut self, slot: Slot, position: Position) {
+        if !self.offsets {
+            return; // positions stored for the session follow acknowledgements instead
+        }
+        if let Some(room) = self.room(slot) {
+            room.last_sent = room.last_sent.max(position);
+        }
     }
 
     /// A room this connection is in (or recovering), with what the session knew of it.

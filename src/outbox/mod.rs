@@ -6,6 +6,7 @@
 //! the client's own events wait for room instead, so they are never dropped.
 
 pub mod acks;
+pub mod offsets;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,6 +18,7 @@ use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError};
 use twine_store::{Message, Position, Progress};
 
+use crate::metrics::{Limit, Metrics};
 use crate::net::meter::SendMeter;
 use acks::{Mode, Sent, Slot};
 
@@ -76,6 +78,11 @@ impl Encoded {
     pub fn json(&self) -> &str {
         self.json.get()
     }
+
+    /// The JSON clients receive, to send elsewhere (as a page of history).
+    pub fn into_json(self) -> Box<RawValue> {
+        self.json
+    }
 }
 
 /// The client is gone or was cut: stop sending to it.
@@ -86,6 +93,7 @@ pub struct Gone;
 /// One client's outgoing side.
 pub struct Outbox {
     socket: SocketRef,
+    metrics: Arc<Metrics>,
     meter: Arc<SendMeter>,
     budget: usize,
     /// How long a waiting send may see no progress before the client counts as stalled.
@@ -102,9 +110,11 @@ impl Outbox {
         meter: Arc<SendMeter>,
         budget: usize,
         patience: Duration,
+        metrics: Arc<Metrics>,
     ) -> Arc<Outbox> {
         Arc::new(Outbox {
             socket,
+            metrics,
             meter,
             budget,
             patience,
@@ -128,9 +138,10 @@ impl Outbox {
     }
 
     /// Closes the client's transport from the server's side; it reconnects and recovers.
-    pub fn cut(&self, why: &str) {
+    pub fn cut(&self, limit: Limit, why: &str) {
         if !self.meter.is_cut() {
             tracing::info!(sid = %self.socket.id, queued = self.meter.queued(), "cutting a client: {why}");
+            self.metrics.limit(limit);
         }
         self.close();
         self.meter.cut();
@@ -145,36 +156,60 @@ impl Outbox {
         size: usize,
         record: Option<(Slot, Position)>,
     ) -> Result<(), SendError> {
-        self.socket.emit(event, data)?;
-        self.meter.add(size);
         if let Some((slot, position)) = record {
             sent.sent(slot, position);
         }
+        // Socket.IO's recovery takes the last string argument of any event as its offset: every
+        // event whose data is a message or a string carries the offset after it.
+        let offset = match event {
+            "message" | "roomJoined" | "roomLeft" | "recovery" => sent.offset(),
+            _ => None,
+        };
+        match &offset {
+            Some(offset) => self.socket.emit(event, &(data, offset.as_str()))?,
+            None => self.socket.emit(event, data)?,
+        }
+        self.meter.add(size + offset.map_or(0, |o| o.len() + 3));
         Ok(())
     }
 
     /// A live message. Never waits: a client over its budget is cut.
     pub fn deliver(&self, message: &Encoded, slot: Slot) -> Result<(), Gone> {
+        self.send_now(
+            "message",
+            &message.json,
+            message.size(),
+            Some((slot, message.position)),
+        )
+    }
+
+    /// A live event that is not a message (a presence change): not recorded, never replayed.
+    /// Never waits: a client over its budget is cut.
+    pub fn announce(&self, event: &str, data: &RawValue) -> Result<(), Gone> {
+        let size = data.get().len() + event.len() + FRAMING;
+        self.send_now(event, data, size, None)
+    }
+
+    fn send_now(
+        &self,
+        event: &str,
+        data: &RawValue,
+        size: usize,
+        record: Option<(Slot, Position)>,
+    ) -> Result<(), Gone> {
         if self.is_closed() {
             return Err(Gone);
         }
-        let size = message.size();
         if self.meter.queued() + size > self.budget {
-            self.cut("over its send queue");
+            self.cut(Limit::SendQueue, "over its send queue");
             return Err(Gone);
         }
         let mut sent = self.sent();
-        match self.emit_locked(
-            &mut sent,
-            "message",
-            &message.json,
-            size,
-            Some((slot, message.position)),
-        ) {
+        match self.emit_locked(&mut sent, event, data, size, record) {
             Ok(()) => Ok(()),
             Err(SendError::Socket(SocketError::InternalChannelFull)) => {
                 drop(sent);
-                self.cut("its transport queue is full");
+                self.cut(Limit::SendQueue, "its transport queue is full");
                 Err(Gone)
             }
             Err(_) => {
@@ -203,7 +238,7 @@ impl Outbox {
                     .await
                     .is_err()
                 {
-                    self.cut("stalled: nothing it was sent was read");
+                    self.cut(Limit::Stalled, "stalled: nothing it was sent was read");
                     return Err(Gone);
                 }
                 continue;
@@ -228,7 +263,9 @@ impl Outbox {
     /// A replayed message, in order, waiting for room.
     pub async fn replay(&self, message: &Encoded, slot: Slot) -> Result<(), Gone> {
         self.send_waiting("message", &message.json, Some((slot, message.position)))
-            .await
+            .await?;
+        self.metrics.replayed.inc();
+        Ok(())
     }
 
     /// A reply to the client (`roomJoined`, `recoveryTruncated`, ...), in order, waiting for room.
@@ -262,6 +299,16 @@ impl Outbox {
         self.sent().set_mode(Mode::PerMessage);
     }
 
+    /// From now on the client's events carry Socket.IO recovery offsets.
+    pub fn give_offsets(&self) {
+        self.sent().give_offsets();
+    }
+
+    /// See [`Sent::has_up_to`].
+    pub fn has_up_to(&self, slot: Slot, position: Position) {
+        self.sent().has_up_to(slot, position);
+    }
+
     pub fn freeze_positions(&self) {
         self.sent().freeze();
     }
@@ -293,7 +340,7 @@ impl Outbox {
             .await
             .is_err()
         {
-            self.cut("stalled: nothing it was sent was read");
+            self.cut(Limit::Stalled, "stalled: nothing it was sent was read");
         }
         if self.is_closed() { Err(Gone) } else { Ok(()) }
     }

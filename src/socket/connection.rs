@@ -23,10 +23,13 @@ use socketioxide::adapter::LocalAdapter;
 use socketioxide::handler::{MessageHandler, Value};
 use socketioxide::socket::{Sid, Socket};
 use tokio::time::Instant;
-use twine_store::{Joined, Position};
+use twine_store::{Joined, Position, Session, StoreError};
 
 use super::recovery::Recovery;
+use super::resume::{Notice, Resume};
+use crate::auth::Grant;
 use crate::fanout::shard::Member;
+use crate::metrics::Limit;
 use crate::outbox::Outbox;
 use crate::outbox::acks::Slot;
 use crate::session::SessionHandle;
@@ -51,10 +54,23 @@ enum Command {
     Recover,
     Subscribe(Arc<str>),
     Unsubscribe(Arc<str>),
+    Presence(PresenceRequest),
     /// An event refused as it was decoded; answered in order with the others.
     Refuse(&'static str, String),
     /// The connection ended: store its positions and leave its rooms.
     End,
+}
+
+/// A presence event, decoded.
+enum PresenceRequest {
+    /// `presence:enter` (`update: false`) or `presence:update` (only once entered).
+    Enter {
+        room: Arc<str>,
+        data: Box<RawValue>,
+        update: bool,
+    },
+    Leave(Arc<str>),
+    Members(Arc<str>),
 }
 
 /// The `error` event sent when a client event is refused.
@@ -71,6 +87,10 @@ pub struct Connection {
     app: Arc<AppState>,
     /// The replay waits for this (a reconnecting page's listeners may attach late).
     replay_not_before: Option<Instant>,
+    /// What the connection's token allows.
+    grant: Grant,
+    /// Under Socket.IO's recovery: how the connection starts (taken by its recovery).
+    resume: Mutex<Option<Resume>>,
     limiter: EventLimiter,
     state: Mutex<State>,
 }
@@ -98,6 +118,8 @@ impl Connection {
         session: SessionHandle,
         app: Arc<AppState>,
         replay_not_before: Option<Instant>,
+        grant: Grant,
+        resume: Option<Resume>,
     ) -> Arc<Connection> {
         let config = &app.config;
         let rate = NonZeroU32::new(config.event_rate).expect("checked by the config");
@@ -112,6 +134,8 @@ impl Connection {
             session,
             app,
             replay_not_before,
+            grant,
+            resume: Mutex::new(resume),
             limiter,
             state: Mutex::default(),
         })
@@ -162,6 +186,13 @@ impl Connection {
                 Ok(room) => self.push(Command::Unsubscribe(room)),
                 Err(message) => self.push(Command::Refuse("unsubscribe", message)),
             }),
+            "presence:enter" | "presence:update" | "presence:leave" | "presence:members" => {
+                let max_data = self.app.config.presence_max_data as usize;
+                self.over_limit_or(|| match presence_request(&name, arg, max_data) {
+                    Ok(request) => self.push(Command::Presence(request)),
+                    Err(message) => self.push(Command::Refuse(presence_event(&name), message)),
+                })
+            }
             _ => self.over_limit_or(|| ()), // not part of the contract: ignored, as the original did
         }
     }
@@ -171,6 +202,7 @@ impl Connection {
         if self.limiter.check().is_ok() {
             return accepted();
         }
+        self.app.metrics.limit(Limit::EventRate);
         self.notice("events are arriving faster than this server accepts; some were dropped");
     }
 
@@ -250,6 +282,7 @@ impl Connection {
             Command::Recover => self.recover().await,
             Command::Subscribe(room) => self.subscribe(room).await,
             Command::Unsubscribe(room) => self.unsubscribe(room).await,
+            Command::Presence(request) => self.presence(request).await,
             Command::Refuse(event, message) => self.refuse(event, &message).await,
             Command::End => self.finish().await,
         }
@@ -264,6 +297,10 @@ impl Connection {
     }
 
     async fn recover(&self) {
+        let resume = self.resume.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(resume) = resume {
+            return self.resume(resume).await;
+        }
         let session = match self.session.load().await {
             Ok(Some(session)) if !session.rooms.is_empty() => session,
             Ok(_) => return,
@@ -278,11 +315,28 @@ impl Connection {
                     .await;
             }
         };
+        self.restore(session, None).await;
+    }
+
+    /// Starts under Socket.IO's recovery: the client is told whether it recovered (with its
+    /// first offset), then gets its rooms and what it missed.
+    async fn resume(&self, resume: Resume) {
+        match resume.session {
+            Some(session) => self.restore(session, Some(&resume.notice)).await,
+            None => {
+                let _ = self.outbox.send("recovery", &resume.notice).await;
+            }
+        }
+    }
+
+    async fn restore(&self, session: Session, notice: Option<&Notice>) {
         let recovery = Recovery {
             app: &self.app,
             outbox: &self.outbox,
             sid: self.sid,
             not_before: self.replay_not_before,
+            grant: &self.grant,
+            notice,
         };
         let restored = recovery.recover(session).await;
         let mut state = self.state();
@@ -308,6 +362,10 @@ impl Connection {
         if count >= self.app.config.max_rooms as usize {
             return self.refuse_room_limit().await;
         }
+        if !self.grant.allows(&room) {
+            let message = format!("this connection's token does not allow room {room}");
+            return self.refuse("subscribe", &message).await;
+        }
         let slot = self.outbox.add_room(room.clone(), false);
         let member = Member::new(self.sid, self.outbox.clone(), slot);
         let cut = match self.app.fanout.join(&room, member).await {
@@ -329,6 +387,7 @@ impl Connection {
             Ok(_) => {}
             Err(e) => tracing::warn!(%room, "session not updated on subscribe: {e}"),
         }
+        self.outbox.has_up_to(slot, cut);
         self.state()
             .rooms
             .insert(room, Membership { slot, live: true });
@@ -336,6 +395,7 @@ impl Connection {
     }
 
     async fn refuse_room_limit(&self) {
+        self.app.metrics.limit(Limit::Rooms);
         let message = format!(
             "this session is in {} rooms already, the most allowed; unsubscribe from one first",
             self.app.config.max_rooms
@@ -346,7 +406,7 @@ impl Connection {
     async fn unsubscribe(&self, room: Arc<str>) {
         let membership = self.state().rooms.remove(&room);
         if let Some(membership) = membership {
-            self.leave_room(&room, membership);
+            self.leave_room(&room, membership).await;
         }
         if let Err(e) = self.session.leave(&room).await {
             tracing::warn!(%room, "session not updated on unsubscribe: {e}");
@@ -355,23 +415,74 @@ impl Connection {
         let _ = self.outbox.send("roomLeft", &left).await;
     }
 
-    fn leave_room(&self, room: &Arc<str>, membership: Membership) {
+    async fn leave_room(&self, room: &Arc<str>, membership: Membership) {
         if membership.live {
             self.app.fanout.leave(room, self.sid);
         } else {
             self.app.fanout.unhold(room, self.sid);
         }
         self.outbox.remove_room(membership.slot);
+        if let Err(e) = self.app.presence.leave(room, self.sid).await {
+            // Its entry expires when this node stops refreshing it.
+            tracing::warn!(%room, "presence entry not removed: {e}");
+        }
+    }
+
+    async fn presence(&self, request: PresenceRequest) {
+        let (event, room) = match &request {
+            PresenceRequest::Enter {
+                room, update: true, ..
+            } => ("presence:update", room),
+            PresenceRequest::Enter { room, .. } => ("presence:enter", room),
+            PresenceRequest::Leave(room) => ("presence:leave", room),
+            PresenceRequest::Members(room) => ("presence:members", room),
+        };
+        if !self.state().rooms.contains_key(room) {
+            let message = format!("subscribe to room {room} before using its presence");
+            return self.refuse(event, &message).await;
+        }
+        let presence = &self.app.presence;
+        let outcome = match &request {
+            PresenceRequest::Enter { update: true, .. } if !presence.is_present(room, self.sid) => {
+                let message = format!("not present in room {room}: enter it first");
+                return self.refuse(event, &message).await;
+            }
+            PresenceRequest::Enter { data, .. } => presence
+                .enter(room, self.sid, self.grant.user(), data)
+                .await
+                .map(drop),
+            PresenceRequest::Leave(_) => presence.leave(room, self.sid).await,
+            PresenceRequest::Members(_) => match presence.members(room).await {
+                Ok(members) => {
+                    let _ = self.outbox.send("presence:members", &members).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(StoreError::Full(why)) => {
+                self.app.metrics.limit(Limit::PresenceMembers);
+                self.refuse(event, &why).await;
+            }
+            Err(e) => {
+                tracing::warn!(%room, "{event} failed: {e}");
+                self.refuse(event, "presence is unavailable; try again")
+                    .await;
+            }
+        }
     }
 
     async fn finish(&self) {
+        self.app.metrics.connections.dec();
         let progress = self.outbox.progress(true);
         if let Err(e) = self.session.advance(&progress).await {
             tracing::warn!("positions not stored on disconnect: {e}");
         }
         let rooms = std::mem::take(&mut self.state().rooms);
         for (room, membership) in rooms {
-            self.leave_room(&room, membership);
+            self.leave_room(&room, membership).await;
         }
         self.app.meters.remove(self.sid);
         // The socket's event handler keeps this connection, and the connection keeps the socket:
@@ -453,6 +564,57 @@ fn room_name(arg: Option<&RawValue>) -> Result<Arc<str>, String> {
         ));
     }
     Ok(Arc::from(room))
+}
+
+/// The name of a presence event, as the `error` event names it.
+fn presence_event(name: &str) -> &'static str {
+    match name {
+        "presence:enter" => "presence:enter",
+        "presence:update" => "presence:update",
+        "presence:leave" => "presence:leave",
+        _ => "presence:members",
+    }
+}
+
+/// A presence event's argument: `{room, data}` (`data` only to enter or update, any JSON value
+/// up to `max_data` bytes, `{}` when absent), or the room name alone.
+fn presence_request(
+    name: &str,
+    arg: Option<&RawValue>,
+    max_data: usize,
+) -> Result<PresenceRequest, String> {
+    #[derive(serde::Deserialize)]
+    struct Arg<'a> {
+        #[serde(borrow)]
+        room: Option<&'a RawValue>,
+        data: Option<Box<RawValue>>,
+    }
+    let (room, data) = match arg {
+        Some(raw) if raw.get().trim_start().starts_with('{') => {
+            let parsed: Arg<'_> = serde_json::from_str(raw.get())
+                .map_err(|_| "the argument must be {room, data}".to_string())?;
+            (room_name(parsed.room)?, parsed.data)
+        }
+        other => (room_name(other)?, None),
+    };
+    match name {
+        "presence:enter" | "presence:update" => {
+            let data = data.unwrap_or_else(|| RawValue::from_string("{}".into()).expect("JSON"));
+            if data.get().len() > max_data {
+                return Err(format!(
+                    "data is {} bytes long; the limit is {max_data}",
+                    data.get().len()
+                ));
+            }
+            Ok(PresenceRequest::Enter {
+                room,
+                data,
+                update: name == "presence:update",
+            })
+        }
+        "presence:leave" => Ok(PresenceRequest::Leave(room)),
+        _ => Ok(PresenceRequest::Members(room)),
+    }
 }
 
 /// A client's `updateSessionTS` argument as a position: a non-negative whole number.

@@ -1,12 +1,14 @@
 //! Socket.IO on `/socket.io`: admitting each connection, handing its events to it, and ending it.
 //!
 //! A connection is admitted before the server answers the client's namespace connect, so its
-//! session is known and its events are handled from the very first one. Events are handed over
+//! session is known and its events are handled from the very first one; under Socket.IO's
+//! recovery, whether it recovers is decided then too ([`resume`]). Events are handed over
 //! on the connection's read path, in arrival order, without a task per event
 //! ([`connection`]); recovery is the connection's first work ([`recovery`]).
 
 pub mod connection;
 mod recovery;
+mod resume;
 
 use std::fmt::Display;
 use std::future::Future;
@@ -22,13 +24,16 @@ use socketioxide::handler::{ConnectHandler, DisconnectHandler, MessageHandler, V
 use socketioxide::socket::{DisconnectReason, Socket};
 use tokio::time::Instant;
 
+use crate::auth::Grant;
+use crate::metrics::{Transport, TransportLabel};
 use crate::net::Received;
 use crate::net::wire::Wire;
 use crate::outbox::Outbox;
-use crate::session::SessionHandle;
+use crate::session::{SessionHandle, twineid};
 use crate::state::AppState;
 use connection::Connection;
 pub use connection::MAX_ROOM_BYTES;
+use resume::Resume;
 
 /// Serves the Twine events on the default namespace.
 pub fn register(io: &SocketIo, app: Arc<AppState>) {
@@ -57,15 +62,31 @@ impl ConnectHandler<LocalAdapter, Handled> for Admission {
     fn call_middleware<'a>(
         &'a self,
         s: Arc<Socket<LocalAdapter>>,
-        _auth: &'a Option<Value>,
+        auth: &'a Option<Value>,
     ) -> Admitted<'a> {
-        self.admit(&s);
-        Box::pin(async { Ok(()) })
+        let auth = auth.as_ref().and_then(|a| a.as_str()).map(|a| a.as_str());
+        Box::pin(async move {
+            // Sent to the client as the connect error's message.
+            let grant = self
+                .app
+                .tokens
+                .admit(auth)
+                .map_err(|refused| Box::new(refused) as Box<dyn Display + Send>)?;
+            let app = &self.app;
+            let resume =
+                if app.config.socketio_recovery && twineid(&s.req_parts().headers).is_none() {
+                    Some(Resume::decide(auth, app.sessions.as_ref(), &app.history).await)
+                } else {
+                    None
+                };
+            self.admit(&s, grant, resume);
+            Ok(())
+        })
     }
 }
 
 impl Admission {
-    fn admit(&self, s: &Arc<Socket<LocalAdapter>>) {
+    fn admit(&self, s: &Arc<Socket<LocalAdapter>>, grant: Grant, resume: Option<Resume>) {
         let app = &self.app;
         let config = &app.config;
         let parts = s.req_parts();
@@ -77,13 +98,41 @@ impl Admission {
         }
         let outbox = Outbox::new(
             SocketRef::from(s.clone()),
-            meter,
+            meter.clone(),
             config.send_queue as usize,
             config.ping_interval + config.ping_timeout,
+            app.metrics.clone(),
         );
-        let session = SessionHandle::for_request(&parts.headers, app.sessions.clone());
+        let transport = if is_websocket_handshake(parts) {
+            Transport::Websocket
+        } else {
+            Transport::Polling
+        };
+        app.metrics
+            .connections_opened
+            .get_or_create(&TransportLabel { transport })
+            .inc();
+        app.metrics.connections.inc();
+        let session = match &resume {
+            Some(resume) => {
+                meter.reply_with_pid(&resume.pid);
+                // The client's offsets are its positions: none are stored for it.
+                outbox.give_offsets();
+                outbox.freeze_positions();
+                SessionHandle::named(&resume.pid, app.sessions.clone())
+            }
+            None => SessionHandle::for_request(&parts.headers, app.sessions.clone()),
+        };
         let not_before = replay_not_before(parts, config.replay_grace);
-        let connection = Connection::new(s.id, outbox, session, app.clone(), not_before);
+        let connection = Connection::new(
+            s.id,
+            outbox,
+            session,
+            app.clone(),
+            not_before,
+            grant,
+            resume,
+        );
         s.on_fallback(Events(connection.clone()));
         s.on_disconnect(Ended(connection.clone()));
         s.extensions.insert(connection);

@@ -16,7 +16,10 @@ use socketioxide::socket::Sid;
 use tokio::time::Instant;
 use twine_store::{Message, PageLimit, Position, Session, StoreError};
 
+use super::resume::Notice;
+use crate::auth::Grant;
 use crate::fanout::shard::{Member, Released};
+use crate::metrics::Limit;
 use crate::outbox::acks::Slot;
 use crate::outbox::{Encoded, Gone, Outbox};
 use crate::state::AppState;
@@ -53,6 +56,11 @@ pub struct Recovery<'a> {
     pub sid: Sid,
     /// The replay starts no earlier than this (a page's listeners may attach late).
     pub not_before: Option<Instant>,
+    /// Rooms of the session the connection's token does not allow are not rejoined.
+    pub grant: &'a Grant,
+    /// Under Socket.IO's recovery, the `recovery` event, sent before anything else (its offset
+    /// names every room from where its replay starts).
+    pub notice: Option<&'a Notice>,
 }
 
 /// A room the connection got back.
@@ -86,12 +94,18 @@ impl Recovery<'_> {
     /// Restores `session`'s rooms on this connection. Returns them, each marked live or not;
     /// stops early (rooms not live) if the client goes.
     pub async fn recover(&self, session: Session) -> Vec<Restored> {
+        let started = std::time::Instant::now();
         let max_rooms = self.app.config.max_rooms as usize;
         let mut rooms: Vec<RoomReplay> = Vec::new();
         let mut restored: Vec<Restored> = Vec::new();
-        for (name, cursor) in session.rooms.iter().take(max_rooms) {
+        let allowed = session
+            .rooms
+            .iter()
+            .filter(|(room, _)| self.grant.allows(room));
+        for (name, cursor) in allowed.take(max_rooms) {
             let name: Arc<str> = Arc::from(name.as_str());
             let slot = self.outbox.add_room(name.clone(), cursor.listened);
+            self.outbox.has_up_to(slot, cursor.resume_after());
             restored.push(Restored {
                 room: name.clone(),
                 slot,
@@ -116,11 +130,18 @@ impl Recovery<'_> {
             }
         }
         tracing::debug!(sid = %self.sid, rooms = restored.len(), "recovered");
+        self.app
+            .metrics
+            .replay_seconds
+            .observe(started.elapsed().as_secs_f64());
         restored
     }
 
     /// Rejoins, holds and replays every room, up to the point where each can go live.
     async fn restore(&self, rooms: &mut [RoomReplay]) -> Result<(), Gone> {
+        if let Some(notice) = self.notice {
+            self.outbox.send("recovery", notice).await?;
+        }
         for room in rooms.iter() {
             let joined = format!("You have joined room: {}", room.name);
             self.outbox.send("roomJoined", &joined).await?;
@@ -277,8 +298,10 @@ impl Recovery<'_> {
                 Ok(Released::Gone) | Err(_) => return Err(Gone),
             }
         }
-        self.outbox
-            .cut("more is published to its rooms than it reads while recovering");
+        self.outbox.cut(
+            Limit::SendQueue,
+            "more is published to its rooms than it reads while recovering",
+        );
         Err(Gone)
     }
 

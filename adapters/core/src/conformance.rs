@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::{
-    Archive, FeedEvent, History, Joined, Message, PageLimit, Position, Progress, Publish,
-    ReplayStart, SessionStore, StoreError,
+    Archive, Change, FeedEvent, History, Joined, Member, Message, PageLimit, Position, Presence,
+    Progress, Publish, ReplayStart, SessionStore, StoreError,
 };
 
 /// Rooms per session the stores handed to [`run_all`] must be configured with.
@@ -464,4 +464,136 @@ pub async fn archive_replays_start_at_the_newest(a: Arc<dyn Archive>) {
         .unwrap();
     assert_eq!(page.messages, written[23..26].to_vec());
     assert!(page.more);
+}
+
+/// Runs every presence check against fresh stores from `factory`: two handles on one shared
+/// presence (two nodes; the same handle twice for a one-node store).
+pub async fn run_presence(factory: impl Fn() -> (Arc<dyn Presence>, Arc<dyn Presence>)) {
+    let (a, b) = factory();
+    presence_changes_reach_every_node(a, b).await;
+    let (a, b) = factory();
+    members_without_a_heartbeat_expire_once(a, b).await;
+    let (a, _) = factory();
+    a_room_holds_a_bounded_number_of_members(a).await;
+}
+
+fn member(id: &str, name: &str) -> Member {
+    Member {
+        id: id.into(),
+        info: format!("{{\"id\":\"{id}\",\"data\":{{\"name\":\"{name}\"}}}}"),
+    }
+}
+
+async fn next_change(feed: &mut crate::PresenceFeed) -> (String, Change, String) {
+    let event = tokio::time::timeout(Duration::from_secs(5), feed.recv())
+        .await
+        .expect("a presence change within 5 s")
+        .expect("the presence feed is open");
+    (event.room, event.change, event.member.id)
+}
+
+pub async fn presence_changes_reach_every_node(a: Arc<dyn Presence>, b: Arc<dyn Presence>) {
+    let mut feed = b.subscribe().await.unwrap();
+    let ttl = Duration::from_secs(60);
+    assert_eq!(
+        a.enter("r", &member("m1", "ann"), ttl, 10).await.unwrap(),
+        Change::Enter
+    );
+    assert_eq!(
+        a.enter("r", &member("m1", "anne"), ttl, 10).await.unwrap(),
+        Change::Update,
+        "entering again is an update"
+    );
+    b.enter("r", &member("m2", "bob"), ttl, 10).await.unwrap();
+    b.enter("other", &member("m3", "cy"), ttl, 10)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(next_change(&mut feed).await);
+    }
+    assert_eq!(
+        seen,
+        [
+            ("r".into(), Change::Enter, "m1".into()),
+            ("r".into(), Change::Update, "m1".into()),
+            ("r".into(), Change::Enter, "m2".into()),
+            ("other".into(), Change::Enter, "m3".into()),
+        ]
+    );
+    let mut members = b.members("r").await.unwrap();
+    members.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(members, [member("m1", "anne"), member("m2", "bob")]);
+    assert!(
+        a.leave("r", "m2").await.unwrap(),
+        "any node may take a member out"
+    );
+    assert!(
+        !a.leave("r", "m2").await.unwrap(),
+        "leaving twice changes nothing"
+    );
+    assert_eq!(
+        next_change(&mut feed).await,
+        ("r".into(), Change::Leave, "m2".into())
+    );
+    assert_eq!(a.members("r").await.unwrap(), [member("m1", "anne")]);
+    assert!(a.members("nobody-here").await.unwrap().is_empty());
+}
+
+pub async fn members_without_a_heartbeat_expire_once(a: Arc<dyn Presence>, b: Arc<dyn Presence>) {
+    let short = Duration::from_millis(300);
+    a.enter("r", &member("kept", "k"), short, 10).await.unwrap();
+    a.enter("r", &member("dies", "d"), short, 10).await.unwrap();
+    let mut feed = b.subscribe().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    a.refresh(&[("r", "kept")], Duration::from_secs(60))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ids: Vec<String> = a
+        .members("r")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, ["kept"], "an expired member is not listed");
+    // Both nodes sweep; the member leaves once.
+    a.expire().await.unwrap();
+    b.expire().await.unwrap();
+    assert_eq!(
+        next_change(&mut feed).await,
+        ("r".into(), Change::Leave, "dies".into())
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), feed.recv())
+            .await
+            .is_err(),
+        "an expired member leaves once"
+    );
+    a.refresh(&[("r", "dies")], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        a.members("r").await.unwrap().len(),
+        1,
+        "a refresh does not bring one back"
+    );
+}
+
+pub async fn a_room_holds_a_bounded_number_of_members(p: Arc<dyn Presence>) {
+    let ttl = Duration::from_secs(60);
+    p.enter("r", &member("1", "a"), ttl, 2).await.unwrap();
+    p.enter("r", &member("2", "b"), ttl, 2).await.unwrap();
+    assert!(matches!(
+        p.enter("r", &member("3", "c"), ttl, 2).await,
+        Err(StoreError::Full(_))
+    ));
+    assert_eq!(
+        p.enter("r", &member("2", "bb"), ttl, 2).await.unwrap(),
+        Change::Update,
+        "a member already in may still update"
+    );
+    p.leave("r", "1").await.unwrap();
+    p.enter("r", &member("3", "c"), ttl, 2).await.unwrap();
 }

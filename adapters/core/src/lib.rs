@@ -13,6 +13,7 @@
 //!   bound on the rooms one session holds.
 //! - [`Archive`]: the long-window tier, and [`Tiered`], a recent tier in front of it.
 //! - [`WriteThrough`]: history kept only in an archive, written before a publish is accepted.
+//! - [`Presence`]: who is present in each room, shared by the nodes ([`MemoryPresence`] for one).
 //! - [`memory`]: the embedded default, both stores in one process, within bounds of its own.
 //! - [`conformance`]: the suite every store implementation must pass.
 //! - [`StoreError`]: what a store can fail with.
@@ -23,6 +24,7 @@ mod error;
 mod history;
 pub mod memory;
 mod position;
+mod presence;
 mod session;
 mod write_through;
 
@@ -33,5 +35,6 @@ pub use history::{
 };
 pub use memory::{MemoryArchive, MemoryOptions, MemoryStore};
 pub use position::Position;
+pub use presence::{Change, Member, MemoryPresence, Presence, PresenceEvent, PresenceFeed};
 pub use session::{Joined, Progress, RoomCursor, Session, SessionStore};
 pub use write_through::WriteThrough;

@@ -77,9 +77,15 @@ impl RedisStore {
 
     /// A connection of its own: blocking reads would hold up everything else on a shared one.
     async fn archiver_connection(&self) -> Result<MultiplexedConnection, StoreError> {
+        // Longer than a blocking read waits, or every read of an idle queue would time out.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(crate::RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(
+                Duration::from_millis(BLOCK_MS as u64) + crate::RESPONSE_TIMEOUT,
+            ));
         let mut conn = self
             .client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(redis_unavailable)?;
         let created: Result<(), RedisError> = redis::cmd("XGROUP")

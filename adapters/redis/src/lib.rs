@@ -14,6 +14,8 @@
 //! - `<prefix>:archive`: with an archive behind Redis, the write-behind queue (see
 //!   [`RedisStore::spawn_archiver`]).
 //! - `<prefix>:feed`: the pub/sub channel every node listens to for new messages.
+//! - `<prefix>:p:<room>`, `<prefix>:p-until` and `<prefix>:presence`: presence (see
+//!   [`presence`]).
 //!
 //! # Appending
 //!
@@ -43,6 +45,7 @@
 //! 1 s after a timely append still makes its caller report an unknown outcome.
 
 mod archiver;
+mod presence;
 mod scripts;
 
 use std::collections::BTreeMap;
@@ -207,52 +210,51 @@ impl RedisStore {
     fn session_ms(&self) -> u64 {
         self.options.session_window.as_millis() as u64
     }
+}
 
-    /// Forwards the feed channel into `tx` until the receiver is dropped, re-subscribing after
-    /// any interruption and then telling the receiver it may have missed messages.
-    async fn pump_feed(
-        client: Client,
-        channel: String,
-        mut pubsub: redis::aio::PubSub,
-        tx: mpsc::UnboundedSender<FeedEvent>,
-    ) {
-        loop {
-            {
-                let mut messages = pubsub.on_message();
-                while let Some(msg) = messages.next().await {
-                    let event = match msg.get_payload::<Vec<u8>>() {
-                        Ok(bytes) => match decode_feed(&bytes) {
-                            Some(message) => FeedEvent::Message(message),
-                            None => {
-                                tracing::warn!("ignoring an unreadable feed message");
-                                continue;
-                            }
-                        },
-                        Err(e) => {
-                            tracing::warn!("ignoring an unreadable feed message: {e}");
-                            continue;
-                        }
-                    };
-                    if tx.send(event).is_err() {
-                        return;
-                    }
-                }
-            }
-            tracing::warn!("Redis feed interrupted; re-subscribing");
-            pubsub = loop {
-                if tx.is_closed() {
+/// Forwards `channel` into `tx`, decoded, until the receiver is dropped, re-subscribing after
+/// any interruption and then sending `gap` (when there is one) to say messages may be missed.
+async fn pump<T>(
+    client: Client,
+    channel: String,
+    mut pubsub: redis::aio::PubSub,
+    tx: mpsc::UnboundedSender<T>,
+    decode: fn(&[u8]) -> Option<T>,
+    gap: Option<fn() -> T>,
+) {
+    loop {
+        {
+            let mut messages = pubsub.on_message();
+            while let Some(msg) = messages.next().await {
+                let decoded = msg
+                    .get_payload::<Vec<u8>>()
+                    .ok()
+                    .and_then(|bytes| decode(&bytes));
+                let Some(event) = decoded else {
+                    tracing::warn!(%channel, "ignoring an unreadable message");
+                    continue;
+                };
+                if tx.send(event).is_err() {
                     return;
                 }
-                tokio::time::sleep(FEED_RETRY).await;
-                match subscribe(&client, &channel).await {
-                    Ok(p) => break p,
-                    Err(e) => tracing::debug!("Redis feed not back yet: {e}"),
-                }
-            };
-            tracing::info!("Redis feed re-subscribed");
-            if tx.send(FeedEvent::Gap).is_err() {
+            }
+        }
+        tracing::warn!(%channel, "Redis subscription interrupted; re-subscribing");
+        pubsub = loop {
+            if tx.is_closed() {
                 return;
             }
+            tokio::time::sleep(FEED_RETRY).await;
+            match subscribe(&client, &channel).await {
+                Ok(p) => break p,
+                Err(e) => tracing::debug!("Redis subscription not back yet: {e}"),
+            }
+        };
+        tracing::info!(%channel, "Redis re-subscribed");
+        if let Some(gap) = gap
+            && tx.send(gap()).is_err()
+        {
+            return;
         }
     }
 }
@@ -400,7 +402,16 @@ impl History for RedisStore {
             .await
             .map_err(unavailable)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(Self::pump_feed(self.client.clone(), channel, pubsub, tx));
+        let decode = |bytes: &[u8]| decode_feed(bytes).map(FeedEvent::Message);
+        let gap = || FeedEvent::Gap;
+        tokio::spawn(pump(
+            self.client.clone(),
+            channel,
+            pubsub,
+            tx,
+            decode,
+            Some(gap),
+        ));
         Ok(rx)
     }
 

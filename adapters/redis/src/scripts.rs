@@ -258,3 +258,123 @@ return 0
 "#,
     )
 });
+
+/// Presence scripts share this: the current time on Redis's clock, and the key of a member in
+/// the expiry set, `<room length>:<room><member id>`.
+const PRESENCE_HELPERS: &str = r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function entry(room, id)
+  return string.len(room) .. ':' .. room .. id
+end
+local function feed(channel, change, room, id, info)
+  redis.call('PUBLISH', channel, change .. ':' .. string.len(room) .. ':' .. room .. string.len(id) .. ':' .. id .. info)
+end
+"#;
+
+fn presence_script(body: &str) -> Script {
+    Script::new(&format!("{PRESENCE_HELPERS}{body}"))
+}
+
+/// KEYS[1] the room's member hash, KEYS[2] the expiry set; ARGV room, member id, info, ttl ms,
+/// most members, channel. Returns `enter` or `update`, or an error `FULL`.
+pub static PRESENCE_ENTER: LazyLock<Script> = LazyLock::new(|| {
+    presence_script(
+        r#"
+local members, expiry = KEYS[1], KEYS[2]
+local room, id, info, ttl, max, channel = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local now = now_ms()
+local change = 'enter'
+if redis.call('HEXISTS', members, id) == 1 then
+  local score = redis.call('ZSCORE', expiry, entry(room, id))
+  if score and tonumber(score) > now then change = 'update' end
+elseif redis.call('HLEN', members) >= max then
+  return redis.error_reply('FULL the room has its most members present already')
+end
+redis.call('HSET', members, id, info)
+redis.call('ZADD', expiry, now + ttl, entry(room, id))
+feed(channel, change, room, id, info)
+return change
+"#,
+    )
+});
+
+/// KEYS[1] the room's member hash, KEYS[2] the expiry set; ARGV room, member id, channel.
+/// Returns 1 when the member was there.
+pub static PRESENCE_LEAVE: LazyLock<Script> = LazyLock::new(|| {
+    presence_script(
+        r#"
+local members, expiry = KEYS[1], KEYS[2]
+local room, id, channel = ARGV[1], ARGV[2], ARGV[3]
+local info = redis.call('HGET', members, id)
+if not info then return 0 end
+redis.call('HDEL', members, id)
+redis.call('ZREM', expiry, entry(room, id))
+feed(channel, 'leave', room, id, info)
+return 1
+"#,
+    )
+});
+
+/// KEYS[1] the room's member hash, KEYS[2] the expiry set; ARGV room. Returns the unexpired
+/// members as `{id, info, id, info, ...}`.
+pub static PRESENCE_MEMBERS: LazyLock<Script> = LazyLock::new(|| {
+    presence_script(
+        r#"
+local members, expiry, room = KEYS[1], KEYS[2], ARGV[1]
+local now = now_ms()
+local all = redis.call('HGETALL', members)
+local out = {}
+for i = 1, #all, 2 do
+  local score = redis.call('ZSCORE', expiry, entry(room, all[i]))
+  if score and tonumber(score) > now then
+    out[#out + 1] = all[i]
+    out[#out + 1] = all[i + 1]
+  end
+end
+return out
+"#,
+    )
+});
+
+/// KEYS[1] the expiry set; ARGV ttl ms, then room, member id pairs. Extends the listed members
+/// that are still present.
+pub static PRESENCE_REFRESH: LazyLock<Script> = LazyLock::new(|| {
+    presence_script(
+        r#"
+local expiry = KEYS[1]
+local deadline = now_ms() + tonumber(ARGV[1])
+for i = 2, #ARGV, 2 do
+  redis.call('ZADD', expiry, 'XX', deadline, entry(ARGV[i], ARGV[i + 1]))
+end
+return 0
+"#,
+    )
+});
+
+/// KEYS[1] the expiry set; ARGV member hash key prefix, channel, most members to drop. Drops
+/// expired members, feeding each as leaving. Returns how many it dropped.
+pub static PRESENCE_EXPIRE: LazyLock<Script> = LazyLock::new(|| {
+    presence_script(
+        r#"
+local expiry, prefix, channel = KEYS[1], ARGV[1], ARGV[2]
+local gone = redis.call('ZRANGEBYSCORE', expiry, '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[3]))
+for _, e in ipairs(gone) do
+  redis.call('ZREM', expiry, e)
+  local len, rest = string.match(e, '^(%d+):(.*)$')
+  if len then
+    local room = string.sub(rest, 1, tonumber(len))
+    local id = string.sub(rest, tonumber(len) + 1)
+    local info = redis.call('HGET', prefix .. room, id)
+    if info then
+      redis.call('HDEL', prefix .. room, id)
+      feed(channel, 'leave', room, id, info)
+    end
+  end
+end
+return #gone
+"#,
+    )
+});

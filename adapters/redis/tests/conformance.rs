@@ -320,3 +320,22 @@ async fn cursors_written_before_the_listened_flag_are_read_and_advanced() {
         .unwrap();
     assert_eq!(stored, "10:30:1", "moved on, and still listened");
 }
+
+#[tokio::test]
+async fn redis_presence_passes_the_presence_conformance_suite_across_two_nodes() {
+    let server = RedisServer::start();
+    let a = RedisStore::connect(&server.url(), options("unused"))
+        .await
+        .unwrap();
+    let b = RedisStore::connect(&server.url(), options("unused"))
+        .await
+        .unwrap();
+    let next = AtomicU32::new(0);
+    twine_store::conformance::run_presence(|| {
+        let prefix = format!("p{}", next.fetch_add(1, Ordering::SeqCst));
+        let a: Arc<dyn twine_store::Presence> = Arc::new(a.with_prefix(prefix.clone()));
+        let b: Arc<dyn twine_store::Presence> = Arc::new(b.with_prefix(prefix));
+        (a, b)
+    })
+    .await;
+}

@@ -1,0 +1,361 @@
+//! The node's figures for `GET /metrics` (Prometheus text format, through prometheus-client):
+//! connections, messages published, delivered and replayed, delivery and replay latency, store
+//! calls, the write-behind backlog, and every limit that tripped.
+//!
+//! Also the store decorators that time every store call and count its errors, so nothing else
+//! needs to know.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use std::fmt::Write;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use twine_store::{
+    Appended, Feed, History, Joined, Page, PageLimit, Position, Progress, Publish, ReplayStart,
+    Session, SessionStore, StoreError,
+};
+
+/// How a Socket.IO connection began.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum Transport {
+    Websocket,
+    Polling,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    pub transport: Transport,
+}
+
+/// A bound that was reached (see the README's bounds table).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum Limit {
+    /// A client fell more than its send queue behind and was cut.
+    SendQueue,
+    /// A client stopped reading while being replayed to, and was cut.
+    Stalled,
+    /// A client's events came faster than its rate, and some were dropped.
+    EventRate,
+    /// A subscribe over the room limit.
+    Rooms,
+    /// A publish over the API key's rate.
+    PublishRate,
+    /// A publish refused while live delivery ran too far behind.
+    DeliveryLag,
+    /// A connection refused over the node's total.
+    Connections,
+    /// A connection refused over its address's share.
+    ConnectionsPerAddress,
+    /// A presence entry refused: the room had its most members present.
+    PresenceMembers,
+}
+
+impl Transport {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Transport::Websocket => "websocket",
+            Transport::Polling => "polling",
+        }
+    }
+}
+
+impl Limit {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Limit::SendQueue => "send_queue",
+            Limit::Stalled => "stalled",
+            Limit::EventRate => "event_rate",
+            Limit::Rooms => "rooms",
+            Limit::PublishRate => "publish_rate",
+            Limit::DeliveryLag => "delivery_lag",
+            Limit::Connections => "connections",
+            Limit::ConnectionsPerAddress => "connections_per_address",
+            Limit::PresenceMembers => "presence_members",
+        }
+    }
+
+    const ALL: [Limit; 9] = [
+        Limit::SendQueue,
+        Limit::Stalled,
+        Limit::EventRate,
+        Limit::Rooms,
+        Limit::PublishRate,
+        Limit::DeliveryLag,
+        Limit::Connections,
+        Limit::ConnectionsPerAddress,
+        Limit::PresenceMembers,
+    ];
+}
+
+// Label values in Prometheus's snake_case.
+impl EncodeLabelValue for Transport {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for Limit {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: Limit,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreLabel {
+    pub op: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Gauge,
+    pub connections_opened: Family<TransportLabel, Counter>,
+    pub published: Counter,
+    pub delivered: Counter,
+    pub replayed: Counter,
+    /// From a message's timestamp (assigned when it was stored) to its hand-over to the local
+    /// sockets.
+    pub delivery_seconds: Histogram,
+    pub replay_seconds: Histogram,
+    pub store_seconds: Family<StoreLabel, Histogram>,
+    pub store_errors: Family<StoreLabel, Counter>,
+    pub limits: Family<LimitLabel, Counter>,
+    pub store_up: Gauge,
+    pub archive_backlog: Gauge,
+    pub delivery_lag_seconds: Gauge<f64, AtomicU64>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("twine");
+        let metrics = Metrics {
+            connections: Gauge::default(),
+            connections_opened: Family::default(),
+            published: Counter::default(),
+            delivered: Counter::default(),
+            replayed: Counter::default(),
+            delivery_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            replay_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            store_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+            }),
+            store_errors: Family::default(),
+            limits: Family::default(),
+            store_up: Gauge::default(),
+            archive_backlog: Gauge::default(),
+            delivery_lag_seconds: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections",
+            "Socket.IO connections open on this node",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "connections_opened",
+            "Socket.IO connections opened, by the transport they began on",
+            metrics.connections_opened.clone(),
+        );
+        registry.register(
+            "messages_published",
+            "Messages published through this node",
+            metrics.published.clone(),
+        );
+        registry.register(
+            "messages_delivered",
+            "Live messages handed to this node's clients",
+            metrics.delivered.clone(),
+        );
+        registry.register(
+            "messages_replayed",
+            "Missed messages replayed to this node's reconnecting clients",
+            metrics.replayed.clone(),
+        );
+        registry.register(
+            "delivery_seconds",
+            "From a message's timestamp to its hand-over to this node's clients",
+            metrics.delivery_seconds.clone(),
+        );
+        registry.register(
+            "replay_seconds",
+            "How long recovering a reconnecting client took",
+            metrics.replay_seconds.clone(),
+        );
+        registry.register(
+            "store_seconds",
+            "Store calls, by operation",
+            metrics.store_seconds.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Store calls that failed, by operation",
+            metrics.store_errors.clone(),
+        );
+        registry.register(
+            "limits_reached",
+            "Times a bound was reached, by bound",
+            metrics.limits.clone(),
+        );
+        registry.register(
+            "store_up",
+            "Whether the store answers (1) or not (0)",
+            metrics.store_up.clone(),
+        );
+        registry.register(
+            "archive_backlog",
+            "Messages accepted but not yet written to the archive",
+            metrics.archive_backlog.clone(),
+        );
+        registry.register(
+            "delivery_lag_seconds",
+            "How far live delivery on this node runs behind",
+            metrics.delivery_lag_seconds.clone(),
+        );
+        // Every label shows from the start, at zero: a dashboard or alert on a limit works before
+        // the limit is first reached.
+        for limit in Limit::ALL {
+            drop(metrics.limits.get_or_create(&LimitLabel { limit }));
+        }
+        for transport in [Transport::Websocket, Transport::Polling] {
+            drop(
+                metrics
+                    .connections_opened
+                    .get_or_create(&TransportLabel { transport }),
+            );
+        }
+        Arc::new(Metrics {
+            registry,
+            ..metrics
+        })
+    }
+
+    pub fn limit(&self, limit: Limit) {
+        self.limits.get_or_create(&LimitLabel { limit }).inc();
+    }
+
+    /// Everything, in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String does not fail");
+        out
+    }
+
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = call.await;
+        let label = StoreLabel { op };
+        self.store_seconds
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            self.store_errors.get_or_create(&label).inc();
+        }
+        result
+    }
+}
+
+/// A history whose every call is timed and counted.
+pub struct MeteredHistory {
+    pub inner: Arc<dyn History>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl History for MeteredHistory {
+    async fn append(&self, publish: Publish<'_>) -> Result<Appended, StoreError> {
+        self.metrics
+            .timed("append", self.inner.append(publish))
+            .await
+    }
+
+    async fn read_page(
+        &self,
+        room: &str,
+        after: Position,
+        until: Position,
+        limit: PageLimit,
+    ) -> Result<Page, StoreError> {
+        let call = self.inner.read_page(room, after, until, limit);
+        self.metrics.timed("read_page", call).await
+    }
+
+    async fn replay_start(
+        &self,
+        room: &str,
+        after: Position,
+        until: Position,
+        max: usize,
+    ) -> Result<ReplayStart, StoreError> {
+        let call = self.inner.replay_start(room, after, until, max);
+        self.metrics.timed("replay_start", call).await
+    }
+
+    async fn last_position(&self, room: &str) -> Result<Position, StoreError> {
+        let call = self.inner.last_position(room);
+        self.metrics.timed("last_position", call).await
+    }
+
+    async fn subscribe(&self) -> Result<Feed, StoreError> {
+        self.inner.subscribe().await
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        self.metrics.timed("check", self.inner.check()).await
+    }
+
+    async fn backlog(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.backlog().await
+    }
+}
+
+/// A session store whose every call is timed and counted.
+pub struct MeteredSessions {
+    pub inner: Arc<dyn SessionStore>,
+    pub metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl SessionStore for MeteredSessions {
+    async fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        self.metrics
+            .timed("session_load", self.inner.load(id))
+            .await
+    }
+
+    async fn join(&self, id: &str, room: &str, at: Position) -> Result<Joined, StoreError> {
+        let call = self.inner.join(id, room, at);
+        self.metrics.timed("session_join", call).await
+    }
+
+    async fn leave(&self, id: &str, room: &str) -> Result<(), StoreError> {
+        let call = self.inner.leave(id, room);
+        self.metrics.timed("session_leave", call).await
+    }
+
+    async fn advance(&self, id: &str, progress: &[Progress]) -> Result<(), StoreError> {
+        let call = self.inner.advance(id, progress);
+        self.metrics.timed("session_advance", call).await
+    }
+
+    async fn advance_many(&self, batch: &[(&str, &[Progress])]) -> Result<(), StoreError> {
+        let call = self.inner.advance_many(batch);
+        self.metrics.timed("session_advance", call).await
+    }
+}
