@@ -48,7 +48,9 @@ fi
 echo "installing js-fixtures npm packages"
 npm ci --prefix js-fixtures --no-audit --no-fund --loglevel=error
 
-echo "installing the Node peer and Artillery npm packages"
+echo "installing the Node peers and Artillery npm packages"
+# socket.io with @socket.io/redis-adapter, @socket.io/redis-streams-adapter and the redis client:
+# the peers `loadgen bench` measures our server against.
 npm ci --prefix js-fixtures/node-peer --no-audit --no-fund --loglevel=error
 # Artillery's optional browser download cannot work offline.
 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix js-fixtures/artillery --no-audit --no-fund --loglevel=error

@@ -1,23 +1,26 @@
-//! The side-by-side benchmark: starts our server and the Node socket.io peer one scenario at a
-//! time (a fresh process each, interleaved: ours, then the peer), runs the same scenario with the
-//! same load generator against both, and writes the report.
+//! The side-by-side benchmark: for every point of the plan, our server and its peer, each on a
+//! fresh set of processes, interleaved (ours, then the peer) and repeated; the load generator
+//! runs each time as a child process (`loadgen spec`), pinned to core 1 while the servers are
+//! pinned to core 0, so its CPU time is its own and it never competes with the server for a
+//! core. Then the report.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-use crate::report::{self, Run, Server};
-use crate::scenario::{self, Figures, Kind};
+use crate::report::{self, Group, Run};
+use crate::scenario::{self, Figures, Kind, RecoveryFlow};
+use crate::servers::{self, Deployment, Programs, Server};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scale {
-    /// The figures of record: up to 100,000 connections (takes about 20 minutes).
+    /// The figures of record, each point three times (takes about 40 minutes).
     Full,
-    /// A few seconds per scenario, to check the harness end to end.
+    /// A few seconds per scenario, once, to check the harness end to end.
     Smoke,
 }
 
@@ -26,215 +29,450 @@ pub struct Args {
     /// Our server's binary.
     #[arg(long, default_value = "target/release/twine")]
     pub twine: PathBuf,
-    /// The Node peer's entry point.
-    #[arg(long, default_value = "js-fixtures/node-peer/server.mjs")]
-    pub peer: PathBuf,
-    /// Where the report goes; its charts go beside it, in `bench/`.
+    /// The Node peers' folder (server.mjs, redis-adapter.mjs, redis-streams.mjs).
+    #[arg(long, default_value = "js-fixtures/node-peer")]
+    pub peer_dir: PathBuf,
+    /// Where the report goes; its charts and raw figures go beside it, in `bench/`.
     #[arg(long, default_value = "BENCHMARKS.md")]
     pub out: PathBuf,
     #[arg(long, value_enum, default_value = "full")]
     pub scale: Scale,
+    /// Runs of each point (default: 3 at full scale, 1 for smoke).
+    #[arg(long)]
+    pub repeats: Option<usize>,
+    /// Only the points whose title contains this text.
+    #[arg(long)]
+    pub only: Option<String>,
     /// Exit non-zero if our server lost, duplicated or dropped anything.
     #[arg(long)]
     pub strict: bool,
 }
 
-/// A server under test; killed when dropped.
-struct Process {
-    child: Child,
-    pid: u32,
-    url: String,
+/// One point: a scenario, and the two deployments it compares.
+pub struct Point {
+    pub group: Group,
+    pub title: String,
+    pub args: scenario::Args,
+    pub ours: Deployment,
+    pub peer: Deployment,
+    /// The flow the peer's clients recover with, when it differs from ours.
+    pub peer_recovery: Option<RecoveryFlow>,
+    /// Run the load generator unpinned for our side (the many-rooms point).
+    pub ours_unpinned: bool,
 }
 
-async fn start(server: Server, args: &Args) -> anyhow::Result<Process> {
-    // Both get the same open-files limit, raised by the shell before it becomes the server.
-    let raise = "ulimit -n 1048576 2>/dev/null || ulimit -n $(ulimit -Hn); exec \"$0\" \"$@\"";
-    let mut command = Command::new("sh");
-    command.arg("-c").arg(raise);
-    match server {
-        Server::Twine => {
-            command
-                .arg(&args.twine)
-                .args([
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                    "--api-key",
-                    "test-key",
-                ])
-                .env("TWINE_LOG", "info");
-        }
-        Server::NodePeer => {
-            command
-                .arg("node")
-                .arg(&args.peer)
-                .env("PORT", "0")
-                .env("TWINE_HOST", "127.0.0.1")
-                .env("TWINE_API_KEY", "test-key");
-        }
-    }
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {server:?}"))?;
-    let pid = child.id().context("server pid")?;
-    let mut lines = BufReader::new(child.stdout.take().context("server stdout")?).lines();
-    let address = loop {
-        let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
-            .await
-            .context("server did not start in 20 s")??
-            .context("server exited before listening")?;
-        if let Some(at) = line.find("listening on ") {
-            break line[at + "listening on ".len()..].trim().to_owned();
-        }
-    };
-    // Keep draining its output so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(Process {
-        child,
-        pid,
-        url: format!("http://{address}"),
-    })
-}
-
-/// A scenario with the defaults; target and server pid are filled in when its server starts.
+/// A scenario with the defaults; targets and pids are filled in when its servers start.
 fn scenario_args(kind: Kind) -> scenario::Args {
     scenario::Args {
         scenario: kind,
-        target: String::new(),
-        server_pid: 0,
+        targets: Vec::new(),
+        server_pids: Vec::new(),
+        redis: None,
         connections: 1000,
         rooms: 1,
         rate: 20.0,
-        seconds: 10,
+        seconds: 8.0,
         missed: 100,
         ack: true,
         connect_rate: 2500,
         api_key: "test-key".into(),
+        concurrency: 256,
+        prefill: 0,
+        recovery: RecoveryFlow::Cookie,
+        probe_seconds: 3.0,
+        max_probes: 11,
+        p99_limit_ms: 50.0,
         // A progress line only where someone watches it.
         quiet: !std::io::stderr().is_terminal(),
     }
 }
 
-/// The runs of record (or their smoke-sized versions), each for both servers unless noted.
-fn plan(scale: Scale) -> Vec<(String, scenario::Args, bool)> {
+const fn deploy(server: Server, nodes: usize, redis: bool) -> Deployment {
+    Deployment {
+        server,
+        nodes,
+        redis,
+        pinned: true,
+    }
+}
+
+const TWINE: Deployment = deploy(Server::Twine, 1, false);
+const NODE: Deployment = deploy(Server::Node, 1, false);
+
+fn point(
+    group: Group,
+    title: String,
+    args: scenario::Args,
+    ours: Deployment,
+    peer: Deployment,
+) -> Point {
+    Point {
+        group,
+        title,
+        args,
+        ours,
+        peer,
+        peer_recovery: None,
+        ours_unpinned: false,
+    }
+}
+
+/// The points of record (or their smoke-sized versions).
+pub fn plan(scale: Scale) -> Vec<Point> {
     let full = scale == Scale::Full;
-    let mut runs = Vec::new();
-    // 100,000 where the open-files limit allows it; the largest size is held for 60 s.
+    let mut points = Vec::new();
+
+    // 1. Idle memory, up to what one process may open here.
     let ceiling = crate::addrs::connection_ceiling();
-    let idle_sizes: Vec<usize> = if full {
-        [1_000, 5_000, 10_000, 50_000, 100_000]
+    let sizes: Vec<usize> = if full {
+        [1_000, 5_000, 10_000, 18_000]
             .into_iter()
-            .filter(|n| *n < ceiling)
-            .chain(std::iter::once(ceiling))
+            .map(|n| n.min(ceiling))
             .collect()
     } else {
-        vec![200, 500]
+        vec![300]
     };
-    let largest = idle_sizes.last().copied().unwrap_or(0);
-    for &n in &idle_sizes {
+    for n in sizes {
         let mut a = scenario_args(Kind::Idle);
-        a.connections = n;
-        a.seconds = if full && n == largest { 60 } else { 3 };
-        runs.push((format!("idle, {n} connections"), a, true));
+        (a.connections, a.seconds) = (n, 3.0);
+        points.push(point(
+            Group::Idle,
+            format!("idle, {n} connections"),
+            a,
+            TWINE,
+            NODE,
+        ));
+    }
+
+    // 2. Fan-out into one room, acknowledgements on and off.
+    let fanouts: &[(usize, bool)] = if full {
+        &[(2_000, true), (2_000, false), (5_000, true), (5_000, false)]
+    } else {
+        &[(300, true), (300, false)]
+    };
+    for &(n, ack) in fanouts {
+        let mut a = scenario_args(Kind::Fanout);
+        (a.connections, a.ack, a.rate) = (n, ack, 20.0);
+        a.seconds = if full { 8.0 } else { 2.0 };
+        let acks = if ack { "acks on" } else { "acks off" };
+        points.push(point(
+            Group::Fanout,
+            format!("fan-out, {n} subscribers in 1 room, 20 publishes/s, {acks}"),
+            a,
+            TWINE,
+            NODE,
+        ));
+    }
+
+    // 3. Latency search (at the target's 50 ms, and at 250 ms, which a single publish's fan-out
+    // to 5,000 subscribers on one core can meet), then one overloaded point.
+    for limit in [50.0, 250.0] {
+        let mut a = scenario_args(Kind::LatencySearch);
+        (a.connections, a.rate, a.probe_seconds, a.max_probes) = if full {
+            (5_000, 10.0, 3.0, 8)
+        } else {
+            (300, 20.0, 1.0, 3)
+        };
+        a.p99_limit_ms = limit;
+        points.push(point(
+            Group::Latency,
+            format!(
+                "latency search, {} subscribers in 1 room, acks on, p99 ≤ {limit} ms",
+                a.connections
+            ),
+            a,
+            TWINE,
+            NODE,
+        ));
+        if !full {
+            break;
+        }
     }
     let mut a = scenario_args(Kind::Fanout);
-    (a.connections, a.seconds) = if full { (10_000, 20) } else { (300, 5) };
-    runs.push((
+    (a.connections, a.rate, a.seconds) = if full {
+        (5_000, 100.0, 4.0)
+    } else {
+        (300, 400.0, 2.0)
+    };
+    points.push(point(
+        Group::Latency,
         format!(
-            "fanout, {} subscribers in 1 room, 20 publishes/s",
-            a.connections
+            "overload, {} subscribers in 1 room, {} publishes/s offered, acks on",
+            a.connections, a.rate
         ),
         a,
-        true,
+        TWINE,
+        NODE,
     ));
+
+    // 4. Many rooms: ours on both cores against ours on one.
     let mut a = scenario_args(Kind::Fanout);
     (a.connections, a.rooms, a.rate, a.seconds) = if full {
-        (10_000, 100, 200.0, 20)
+        (10_000, 100, 600.0, 8.0)
     } else {
-        (300, 10, 50.0, 5)
+        (300, 10, 100.0, 2.0)
     };
-    runs.push((
+    let mut p = point(
+        Group::Cores,
         format!(
-            "fanout, {} subscribers over {} rooms, {} publishes/s",
+            "many rooms, {} subscribers over {} rooms, {} publishes/s, acks on",
             a.connections, a.rooms, a.rate
         ),
         a,
-        true,
-    ));
-    let mut a = scenario_args(Kind::ReconnectStorm);
-    (a.connections, a.missed) = if full { (10_000, 100) } else { (200, 20) };
-    // The peer has no recovery: a storm against it only measures loss.
-    runs.push((
+        Deployment {
+            pinned: false,
+            ..TWINE
+        },
+        TWINE,
+    );
+    p.ours_unpinned = true;
+    points.push(p);
+
+    // 5a. Redis: publishes accepted per second, one hot room with history and many rooms.
+    for (rooms, prefill) in [(1, if full { 10_000 } else { 1_000 }), (1_000, 0)] {
+        let mut a = scenario_args(Kind::PublishRate);
+        (a.connections, a.rooms, a.prefill, a.rate, a.concurrency) =
+            (0, rooms, prefill, 50_000.0, 64);
+        a.seconds = if full { 5.0 } else { 1.5 };
+        let what = if rooms == 1 {
+            format!("one room holding {prefill} messages")
+        } else {
+            format!("spread over {rooms} rooms")
+        };
+        points.push(point(
+            Group::RedisPublish,
+            format!("Redis: publishes per second, {what}"),
+            a,
+            deploy(Server::Twine, 1, true),
+            deploy(Server::NodeRedisAdapter, 2, true),
+        ));
+    }
+
+    // 5b. Redis: cross-node fan-out.
+    let mut a = scenario_args(Kind::Fanout);
+    (a.connections, a.rate) = if full { (4_000, 20.0) } else { (300, 20.0) };
+    a.seconds = if full { 8.0 } else { 2.0 };
+    points.push(point(
+        Group::RedisFanout,
         format!(
-            "reconnect storm, {} sessions missing {} messages each",
+            "Redis: cross-node fan-out, {} subscribers over 2 nodes in 1 room, 20 publishes/s into one node, acks on",
+            a.connections
+        ),
+        a,
+        deploy(Server::Twine, 2, true),
+        deploy(Server::NodeRedisAdapter, 2, true),
+    ));
+
+    // 5c. Redis: reconnect storm with recovery.
+    let mut a = scenario_args(Kind::ReconnectStorm);
+    // 2,000 sessions: socket.io's recovery reads the Redis stream once per session, and at
+    // 10,000 the peer takes many minutes (and trims entries sessions still need).
+    (a.connections, a.missed) = if full { (2_000, 100) } else { (200, 20) };
+    let mut p = point(
+        Group::RedisStorm,
+        format!(
+            "Redis: reconnect storm, {} sessions over 2 nodes missing {} messages each, back on the other node",
             a.connections, a.missed
         ),
         a,
-        false,
-    ));
-    runs
+        deploy(Server::Twine, 2, true),
+        deploy(Server::NodeRedisStreams, 2, true),
+    );
+    p.peer_recovery = Some(RecoveryFlow::SocketIo);
+    points.push(p);
+    points
+}
+
+/// Other work on the machine (cores busy) above which a run is run again.
+const OTHER_LOAD_LIMIT: f64 = 0.3;
+
+/// Waits (up to `patience`) until the machine keeps less than a fifth of a core busy, so another
+/// build or benchmark does not take the cores the servers are pinned to.
+async fn wait_until_quiet(patience: std::time::Duration) -> anyhow::Result<()> {
+    let give_up = Instant::now() + patience;
+    let mut said = false;
+    loop {
+        let before = crate::procfs::machine_busy_seconds()?;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let busy = (crate::procfs::machine_busy_seconds()? - before) / 0.3;
+        if busy < 0.2 || Instant::now() > give_up {
+            if said {
+                eprintln!("   the machine is quieter ({busy:.2} cores busy), going on");
+            }
+            return Ok(());
+        }
+        if !said {
+            eprintln!("   waiting for other work on the machine to finish ({busy:.2} cores busy)");
+            said = true;
+        }
+    }
+}
+
+/// Runs the load generator as a child process (pinned to core 1 when asked) and reads its
+/// figures from its output.
+async fn measure(args: &scenario::Args, pin: bool) -> anyhow::Result<Figures> {
+    let exe = std::env::current_exe().context("the load generator's own path")?;
+    let spec = serde_json::to_string(args)?;
+    let mut c = if pin {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "1"]).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    let out = c
+        .arg("spec")
+        .arg(spec)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .await
+        .context("running the load generator")?;
+    if !out.status.success() {
+        bail!("the load generator failed ({})", out.status);
+    }
+    serde_json::from_slice(&out.stdout).context("the load generator's figures")
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let can_pin = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    let programs = Programs {
+        twine: args.twine.clone(),
+        peer_dir: args.peer_dir.clone(),
+        can_pin,
+    };
+    let repeats = args
+        .repeats
+        .unwrap_or(if args.scale == Scale::Full { 3 } else { 1 });
     let mut runs: Vec<Run> = Vec::new();
-    for (title, scenario_args, with_peer) in plan(args.scale) {
-        let servers: &[Server] = if with_peer {
-            &[Server::Twine, Server::NodePeer]
-        } else {
-            &[Server::Twine]
-        };
-        for &server in servers {
-            eprintln!("== {title}: {}", server.name());
-            let process = start(server, &args).await?;
-            let mut a = scenario_args.clone();
-            a.target = process.url.clone();
-            a.server_pid = process.pid;
-            let figures: Figures = scenario::run(&a).await?;
-            drop(process.child);
-            runs.push(Run {
-                title: title.clone(),
-                server,
-                figures,
-            });
+    let points: Vec<Point> = plan(args.scale)
+        .into_iter()
+        .filter(|p| {
+            args.only
+                .as_ref()
+                .is_none_or(|o| p.title.contains(o.as_str()))
+        })
+        .collect();
+    for p in &points {
+        for repeat in 0..repeats {
+            for (side, deployment) in [(report::Side::Ours, p.ours), (report::Side::Peer, p.peer)] {
+                let label = report::label(deployment);
+                eprintln!("== {} [{}/{repeats}]: {label}", p.title, repeat + 1);
+                let patience = if args.scale == Scale::Full { 180 } else { 10 };
+                wait_until_quiet(std::time::Duration::from_secs(patience)).await?;
+                let running = servers::start(deployment, &programs).await?;
+                let mut a = p.args.clone();
+                a.targets = running.targets();
+                a.server_pids = running.pids();
+                a.redis = running.redis().map(|r| r.to_string());
+                if side == report::Side::Peer
+                    && let Some(flow) = p.peer_recovery
+                {
+                    a.recovery = flow;
+                }
+                let pin = can_pin && !(side == report::Side::Ours && p.ours_unpinned);
+                let mut figures = measure(&a, pin).await?;
+                drop(running);
+                // A run that shared the machine with other work is run again (twice at most).
+                for _ in 0..2 {
+                    if figures.other_cores <= OTHER_LOAD_LIMIT || args.scale != Scale::Full {
+                        break;
+                    }
+                    eprintln!(
+                        "   other work kept {:.2} cores busy during the run: running it again",
+                        figures.other_cores
+                    );
+                    wait_until_quiet(std::time::Duration::from_secs(180)).await?;
+                    let running = servers::start(deployment, &programs).await?;
+                    a.targets = running.targets();
+                    a.server_pids = running.pids();
+                    a.redis = running.redis().map(|r| r.to_string());
+                    figures = measure(&a, pin).await?;
+                }
+                runs.push(Run {
+                    group: p.group,
+                    title: p.title.clone(),
+                    side,
+                    server: deployment.server,
+                    label,
+                    pinned: pin,
+                    repeat,
+                    figures,
+                });
+            }
         }
     }
-    report::write(&args.out, &runs, args.scale == Scale::Full)?;
-    eprintln!("wrote {}", args.out.display());
+    let meta = report::Meta {
+        of_record: args.scale == Scale::Full,
+        pinned: can_pin,
+        repeats,
+        minutes: started.elapsed().as_secs_f64() / 60.0,
+        machine: report::machine(),
+        server: server_version(&args.twine),
+        date: report::now(),
+    };
+    report::write(&args.out, &meta, &runs)?;
+    eprintln!(
+        "wrote {} after {:.1} minutes",
+        args.out.display(),
+        meta.minutes
+    );
     if args.strict {
-        let bad: Vec<&Run> = runs
-            .iter()
-            .filter(|r| r.server == Server::Twine)
-            .filter(|r| {
-                r.figures.lost > 0
-                    || r.figures.duplicated > 0
-                    || r.figures.dropped > 0
-                    || r.figures.connect_errors > 0
-            })
-            .collect();
-        if !bad.is_empty() {
-            for r in &bad {
-                eprintln!(
-                    "{}: lost {}, duplicated {}, dropped {}, connect errors {}",
-                    r.title,
-                    r.figures.lost,
-                    r.figures.duplicated,
-                    r.figures.dropped,
-                    r.figures.connect_errors
-                );
-            }
-            bail!("our server lost, duplicated or dropped something");
-        }
-        let storm_ok = runs
-            .iter()
-            .filter(|r| r.figures.scenario == "ReconnectStorm")
-            .all(|r| r.figures.recovery_seconds.is_some());
-        if !storm_ok {
-            bail!("not every session recovered in the reconnect storm");
-        }
+        check(&runs)?;
+    }
+    Ok(())
+}
+
+/// Our binary's version line and when it was built (others may be changing the server while
+/// a benchmark runs: the report says which build it measured).
+fn server_version(twine: &std::path::Path) -> String {
+    let version = std::process::Command::new(twine)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let built = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC", "-r"])
+        .arg(twine)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!("`{}` ({version}, built {built})", twine.display())
+}
+
+/// `--strict`: our server lost, repeated and dropped nothing, answered every publish, and every
+/// session recovered.
+fn check(runs: &[Run]) -> anyhow::Result<()> {
+    let bad: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.server == Server::Twine)
+        .filter(|r| {
+            let f = &r.figures;
+            f.lost > 0
+                || f.duplicated > 0
+                || f.dropped > 0
+                || f.connect_errors > 0
+                || f.failed > 0
+                || (f.scenario == "ReconnectStorm" && f.recovery_seconds.is_none())
+        })
+        .collect();
+    for r in &bad {
+        let f = &r.figures;
+        eprintln!(
+            "{} ({}): lost {}, duplicated {}, dropped {}, connect errors {}, failed publishes {}, recovered {}",
+            r.title,
+            r.label,
+            f.lost,
+            f.duplicated,
+            f.dropped,
+            f.connect_errors,
+            f.failed,
+            f.recovery_seconds.is_some()
+        );
+    }
+    if !bad.is_empty() {
+        bail!("our server lost, duplicated or dropped something");
     }
     Ok(())
 }

@@ -1,11 +1,17 @@
-//! One simulated Twine client speaking Engine.IO v4 / Socket.IO v5 over WebSocket: handshake,
+//! One simulated client speaking Engine.IO v4 / Socket.IO v5 over WebSocket: handshake,
 //! namespace connect, subscribe, heartbeats answered, messages decoded just enough to measure.
+//!
+//! It connects either the Twine way (the `twineid` cookie on the handshake; the server finds the
+//! session) or the way stock socket.io-client recovers a session (Socket.IO v5 connection state
+//! recovery): the namespace connect reply carries a `pid`, each broadcast event carries an
+//! offset as its last argument, and a reconnect sends `{"pid": ..., "offset": ...}` in the
+//! connect packet, as `socket.io-client/lib/socket.ts` does.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as Frame;
@@ -16,13 +22,14 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::http::connect_from;
 
 /// What a benchmark publish carries, beside what the server adds.
-#[derive(Deserialize)]
 pub struct Delivered {
     pub timestamp: u64,
     /// Publish sequence number within the run.
     pub seq: u64,
     /// Publisher's clock at send, in microseconds since the epoch.
     pub sent_us: u64,
+    /// The Socket.IO recovery offset appended as the last argument, when the server sends one.
+    pub offset: Option<String>,
 }
 
 pub enum Event {
@@ -31,15 +38,57 @@ pub enum Event {
     Other,
 }
 
+/// How a client introduces itself.
+#[derive(Default)]
+pub struct Hello<'a> {
+    /// The `twineid=...` cookie, sent on the WebSocket handshake.
+    pub cookie: Option<&'a str>,
+    /// A session to recover the Socket.IO v5 way: `(pid, offset)`.
+    pub recover: Option<(&'a str, &'a str)>,
+}
+
 pub struct Client {
     ws: WebSocketStream<TcpStream>,
+    /// Events that arrived before the namespace connect reply (a recovering socket.io server
+    /// sends the missed packets first), handed out before anything read later.
+    early: VecDeque<String>,
+    /// The `pid` of the namespace connect reply, when the server does connection state recovery.
+    pub pid: Option<String>,
+    /// Acknowledgements written but not flushed: one flush covers every frame read in a batch.
+    unflushed: bool,
 }
 
 fn config() -> WebSocketConfig {
-    // Small buffers: 100,000 of these live in one process.
+    // Small buffers: 20,000 of these live in one process. Writes are buffered so the
+    // acknowledgements of a batch of frames go out in one write (see `next_text`).
     WebSocketConfig::default()
         .read_buffer_size(4096)
-        .write_buffer_size(0)
+        .write_buffer_size(4096)
+}
+
+/// The number after `"key":` in `text`.
+fn number_after(text: &str, key: &str) -> Option<u64> {
+    let at = text.find(key)? + key.len();
+    let digits = text[at..].bytes().take_while(u8::is_ascii_digit).count();
+    text[at..at + digits].parse().ok()
+}
+
+/// Decodes `["message",{...},"offset"?]` by looking for the three numbers it needs: a full JSON
+/// parse per delivery would make the load generator, not the server, the limit.
+fn decode_message(body: &str) -> anyhow::Result<Delivered> {
+    let seq = number_after(body, "\"seq\":").context("message without seq")?;
+    let sent_us = number_after(body, "\"sent_us\":").context("message without sent_us")?;
+    let timestamp = number_after(body, "\"timestamp\":").unwrap_or(0);
+    let offset = body.strip_suffix("\"]").and_then(|rest| {
+        let at = rest.rfind('"')?;
+        rest[..at].ends_with(',').then(|| rest[at + 1..].to_owned())
+    });
+    Ok(Delivered {
+        timestamp,
+        seq,
+        sent_us,
+        offset,
+    })
 }
 
 impl Client {
@@ -47,20 +96,25 @@ impl Client {
     pub async fn connect(
         target: SocketAddr,
         source: IpAddr,
-        cookie: Option<&str>,
+        hello: Hello<'_>,
     ) -> anyhow::Result<Client> {
         let stream = connect_from(source, target).await?;
         stream.set_nodelay(true)?;
         let mut request =
             format!("ws://{target}/socket.io/?EIO=4&transport=websocket").into_client_request()?;
-        if let Some(cookie) = cookie {
+        if let Some(cookie) = hello.cookie {
             request
                 .headers_mut()
                 .insert("Cookie", HeaderValue::from_str(cookie)?);
         }
         let (ws, _) =
             tokio_tungstenite::client_async_with_config(request, stream, Some(config())).await?;
-        let mut client = Client { ws };
+        let mut client = Client {
+            ws,
+            early: VecDeque::new(),
+            pid: None,
+            unflushed: false,
+        };
         let open = client
             .next_text()
             .await?
@@ -68,17 +122,29 @@ impl Client {
         if !open.starts_with('0') {
             bail!("expected the Engine.IO open packet, got {open:.40}");
         }
-        client.send("40").await?;
+        match hello.recover {
+            Some((pid, offset)) => {
+                let auth = serde_json::json!({ "pid": pid, "offset": offset });
+                client.send(&format!("40{auth}")).await?;
+            }
+            None => client.send("40").await?,
+        }
         loop {
             let text = client
                 .next_text()
                 .await?
                 .context("closed before the namespace connect")?;
-            if text.starts_with("40") {
+            if let Some(reply) = text.strip_prefix("40") {
+                if let Ok(data) = serde_json::from_str::<serde_json::Value>(reply) {
+                    client.pid = data["pid"].as_str().map(str::to_owned);
+                }
                 return Ok(client);
             }
             if text.starts_with("44") {
                 bail!("namespace connect refused: {text:.80}");
+            }
+            if text.starts_with("42") {
+                client.early.push_back(text);
             }
         }
     }
@@ -90,7 +156,22 @@ impl Client {
 
     /// The next text frame, answering heartbeats on the way; `None` when the server closed.
     async fn next_text(&mut self) -> anyhow::Result<Option<String>> {
-        while let Some(frame) = self.ws.next().await {
+        loop {
+            let frame = if self.unflushed {
+                match self.ws.next().now_or_never() {
+                    Some(frame) => frame,
+                    None => {
+                        self.ws.flush().await?;
+                        self.unflushed = false;
+                        self.ws.next().await
+                    }
+                }
+            } else {
+                self.ws.next().await
+            };
+            let Some(frame) = frame else {
+                return Ok(None);
+            };
             match frame? {
                 Frame::Text(text) if text.as_str() == "2" => self.send("3").await?,
                 Frame::Text(text) => return Ok(Some(text.as_str().to_owned())),
@@ -98,7 +179,6 @@ impl Client {
                 _ => {}
             }
         }
-        Ok(None)
     }
 
     pub async fn subscribe(&mut self, room: &str) -> anyhow::Result<()> {
@@ -106,22 +186,30 @@ impl Client {
         self.send(&packet).await
     }
 
+    /// `updateSessionTS`, as twine-client-library sends for each message; written now, flushed
+    /// with the others of its batch when nothing more is waiting to be read.
     pub async fn acknowledge(&mut self, timestamp: u64) -> anyhow::Result<()> {
-        self.send(&format!("42[\"updateSessionTS\",{timestamp}]"))
-            .await
+        self.ws
+            .feed(Frame::text(format!("42[\"updateSessionTS\",{timestamp}]")))
+            .await?;
+        self.unflushed = true;
+        Ok(())
     }
 
     /// The next Socket.IO event; `None` when the connection ended.
     pub async fn next_event(&mut self) -> anyhow::Result<Option<Event>> {
-        let Some(text) = self.next_text().await? else {
-            return Ok(None);
+        let text = match self.early.pop_front() {
+            Some(text) => text,
+            None => match self.next_text().await? {
+                Some(text) => text,
+                None => return Ok(None),
+            },
         };
         let Some(body) = text.strip_prefix("42") else {
             return Ok(Some(Event::Other));
         };
         if body.starts_with("[\"message\"") {
-            let (_, delivered): (String, Delivered) = serde_json::from_str(body)?;
-            return Ok(Some(Event::Message(delivered)));
+            return Ok(Some(Event::Message(decode_message(body)?)));
         }
         if body.starts_with("[\"roomJoined\"") {
             return Ok(Some(Event::Joined));
@@ -129,7 +217,33 @@ impl Client {
         Ok(Some(Event::Other))
     }
 
+    /// Closes the WebSocket: the server sees a transport close, after which both servers keep
+    /// the session for recovery.
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_twine_and_socket_io_messages() {
+        let ours = decode_message(
+            r#"["message",{"seq":7,"sent_us":1700000000000001,"text":"x","timestamp":1700000000001,"room":"bench-0"}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (ours.seq, ours.sent_us, ours.timestamp),
+            (7, 1_700_000_000_000_001, 1_700_000_000_001)
+        );
+        assert!(ours.offset.is_none());
+        let recovering = decode_message(
+            r#"["message",{"seq":8,"sent_us":2,"timestamp":3,"room":"bench-0"},"1732000000000-0"]"#,
+        )
+        .unwrap();
+        assert_eq!(recovering.seq, 8);
+        assert_eq!(recovering.offset.as_deref(), Some("1732000000000-0"));
     }
 }

@@ -1,5 +1,6 @@
-//! The plain HTTP/1.1 requests of the Twine flow: fetching the cookie and publishing, over
-//! loopback, without an HTTP client library (one small request each).
+//! The plain HTTP/1.1 requests of the Twine flow: fetching the cookie, publishing and reading
+//! `/metrics`, over loopback, without an HTTP client library (one small request each, so the
+//! load generator spends little per publish).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -13,14 +14,22 @@ pub async fn connect_from(source: IpAddr, target: SocketAddr) -> anyhow::Result<
     Ok(socket.connect(target).await?)
 }
 
-/// `GET /set-cookie`; returns the `twineid=...` pair.
-pub async fn fetch_cookie(source: IpAddr, target: SocketAddr) -> anyhow::Result<String> {
-    let mut stream = connect_from(source, target).await?;
-    let request =
-        format!("GET /set-cookie HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+/// A whole response to a `Connection: close` request.
+async fn get(target: SocketAddr, source: Option<IpAddr>, path: &str) -> anyhow::Result<String> {
+    let mut stream = match source {
+        Some(source) => connect_from(source, target).await?,
+        None => TcpStream::connect(target).await?,
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
+/// `GET /set-cookie`; returns the `twineid=...` pair.
+pub async fn fetch_cookie(source: IpAddr, target: SocketAddr) -> anyhow::Result<String> {
+    let response = get(target, Some(source), "/set-cookie").await?;
     response
         .lines()
         .find_map(|l| {
@@ -33,73 +42,105 @@ pub async fn fetch_cookie(source: IpAddr, target: SocketAddr) -> anyhow::Result<
         .context("no Set-Cookie in the /set-cookie response")
 }
 
+/// Our server's `twine_delivery_lag_seconds` from `GET /metrics`; `None` from a server without it.
+pub async fn delivery_lag(target: SocketAddr) -> Option<f64> {
+    let response = get(target, None, "/metrics").await.ok()?;
+    response
+        .lines()
+        .find_map(|l| l.strip_prefix("twine_delivery_lag_seconds "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// A kept-alive connection that publishes with `POST /api/twine`.
 pub struct Publisher {
     reader: BufReader<TcpStream>,
     target: SocketAddr,
-    api_key: String,
+    request: String,
+}
+
+/// A publish's answer: its status, and whether the connection may carry another request.
+pub struct Answer {
+    pub status: u16,
+    pub reusable: bool,
 }
 
 impl Publisher {
-    pub async fn connect(target: SocketAddr, api_key: &str) -> anyhow::Result<Publisher> {
+    pub async fn connect(target: SocketAddr) -> anyhow::Result<Publisher> {
         let stream = TcpStream::connect(target).await?;
         stream.set_nodelay(true)?;
         Ok(Publisher {
             reader: BufReader::new(stream),
             target,
-            api_key: api_key.to_owned(),
+            request: String::with_capacity(512),
         })
     }
 
-    /// Publishes and waits for the status; fails unless it is 201.
-    pub async fn publish(&mut self, room: &str, payload: &serde_json::Value) -> anyhow::Result<()> {
-        let body = serde_json::json!({ "room_id": room, "payload": payload }).to_string();
-        let request = format!(
-            "POST /api/twine HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+    /// Publishes `payload` (a JSON object's text) to `room` and reads the answer.
+    pub async fn publish(
+        &mut self,
+        api_key: &str,
+        room: &str,
+        payload: &str,
+    ) -> anyhow::Result<Answer> {
+        use std::fmt::Write as _;
+        let body_len = r#"{"room_id":"","payload":}"#.len() + room.len() + payload.len();
+        self.request.clear();
+        let _ = write!(
+            self.request,
+            "POST /api/twine HTTP/1.1\r\nHost: {}\r\nAuthorization: {api_key}\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\n\r\n{{\"room_id\":\"{room}\",\"payload\":{payload}}}",
             self.target,
-            self.api_key,
-            body.len()
         );
-        self.reader.get_mut().write_all(request.as_bytes()).await?;
-        let mut status = String::new();
-        self.reader.read_line(&mut status).await?;
+        self.reader
+            .get_mut()
+            .write_all(self.request.as_bytes())
+            .await?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line).await?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("status line {:?}", line.trim_end()))?;
         let mut length = 0usize;
         let mut chunked = false;
+        let mut reusable = true;
         loop {
-            let mut line = String::new();
+            line.clear();
             if self.reader.read_line(&mut line).await? == 0 {
                 bail!("connection closed mid-response");
             }
-            let line = line.trim_end();
-            if line.is_empty() {
+            let header = line.trim_end();
+            if header.is_empty() {
                 break;
             }
-            if let Some((name, value)) = line.split_once(':') {
+            if let Some((name, value)) = header.split_once(':') {
+                let value = value.trim();
                 if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse()?;
+                    length = value.parse()?;
                 } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                    chunked = value.trim().eq_ignore_ascii_case("chunked");
+                    chunked = value.eq_ignore_ascii_case("chunked");
+                } else if name.eq_ignore_ascii_case("connection") {
+                    reusable = !value.eq_ignore_ascii_case("close");
                 }
             }
         }
         if chunked {
             loop {
-                let mut size = String::new();
-                self.reader.read_line(&mut size).await?;
-                let size = usize::from_str_radix(size.trim(), 16)?;
+                line.clear();
+                self.reader.read_line(&mut line).await?;
+                let size = usize::from_str_radix(line.trim(), 16)?;
                 let mut chunk = vec![0; size + 2];
                 self.reader.read_exact(&mut chunk).await?;
                 if size == 0 {
                     break;
                 }
             }
-        } else {
+        } else if length > 0 {
             let mut body = vec![0; length];
             self.reader.read_exact(&mut body).await?;
         }
-        if !status.contains(" 201 ") {
-            bail!("publish answered {}", status.trim());
-        }
-        Ok(())
+        Ok(Answer { status, reusable })
     }
 }

@@ -1,24 +1,41 @@
-//! `loadgen`: drives a Twine server (ours or the Node peer) the way Twine clients do, from one
+//! `loadgen`: drives a Twine server (ours or a Node peer) the way Twine clients do, from one
 //! machine, and reports what the server spent.
 //!
 //! # Layout
 //!
-//! - [`client`]: one simulated client: cookie, Engine.IO/Socket.IO over WebSocket, subscribe.
+//! - [`client`]: one simulated client: cookie or socket.io recovery, Engine.IO/Socket.IO over
+//!   WebSocket, subscribe, acknowledge.
+//! - [`fleet`]: many clients connecting, counting and acknowledging, with shared counters.
+//! - [`publisher`]: the open-loop publisher (fixed schedule, bounded in-flight publishes).
 //! - [`http`]: the few plain HTTP/1.1 requests a client or publisher makes.
+//! - [`redis`]: Redis's process id and command statistics, over RESP.
 //! - [`addrs`]: source addresses spread over 127.0.0.0/8 and the open-files limit.
-//! - [`procfs`]: the server's memory and CPU time, read from /proc.
-//! - [`scenario`]: `idle`, `fanout` and `reconnect-storm`, each returning its figures.
-//! - [`bench`]: runs every scenario against both servers, interleaved, and writes the report.
+//! - [`procfs`]: memory and CPU time of the servers, Redis and the load generator, from /proc.
+//! - [`stats`]: lock-free latency histograms, medians and ranges.
+//! - [`scenario`]: the scenarios' arguments and figures; `idle` and `fanout`.
+//! - [`search`], [`throughput`], [`storm`]: the latency search, the publish rate, the reconnect
+//!   storm.
+//! - [`servers`]: starting the servers, the Node peers and Redis, pinned to their cores.
+//! - [`bench`]: every point against both sides, repeated, then the report.
 //! - [`report`]: BENCHMARKS.md and its SVG charts.
 
 mod addrs;
 mod bench;
 mod client;
+mod fleet;
 mod http;
 mod procfs;
+mod publisher;
+mod redis;
 mod report;
 mod scenario;
+mod search;
+mod servers;
+mod stats;
+mod storm;
+mod throughput;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -30,9 +47,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one scenario against a running server and print its figures as JSON.
+    /// Run one scenario against running servers and print its figures as JSON.
     Run(scenario::Args),
-    /// Start our server and the Node peer, run every scenario against both, write BENCHMARKS.md.
+    /// A scenario given whole as JSON (how the benchmark runs the load generator on its core).
+    #[command(hide = true)]
+    Spec { json: String },
+    /// Start our server and the peers, run every point against both, write BENCHMARKS.md.
     Bench(bench::Args),
     /// Redraw BENCHMARKS.md (and its charts) from the raw figures a benchmark left in bench/.
     Report {
@@ -48,6 +68,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => {
             let figures = scenario::run(&args).await?;
             println!("{}", serde_json::to_string_pretty(&figures)?);
+        }
+        Command::Spec { json } => {
+            let args: scenario::Args = serde_json::from_str(&json).context("scenario JSON")?;
+            let figures = scenario::run(&args).await?;
+            println!("{}", serde_json::to_string(&figures)?);
         }
         Command::Bench(args) => bench::run(args).await?,
         Command::Report { out } => report::rewrite(&out)?,

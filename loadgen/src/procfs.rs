@@ -1,4 +1,5 @@
-//! A server process's resident memory and CPU time, from /proc.
+//! A process's resident memory and CPU time, from /proc: the servers', Redis's and the load
+//! generator's own.
 
 use anyhow::Context;
 
@@ -24,4 +25,84 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
     Ok(ticks as f64 / 100.0) // USER_HZ is 100 on Linux
+}
+
+/// CPU time the whole machine spent busy (all cores, every process), in seconds.
+pub fn machine_busy_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let cpu = stat.lines().next().context("/proc/stat is empty")?;
+    let ticks: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal: everything but idle and iowait is busy.
+    let busy: u64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4 && *i < 8)
+        .map(|(_, v)| v)
+        .sum();
+    Ok(busy as f64 / 100.0)
+}
+
+/// Summed over several processes (the nodes of a deployment).
+pub fn total_cpu_seconds(pids: &[u32]) -> anyhow::Result<f64> {
+    pids.iter().map(|&p| cpu_seconds(p)).sum()
+}
+
+pub fn total_rss_bytes(pids: &[u32]) -> anyhow::Result<u64> {
+    pids.iter().map(|&p| rss_bytes(p)).sum()
+}
+
+/// CPU time spent, over a window, by the servers, the load generator and Redis.
+pub struct CpuWindow {
+    servers: Vec<u32>,
+    redis: Option<u32>,
+    started: std::time::Instant,
+    server0: f64,
+    own0: f64,
+    redis0: f64,
+    machine0: f64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuSpent {
+    pub wall: f64,
+    pub server: f64,
+    pub loadgen: f64,
+    pub redis: f64,
+    /// Whether Redis's CPU time was read (the run has a Redis).
+    pub measured_redis: bool,
+    /// Everything else the machine ran meanwhile (other processes, the kernel's own work).
+    pub other: f64,
+}
+
+impl CpuWindow {
+    pub fn start(servers: &[u32], redis: Option<u32>) -> anyhow::Result<CpuWindow> {
+        Ok(CpuWindow {
+            servers: servers.to_vec(),
+            redis,
+            started: std::time::Instant::now(),
+            server0: total_cpu_seconds(servers)?,
+            own0: cpu_seconds(std::process::id())?,
+            redis0: redis.map_or(Ok(0.0), cpu_seconds)?,
+            machine0: machine_busy_seconds()?,
+        })
+    }
+
+    pub fn spent(&self) -> anyhow::Result<CpuSpent> {
+        let server = total_cpu_seconds(&self.servers)? - self.server0;
+        let loadgen = cpu_seconds(std::process::id())? - self.own0;
+        let redis = self.redis.map_or(Ok(0.0), cpu_seconds)? - self.redis0;
+        let machine = machine_busy_seconds()? - self.machine0;
+        Ok(CpuSpent {
+            wall: self.started.elapsed().as_secs_f64(),
+            server,
+            loadgen,
+            redis,
+            measured_redis: self.redis.is_some(),
+            other: (machine - server - loadgen - redis).max(0.0),
+        })
+    }
 }

@@ -1,6 +1,8 @@
-//! BENCHMARKS.md: the machine, the command, a table per scenario with both servers side by side
-//! and their ratio, the targets, and two SVG charts drawn here (latency CDF, memory per
-//! connection against the number of connections).
+//! BENCHMARKS.md: the method (points, pinning, open-loop publisher, repeats, machine, date,
+//! command), a table per point with ours, the peer and their ratio (each cell the median of the
+//! runs and their range), the targets of issue 11, and two SVG charts drawn here. A section
+//! filled by hand (what an idle connection holds, from a heap profile) is carried over from the
+//! existing report when it is regenerated.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -9,30 +11,101 @@ use anyhow::Context;
 use plotters::prelude::*;
 
 use crate::scenario::Figures;
+use crate::servers::{Deployment, Server};
+use crate::stats::spread;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Server {
-    Twine,
-    NodePeer,
+/// The sections of the report, in order.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum Group {
+    Idle,
+    Fanout,
+    Latency,
+    Cores,
+    RedisPublish,
+    RedisFanout,
+    RedisStorm,
 }
 
-impl Server {
-    pub fn name(self) -> &'static str {
+impl Group {
+    fn heading(self) -> &'static str {
         match self {
-            Server::Twine => "twine (this server)",
-            Server::NodePeer => "Node socket.io 4.8 peer",
+            Group::Idle => "1. Idle memory per WebSocket connection",
+            Group::Fanout => "2. Fan-out with acknowledgements on and off",
+            Group::Latency => {
+                "3. Latency under load: the highest rate within a p99 limit, and overload"
+            }
+            Group::Cores => "4. Many rooms on both cores",
+            Group::RedisPublish => "5a. Redis mode: publishes accepted per second",
+            Group::RedisFanout => "5b. Redis mode: cross-node fan-out",
+            Group::RedisStorm => "5c. Redis mode: reconnect storm with recovery",
         }
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Side {
+    Ours,
+    Peer,
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct Run {
+    pub group: Group,
     pub title: String,
+    pub side: Side,
     pub server: Server,
+    pub label: String,
+    /// The load generator was pinned to its own core.
+    pub pinned: bool,
+    pub repeat: usize,
     pub figures: Figures,
 }
 
-fn machine() -> String {
+/// What the whole benchmark was.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    pub of_record: bool,
+    /// Servers and load generator pinned to separate cores.
+    pub pinned: bool,
+    pub repeats: usize,
+    pub minutes: f64,
+    pub machine: String,
+    pub date: String,
+    /// Our server's binary, version and build time.
+    #[serde(default)]
+    pub server: String,
+}
+
+/// A deployment's name in table headers.
+pub fn label(d: Deployment) -> String {
+    let nodes = |n: usize| {
+        if n == 1 {
+            "1 node".to_owned()
+        } else {
+            format!("{n} nodes")
+        }
+    };
+    let mut name = match d.server {
+        Server::Twine if d.redis => format!("twine, {} + Redis", nodes(d.nodes)),
+        Server::Twine => "twine".to_owned(),
+        Server::Node => "Node socket.io 4.8".to_owned(),
+        Server::NodeRedisAdapter => {
+            format!("Node socket.io 4.8 + redis-adapter, {}", nodes(d.nodes))
+        }
+        Server::NodeRedisStreams => format!(
+            "Node socket.io 4.8 + connectionStateRecovery + redis-streams-adapter, {}",
+            nodes(d.nodes)
+        ),
+    };
+    if !d.pinned {
+        name.push_str(", both cores (unpinned)");
+    }
+    name
+}
+
+pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -56,7 +129,7 @@ fn machine() -> String {
     )
 }
 
-fn now() -> String {
+pub fn now() -> String {
     std::process::Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
@@ -64,206 +137,465 @@ fn now() -> String {
         .unwrap_or_default()
 }
 
-/// One table row: a label and a figure for each server; the ratio when both are numbers.
-fn row(out: &mut String, label: &str, ours: Option<f64>, peer: Option<f64>, digits: usize) {
-    let cell = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.digits$}"));
-    let ratio = match (ours, peer) {
-        (Some(a), Some(b)) if b != 0.0 => format!("{:.2}", a / b),
-        _ => "–".into(),
-    };
-    let _ = writeln!(
-        out,
-        "| {label} | {} | {} | {ratio} |",
-        cell(ours),
-        cell(peer)
-    );
+/// A figure of a run; `None` where the run does not have it.
+type Pick = fn(&Figures) -> Option<f64>;
+
+/// The median (and range) of one figure over a side's runs of a point.
+fn stat(runs: &[&Run], pick: Pick) -> Option<(f64, f64, f64)> {
+    let values: Vec<f64> = runs.iter().filter_map(|r| pick(&r.figures)).collect();
+    spread(&values)
 }
 
-fn table(out: &mut String, title: &str, ours: &Figures, peer: Option<&Figures>) {
-    let _ = writeln!(out, "\n### {title}\n");
-    let _ = writeln!(
-        out,
-        "| figure | {} | {} | ours / peer |",
-        Server::Twine.name(),
-        Server::NodePeer.name()
-    );
-    let _ = writeln!(out, "|---|---:|---:|---:|");
-    let both = |f: fn(&Figures) -> f64| (Some(f(ours)), peer.map(f));
-    let mut put = |label: &str, f: fn(&Figures) -> f64, digits: usize| {
-        let (a, b) = both(f);
-        row(out, label, a, b, digits);
-    };
-    match ours.scenario.as_str() {
-        "Idle" => {
-            put(
-                "connections held",
-                |f| (f.connections - f.connect_errors) as f64,
-                0,
-            );
-            put("connect errors", |f| f.connect_errors as f64, 0);
-            put("dropped while held", |f| f.dropped as f64, 0);
-            put("seconds held", |f| f.held_seconds, 0);
-            put("server RSS, MiB", |f| f.rss_bytes as f64 / 1048576.0, 1);
-            put(
-                "server RSS per connection, KB",
-                |f| f.rss_per_connection_bytes / 1024.0,
-                2,
-            );
+fn cell(s: Option<(f64, f64, f64)>, digits: usize) -> String {
+    match s {
+        None => "–".into(),
+        Some((m, lo, hi)) if (hi - lo).abs() < 0.5 * 10f64.powi(-(digits as i32)) => {
+            format!("{m:.digits$}")
         }
-        "Fanout" => {
-            put("publishes", |f| f.publishes as f64, 0);
-            put("deliveries", |f| f.deliveries as f64, 0);
-            put("lost", |f| f.lost as f64, 0);
-            put("duplicated", |f| f.duplicated as f64, 0);
-            put("deliveries per second", |f| f.deliveries_per_second, 0);
-            put("server CPU seconds", |f| f.server_cpu_seconds, 2);
-            put(
-                "deliveries per server CPU-second",
-                |f| f.deliveries_per_cpu_second,
+        Some((m, lo, hi)) => format!("{m:.digits$} ({lo:.digits$}–{hi:.digits$})"),
+    }
+}
+
+/// Ours / peer of the medians, where both show as non-zero at the table's precision.
+fn ratio(a: Option<(f64, f64, f64)>, b: Option<(f64, f64, f64)>, digits: usize) -> String {
+    let shown = |v: f64| v.is_finite() && v.abs() >= 0.5 * 10f64.powi(-(digits as i32));
+    match (a, b) {
+        (Some((a, ..)), Some((b, ..))) if shown(a) && shown(b) => format!("{:.2}", a / b),
+        _ => "–".into(),
+    }
+}
+
+fn lat(f: &Figures, q: fn(&crate::stats::Latency) -> f64) -> Option<f64> {
+    f.latency.as_ref().map(q)
+}
+
+/// The rows of a point's table, by scenario.
+fn rows(scenario: &str) -> Vec<(&'static str, Pick, usize)> {
+    match scenario {
+        "Idle" => vec![
+            (
+                "connections held",
+                |f| Some((f.connections - f.connect_errors) as f64),
                 0,
-            );
-            put(
-                "latency p50, ms",
-                |f| f.latency.as_ref().map_or(f64::NAN, |l| l.p50_ms),
+            ),
+            ("connect errors", |f| Some(f.connect_errors as f64), 0),
+            ("dropped while held", |f| Some(f.dropped as f64), 0),
+            (
+                "server RSS, MiB",
+                |f| Some(f.rss_bytes as f64 / 1048576.0),
                 1,
-            );
-            put(
-                "latency p99, ms",
-                |f| f.latency.as_ref().map_or(f64::NAN, |l| l.p99_ms),
+            ),
+            (
+                "server RSS per connection, KB",
+                |f| Some(f.rss_per_connection_bytes / 1024.0),
+                2,
+            ),
+        ],
+        "Fanout" => vec![
+            ("publishes offered", |f| Some(f.offered as f64), 0),
+            ("accepted (201)", |f| Some(f.accepted as f64), 0),
+            ("refused (503/429)", |f| Some(f.refused as f64), 0),
+            (
+                "failed or not sent",
+                |f| Some((f.failed + f.unsent) as f64),
+                0,
+            ),
+            ("deliveries", |f| Some(f.deliveries as f64), 0),
+            ("lost", |f| Some(f.lost as f64), 0),
+            ("duplicated", |f| Some(f.duplicated as f64), 0),
+            (
+                "deliveries per second",
+                |f| Some(f.deliveries_per_second),
+                0,
+            ),
+            ("server CPU, cores busy", |f| Some(f.server_cores), 2),
+            (
+                "deliveries per server CPU-second",
+                |f| Some(f.deliveries_per_cpu_second),
+                0,
+            ),
+            ("latency p50, ms", |f| lat(f, |l| l.p50_ms), 1),
+            ("latency p99, ms", |f| lat(f, |l| l.p99_ms), 1),
+            ("latency max, ms", |f| lat(f, |l| l.max_ms), 1),
+            (
+                "peak queue, deliveries owed",
+                |f| Some(f.peak_backlog as f64),
+                0,
+            ),
+            (
+                "peak queue, messages per subscriber",
+                |f| Some(f.peak_backlog_messages),
                 1,
-            );
-            put(
-                "latency max, ms",
-                |f| f.latency.as_ref().map_or(f64::NAN, |l| l.max_ms),
+            ),
+            (
+                "drain after the last publish, s",
+                |f| Some(f.drain_seconds),
+                2,
+            ),
+            (
+                "server-reported delivery lag, max ms",
+                |f| f.max_server_lag_ms,
+                0,
+            ),
+            (
+                "load generator CPU, cores busy",
+                |f| Some(f.loadgen_cores),
+                2,
+            ),
+            (
+                "other load on the machine, cores busy",
+                |f| Some(f.other_cores),
+                2,
+            ),
+        ],
+        "LatencySearch" => vec![
+            (
+                "highest rate within the p99 limit, publishes/s",
+                |f| f.search.as_ref().map(|s| s.found_rate),
+                0,
+            ),
+            (
+                "… deliveries per second at that rate",
+                |f| {
+                    f.search
+                        .as_ref()
+                        .map(|s| s.found_rate * f.connections as f64)
+                },
+                0,
+            ),
+            (
+                "… latency p50 at that rate, ms",
+                |f| lat(f, |l| l.p50_ms),
                 1,
-            );
-            if let Some(peer) = peer
-                && peer.publishes != ours.publishes
-            {
+            ),
+            (
+                "… latency p99 at that rate, ms",
+                |f| lat(f, |l| l.p99_ms),
+                1,
+            ),
+            (
+                "… deliveries per server CPU-second",
+                |f| {
+                    f.search
+                        .as_ref()
+                        .filter(|s| s.found_rate > 0.0)
+                        .map(|_| f.deliveries_per_cpu_second)
+                },
+                0,
+            ),
+            ("… server CPU, cores busy", |f| Some(f.server_cores), 2),
+            (
+                "… load generator CPU, cores busy",
+                |f| Some(f.loadgen_cores),
+                2,
+            ),
+            (
+                "other load on the machine, most in a probe, cores busy",
+                |f| Some(f.other_cores),
+                2,
+            ),
+            (
+                "probes",
+                |f| f.search.as_ref().map(|s| s.probes.len() as f64),
+                0,
+            ),
+            ("lost (all probes)", |f| Some(f.lost as f64), 0),
+            ("duplicated (all probes)", |f| Some(f.duplicated as f64), 0),
+        ],
+        "PublishRate" => vec![
+            ("offered per second", |f| Some(f.rate), 0),
+            ("accepted per second", |f| Some(f.accepted_per_second), 0),
+            ("refused (503/429)", |f| Some(f.refused as f64), 0),
+            ("failed", |f| Some(f.failed as f64), 0),
+            (
+                "answer p50, ms",
+                |f| f.answer_latency.as_ref().map(|l| l.p50_ms),
+                2,
+            ),
+            (
+                "answer p99, ms",
+                |f| f.answer_latency.as_ref().map(|l| l.p99_ms),
+                2,
+            ),
+            (
+                "server CPU per publish, µs (all nodes)",
+                |f| Some(f.server_cpu_us_per_publish),
+                1,
+            ),
+            (
+                "server CPU, cores busy (all nodes)",
+                |f| Some(f.server_cores),
+                2,
+            ),
+            (
+                "Redis CPU per publish, µs (/proc)",
+                |f| f.redis.as_ref().map(|r| r.cpu_us_per_publish),
+                1,
+            ),
+            (
+                "Redis's ceiling at that cost (one core ÷ CPU per publish), publishes/s",
+                |f| {
+                    f.redis
+                        .as_ref()
+                        .filter(|r| r.cpu_us_per_publish > 0.0)
+                        .map(|r| 1e6 / r.cpu_us_per_publish)
+                },
+                0,
+            ),
+            (
+                "Redis command time per publish, µs (commandstats)",
+                |f| f.redis.as_ref().map(|r| r.commands_us_per_publish),
+                1,
+            ),
+            (
+                "EVALSHA usec_per_call",
+                |f| f.redis.as_ref().and_then(|r| r.evalsha_us_per_call),
+                1,
+            ),
+            (
+                "load generator CPU, cores busy",
+                |f| Some(f.loadgen_cores),
+                2,
+            ),
+            (
+                "other load on the machine, cores busy",
+                |f| Some(f.other_cores),
+                2,
+            ),
+        ],
+        _ => vec![
+            ("sessions", |f| Some(f.connections as f64), 0),
+            (
+                "sessions with every message due",
+                |f| Some(f.sessions_complete as f64),
+                0,
+            ),
+            (
+                "sessions the server recovered",
+                |f| Some(f.sessions_recovered as f64),
+                0,
+            ),
+            (
+                "time until every session had its messages, s",
+                |f| f.recovery_seconds,
+                2,
+            ),
+            ("replayed messages per second", |f| f.replayed_per_second, 0),
+            (
+                "messages due (missed + live)",
+                |f| Some(f.expected as f64),
+                0,
+            ),
+            ("lost", |f| Some(f.lost as f64), 0),
+            ("duplicated", |f| Some(f.duplicated as f64), 0),
+            (
+                "publishes refused or failed",
+                |f| Some((f.refused + f.failed + f.unsent) as f64),
+                0,
+            ),
+            (
+                "server CPU seconds (all nodes)",
+                |f| Some(f.server_cpu_seconds),
+                2,
+            ),
+            (
+                "load generator CPU, cores busy",
+                |f| Some(f.loadgen_cores),
+                2,
+            ),
+            (
+                "other load on the machine, cores busy",
+                |f| Some(f.other_cores),
+                2,
+            ),
+        ],
+    }
+}
+
+fn side<'a>(runs: &'a [Run], title: &str, side: Side) -> Vec<&'a Run> {
+    runs.iter()
+        .filter(|r| r.title == title && r.side == side)
+        .collect()
+}
+
+fn table(out: &mut String, title: &str, ours: &[&Run], peer: &[&Run]) {
+    let head = |rs: &[&Run]| rs.first().map_or("–".to_owned(), |r| r.label.clone());
+    let _ = writeln!(out, "\n#### {title}\n");
+    let _ = writeln!(out, "| figure | {} | {} | ratio |", head(ours), head(peer));
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    let scenario = ours
+        .first()
+        .or(peer.first())
+        .map_or("", |r| r.figures.scenario.as_str());
+    for (name, pick, digits) in rows(scenario) {
+        let (a, b) = (stat(ours, pick), stat(peer, pick));
+        if a.is_none() && b.is_none() {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} |",
+            cell(a, digits),
+            cell(b, digits),
+            ratio(a, b, digits)
+        );
+    }
+    if scenario == "LatencySearch" {
+        for rs in [ours, peer] {
+            for r in rs {
+                let Some(search) = &r.figures.search else {
+                    continue;
+                };
+                let probes: Vec<String> = search
+                    .probes
+                    .iter()
+                    .map(|p| {
+                        let p99 = p.latency.as_ref().map_or(f64::NAN, |l| l.p99_ms);
+                        let refused = if p.not_accepted > 0 {
+                            format!(", {} not accepted", p.not_accepted)
+                        } else {
+                            String::new()
+                        };
+                        format!(
+                            "{:.0}/s {} (p99 {p99:.0} ms{refused})",
+                            p.rate,
+                            if p.passed { "✓" } else { "✗" }
+                        )
+                    })
+                    .collect();
                 let _ = writeln!(
                     out,
-                    "\nThe publisher waits for each `201`, so in the same window the two servers \
-                     accepted different numbers of publishes ({} and {}) and carried different \
-                     loads: compare deliveries per CPU-second here, not latency.",
-                    ours.publishes, peer.publishes
+                    "\n{} run {}: {}",
+                    r.label,
+                    r.repeat + 1,
+                    probes.join(", ")
                 );
             }
-        }
-        _ => {
-            put("sessions", |f| f.connections as f64, 0);
-            put(
-                "all recovered (1 = yes)",
-                |f| f64::from(u8::from(f.recovery_seconds.is_some())),
-                0,
-            );
-            put(
-                "time until every session recovered, s",
-                |f| f.recovery_seconds.unwrap_or(f64::NAN),
-                2,
-            );
-            put(
-                "replayed messages per second",
-                |f| f.replayed_per_second.unwrap_or(f64::NAN),
-                0,
-            );
-            put("messages due (missed + live)", |f| f.expected as f64, 0);
-            put("lost", |f| f.lost as f64, 0);
-            put("duplicated", |f| f.duplicated as f64, 0);
-            put("server CPU seconds", |f| f.server_cpu_seconds, 2);
         }
     }
 }
 
+/// The medians of one figure of a point, for the targets.
+fn median(runs: &[Run], title_has: &[&str], side_: Side, pick: Pick) -> Option<f64> {
+    let rs: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.side == side_ && title_has.iter().all(|t| r.title.contains(t)))
+        .collect();
+    stat(&rs, pick).map(|s| s.0)
+}
+
 fn targets(out: &mut String, runs: &[Run]) {
-    let ours = |scenario: &str, connections: usize, rooms: usize| {
-        runs.iter().find(|r| {
-            r.server == Server::Twine
-                && r.figures.scenario == scenario
-                && r.figures.connections == connections
-                && r.figures.rooms == rooms
-        })
-    };
     let _ = writeln!(
         out,
-        "\n## Targets\n\n| target | measured | met |\n|---|---|---|"
+        "\n## Targets (issue 11)\n\n| target | measured (medians) | met |\n|---|---|---|"
     );
-    let mut line = |target: &str, measured: String, met: Option<bool>| {
+    let mut line = |target: &str, measured: Option<String>, met: Option<bool>| {
         let met = match met {
-            Some(true) => "yes",
-            Some(false) => "no",
+            Some(true) => "met",
+            Some(false) => "not met",
             None => "not run",
         };
-        let _ = writeln!(out, "| {target} | {measured} | {met} |");
+        let _ = writeln!(
+            out,
+            "| {target} | {} | {met} |",
+            measured.unwrap_or_else(|| "–".into())
+        );
     };
-    // The largest idle run: 100,000 connections where the open-files limit allows it.
-    let idle = runs
-        .iter()
-        .filter(|r| r.server == Server::Twine && r.figures.scenario == "Idle")
-        .max_by_key(|r| r.figures.connections)
-        .map(|r| &r.figures);
-    let at = idle.map_or(0, |f| f.connections);
-    let limited = if at < 100_000 {
-        " (one process may open 20,000 files on this machine, and the limit cannot be raised: 100k cannot be held here)"
-    } else {
-        ""
-    };
+    let kb = median(runs, &["idle, 10000 connections"], Side::Ours, |f| {
+        Some(f.rss_per_connection_bytes / 1024.0)
+    });
     line(
-        "idle memory ≤ 8 KB per WebSocket connection at 100k",
-        idle.map_or("–".into(), |f| {
+        "idle memory ≤ 16 KB per WebSocket connection at 10,000 (goal 8 KB)",
+        kb.map(|k| format!("{k:.2} KB")),
+        kb.map(|k| k <= 16.0),
+    );
+    let p99 = |f: &Figures| f.latency.as_ref().map(|l| l.p99_ms);
+    for n in ["2000", "5000"] {
+        let with = median(runs, &["fan-out, ", n, "acks on"], Side::Ours, p99);
+        let without = median(runs, &["fan-out, ", n, "acks off"], Side::Ours, p99);
+        let both = with.zip(without);
+        line(
+            &format!("{n} subscribers × 20/s: p99 with acks within 1.25× of p99 without"),
+            both.map(|(a, b)| format!("{a:.1} ms with, {b:.1} ms without ({:.2}×)", a / b)),
+            both.map(|(a, b)| a <= 1.25 * b),
+        );
+    }
+    let per_cpu = |f: &Figures| Some(f.deliveries_per_cpu_second);
+    let ours = median(runs, &["fan-out, 2000", "acks on"], Side::Ours, per_cpu);
+    let node = median(runs, &["fan-out, 2000", "acks on"], Side::Peer, per_cpu);
+    line(
+        "deliveries per server CPU-second with acks ≥ 2× Node's at 2,000 × 20/s",
+        ours.zip(node)
+            .map(|(a, b)| format!("{a:.0} against {b:.0} ({:.2}×)", a / b)),
+        ours.zip(node).map(|(a, b)| a >= 2.0 * b),
+    );
+    let ours = median(runs, &["fan-out, 5000", "acks on"], Side::Ours, per_cpu);
+    line(
+        "deliveries per server CPU-second with acks ≥ 200k at 5,000 × 20/s (goal 400k)",
+        ours.map(|a| format!("{a:.0}")),
+        ours.map(|a| a >= 200_000.0),
+    );
+    let found = |f: &Figures| f.search.as_ref().map(|s| s.found_rate);
+    let ours = median(runs, &["latency search", "≤ 50 ms"], Side::Ours, found);
+    let node = median(runs, &["latency search", "≤ 50 ms"], Side::Peer, found);
+    line(
+        "highest rate into 5,000 subscribers (acks on) with p99 ≤ 50 ms ≥ 2× Node's",
+        ours.zip(node).map(|(a, b)| {
+            let r = if b > 0.0 {
+                format!("{:.2}×", a / b)
+            } else {
+                "–".into()
+            };
+            format!("{a:.0}/s against {b:.0}/s ({r})")
+        }),
+        ours.zip(node).map(|(a, b)| a >= 2.0 * b && a > 0.0),
+    );
+    let refused = median(runs, &["overload"], Side::Ours, |f| Some(f.refused as f64));
+    let max = median(runs, &["overload"], Side::Ours, |f| {
+        f.latency.as_ref().map(|l| l.max_ms)
+    });
+    let drain = median(runs, &["overload"], Side::Ours, |f| Some(f.drain_seconds));
+    line(
+        "overloaded: no seconds of hidden queue (max latency and drain < 1 s; refusing publishes is how)",
+        refused.zip(max).zip(drain).map(|((r, m), d)| {
             format!(
-                "{:.2} KB at {at}{limited}",
-                f.rss_per_connection_bytes / 1024.0
+                "{r:.0} refused, max latency {m:.0} ms, drained {d:.2} s after the last publish"
             )
         }),
-        idle.map(|f| f.rss_per_connection_bytes <= 8.0 * 1024.0),
+        refused
+            .zip(max)
+            .zip(drain)
+            .map(|((_, m), d)| m < 1000.0 && d < 1.0),
     );
+    let hot = median(runs, &["Redis: publishes", "one room"], Side::Ours, |f| {
+        Some(f.accepted_per_second)
+    });
+    let cpu = median(runs, &["Redis: publishes", "one room"], Side::Ours, |f| {
+        f.redis.as_ref().map(|r| r.cpu_us_per_publish)
+    });
     line(
-        "100k connections held 60 s with zero errors",
-        idle.map_or("–".into(), |f| {
+        "Redis mode: ≥ 20k publishes/s into one room holding 10,000 messages, one node",
+        hot.map(|h| {
             format!(
-                "{at} held {:.0} s: {} connect errors, {} dropped{limited}",
-                f.held_seconds, f.connect_errors, f.dropped
+                "{h:.0}/s; Redis CPU {} µs per publish",
+                cpu.map_or("–".into(), |c| format!("{c:.1}"))
             )
         }),
-        idle.map(|f| {
-            at >= 100_000 && f.connect_errors == 0 && f.dropped == 0 && f.held_seconds >= 60.0
-        }),
+        hot.map(|h| h >= 20_000.0),
     );
-    let fanout = ours("Fanout", 10_000, 1).map(|r| &r.figures);
+    let lost = median(runs, &["reconnect storm"], Side::Ours, |f| {
+        Some((f.lost + f.duplicated) as f64)
+    });
     line(
-        "fan-out ≥ 400k deliveries per server CPU-second, 10k subscribers",
-        fanout.map_or("–".into(), |f| {
-            format!("{:.0}", f.deliveries_per_cpu_second)
-        }),
-        fanout.map(|f| f.deliveries_per_cpu_second >= 400_000.0),
-    );
-    line(
-        "p99 publish→deliver ≤ 50 ms at 10k subscribers, 20 publishes/s",
-        fanout
-            .and_then(|f| f.latency.as_ref())
-            .map_or("–".into(), |l| format!("{:.1} ms", l.p99_ms)),
-        fanout
-            .and_then(|f| f.latency.as_ref())
-            .map(|l| l.p99_ms <= 50.0),
-    );
-    let storm = ours("ReconnectStorm", 10_000, 1).map(|r| &r.figures);
-    line(
-        "reconnect storm: 10k sessions recover 100 messages each, zero loss and duplicates",
-        storm.map_or("–".into(), |f| {
-            let recovered = f
-                .recovery_seconds
-                .map_or("not every session recovered".into(), |s| {
-                    format!("all recovered in {s:.2} s")
-                });
-            format!("{} lost, {} duplicated, {recovered}", f.lost, f.duplicated)
-        }),
-        storm.map(|f| f.lost == 0 && f.duplicated == 0 && f.recovery_seconds.is_some()),
+        "Redis reconnect storm: zero lost or duplicated (ours)",
+        lost.map(|l| format!("{l:.0} lost or duplicated")),
+        lost.map(|l| l == 0.0),
     );
 }
 
 const COLORS: [RGBColor; 2] = [RGBColor(91, 91, 214), RGBColor(230, 120, 40)];
 
-/// One chart: a line per server (with point markers when asked), axes from zero.
+/// One chart: a line per side (with point markers when asked), axes from zero.
 struct Chart<'a> {
     caption: &'a str,
     x_desc: &'a str,
@@ -274,7 +606,7 @@ struct Chart<'a> {
 }
 
 impl Chart<'_> {
-    fn draw(&self, path: &Path, lines: Vec<(Server, Vec<(f64, f64)>)>) -> anyhow::Result<()> {
+    fn draw(&self, path: &Path, lines: Vec<(String, Vec<(f64, f64)>)>) -> anyhow::Result<()> {
         let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
@@ -288,11 +620,11 @@ impl Chart<'_> {
             .x_desc(self.x_desc)
             .y_desc(self.y_desc)
             .draw()?;
-        for (server, points) in lines {
-            let color = COLORS[server as usize % COLORS.len()];
+        for (i, (name, points)) in lines.into_iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
             chart
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-                .label(server.name())
+                .label(name)
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
                 });
@@ -314,49 +646,77 @@ impl Chart<'_> {
     }
 }
 
-fn latency_chart(path: &Path, runs: &[&Run]) -> anyhow::Result<()> {
-    let x_max = runs
+/// The CDF of the median run (by p99) of each side of the 5,000-subscriber fan-out with acks.
+fn latency_chart(path: &Path, runs: &[Run]) -> anyhow::Result<()> {
+    let title = runs
         .iter()
-        .filter_map(|r| r.figures.latency.as_ref().map(|l| l.p99_ms * 1.5))
-        .fold(1.0f64, f64::max);
+        .filter(|r| r.group == Group::Fanout && r.figures.ack)
+        .min_by_key(|r| r.figures.connections)
+        .map(|r| r.title.clone())
+        .unwrap_or_default();
+    let mut lines = Vec::new();
+    let mut p99s = Vec::new();
+    for s in [Side::Ours, Side::Peer] {
+        let mut rs = side(runs, &title, s);
+        rs.retain(|r| r.figures.latency.is_some());
+        rs.sort_by(|a, b| {
+            let p = |r: &Run| r.figures.latency.as_ref().map_or(0.0, |l| l.p99_ms);
+            p(a).total_cmp(&p(b))
+        });
+        if let Some(r) = rs.get(rs.len() / 2) {
+            p99s.push(r.figures.latency.as_ref().map_or(1.0, |l| l.p99_ms));
+            lines.push((r.label.clone(), r.figures.latency_cdf.clone()));
+        }
+    }
+    // A side far slower than the other would squash it: the axis stops at ten times the faster
+    // side's p99, and slower deliveries are drawn at the edge.
+    let fastest = p99s.iter().copied().fold(f64::INFINITY, f64::min);
+    let slowest = p99s.iter().copied().fold(1.0, f64::max);
+    let x_max = (slowest * 1.5).min(fastest * 15.0).max(1.0);
+    for (_, points) in &mut lines {
+        for p in points.iter_mut() {
+            p.0 = p.0.min(x_max);
+        }
+    }
+    let caption = format!("publish→deliver latency: {title}");
     let chart = Chart {
-        caption: "publish→deliver latency (fan-out, 1 room)",
+        caption: &caption,
         x_desc: "latency, ms",
         y_desc: "fraction of deliveries",
         x_max,
         y_max: 1.0,
         markers: false,
     };
-    chart.draw(
-        path,
-        runs.iter()
-            .map(|r| (r.server, r.figures.latency_cdf.clone()))
-            .collect(),
-    )
+    chart.draw(path, lines)
 }
 
 fn memory_chart(path: &Path, runs: &[Run]) -> anyhow::Result<()> {
-    let lines: Vec<(Server, Vec<(f64, f64)>)> = [Server::Twine, Server::NodePeer]
-        .into_iter()
-        .map(|server| {
-            let points = runs
-                .iter()
-                .filter(|r| r.server == server && r.figures.scenario == "Idle")
-                .map(|r| {
-                    (
-                        r.figures.connections as f64,
-                        r.figures.rss_per_connection_bytes / 1024.0,
-                    )
-                })
-                .collect();
-            (server, points)
-        })
-        .collect();
+    let mut lines = Vec::new();
+    for s in [Side::Ours, Side::Peer] {
+        let mut titles: Vec<&str> = runs
+            .iter()
+            .filter(|r| r.group == Group::Idle && r.side == s)
+            .map(|r| r.title.as_str())
+            .collect();
+        titles.dedup();
+        let points: Vec<(f64, f64)> = titles
+            .iter()
+            .filter_map(|t| {
+                let rs = side(runs, t, s);
+                let n = rs.first()?.figures.connections as f64;
+                let kb = stat(&rs, |f| Some(f.rss_per_connection_bytes / 1024.0))?.0;
+                Some((n, kb))
+            })
+            .collect();
+        if let Some(r) = runs.iter().find(|r| r.group == Group::Idle && r.side == s) {
+            lines.push((r.label.clone(), points));
+        }
+    }
     let all = lines.iter().flat_map(|(_, p)| p.iter());
     let x_max = all.clone().map(|p| p.0).fold(1.0, f64::max) * 1.05;
     let y_max = all.map(|p| p.1).fold(1.0, f64::max) * 1.2;
     let chart = Chart {
-        caption: "server memory per idle WebSocket connection",
+        caption: "server memory per idle WebSocket connection (median)",
         x_desc: "connections",
         y_desc: "RSS per connection, KB",
         x_max,
@@ -366,7 +726,107 @@ fn memory_chart(path: &Path, runs: &[Run]) -> anyhow::Result<()> {
     chart.draw(path, lines)
 }
 
-pub fn write(out: &Path, runs: &[Run], of_record: bool) -> anyhow::Result<()> {
+const HAND_FILLED: &str = "## What an idle connection holds";
+
+/// The hand-filled section of an existing report, if any, up to the next `## ` heading.
+fn carried_over(out: &Path) -> Option<String> {
+    let old = std::fs::read_to_string(out).ok()?;
+    let start = old.find(HAND_FILLED)?;
+    let rest = &old[start + HAND_FILLED.len()..];
+    let end = rest.find("\n## ").unwrap_or(rest.len());
+    Some(
+        format!("{HAND_FILLED}{}", &rest[..end])
+            .trim_end()
+            .to_owned(),
+    )
+}
+
+fn method(text: &mut String, meta: &Meta) {
+    let pinning = if meta.pinned {
+        "Every server process is pinned to core 0 with `taskset -c 0` (two nodes share it), the \
+         load generator to core 1 with `taskset -c 1`, and Redis, when a point uses it, shares \
+         core 1 with the load generator. The one exception is point 4, where our server and the \
+         load generator both run unpinned on both cores, to show delivery using more than one core."
+    } else {
+        "This machine has fewer than two cores, so nothing is pinned: the load generator and the \
+         servers share its core, which inflates latency for both servers alike."
+    };
+    let _ = writeln!(
+        text,
+        "## Method\n\n\
+         Our server and the peer a user would pick instead, measured in the same run on the same \
+         machine with the same load generator (`loadgen/`), one point at a time, ours then the \
+         peer, each on fresh processes (and a fresh Redis where one is used). Clients follow the \
+         Twine flow over loopback (GET /set-cookie, WebSocket connect with the cookie, subscribe, \
+         and, with acks on, `updateSessionTS` for every message as twine-client-library does), \
+         from source addresses spread over 127.0.0.0/8. The peers are in `js-fixtures/node-peer/`: \
+         `server.mjs` (socket.io 4.8, no adapter), `redis-adapter.mjs` (`@socket.io/redis-adapter`) \
+         and `redis-streams.mjs` (`connectionStateRecovery` with `@socket.io/redis-streams-adapter`, \
+         whose clients recover with `pid` and offset as stock socket.io-client does).\n\n\
+         - **Pinning**: {pinning}\n\
+         - **Same offered load**: the publisher is open-loop: it sends `POST /api/twine` on a fixed \
+           schedule without waiting for earlier answers, on pooled keep-alive connections, at most \
+           256 unanswered at once (64 for the publish-rate points, where it acts like wrk with 64 \
+           connections). Each table reports publishes offered, accepted (`201`), refused (`503`/`429`: \
+           our server refuses publishes while live delivery runs more than `--max-delivery-lag` \
+           500 ms behind, its documented overload behaviour) and failed or not sent (no answer, \
+           another status, or the in-flight bound reached).\n\
+         - **What is measured**: server memory (RSS) and CPU time (user + system, summed over \
+           nodes) from /proc; Redis's CPU from /proc and `INFO commandstats`; the load generator's \
+           own CPU from /proc (\"load generator CPU, cores busy\" near 1.00 means it, not the \
+           server, may have been the limit); publish→deliver latency from the send time each \
+           payload carries (one clock); loss and duplicates per client against the publishes \
+           accepted for its room; the queue a server builds as deliveries owed (publishes sent and \
+           not refused × subscribers − delivered, sampled every 50 ms) and the time from the last \
+           publish sent to the last delivery. \"Other load on the machine\" is the CPU time the \
+           rest of the machine used meanwhile (from /proc/stat, less the servers, Redis and the \
+           load generator): the machine is shared, so before each run the benchmark waits (up \
+           to three minutes) for it to be quiet, and a run during which other work kept more \
+           than 0.3 cores busy is run again (twice at most).\n\
+         - **Repeats**: each point is run {} time(s); a cell is the median, with the range \
+           (min–max) in parentheses when the runs differ. The ratio is ours / peer of the medians.\n\
+         - Our server runs with `--max-connections-per-ip 0` (one source address carries every \
+           connection) and `--publish-rate 1000000 --publish-burst 1000000` (the API key's rate \
+           limit is not what is measured); everything else is default, `--max-delivery-lag 500ms` \
+           included.\n\
+         - Machine: {}\n\
+         - Date: {}\n\
+         - Our server: {}\n\
+         - Command: `cargo build --release -p twine -p twine-loadgen && ./target/release/loadgen bench{}` \
+           ({:.0} minutes)",
+        meta.repeats,
+        meta.machine,
+        meta.date,
+        meta.server,
+        if meta.of_record { "" } else { " --scale smoke" },
+        meta.minutes
+    );
+    if !meta.of_record {
+        let _ = writeln!(
+            text,
+            "- Smoke run: seconds per point, not figures of record."
+        );
+    }
+    let _ = writeln!(
+        text,
+        "\nPoints: (1) idle memory per connection at 1k/5k/10k/18k (one process may open 20,000 \
+         files here); (2) fan-out into one room, 2,000 and 5,000 subscribers × 20 publishes/s, \
+         acks on and off; (3) a search for the highest publish rate into 5,000 subscribers (acks \
+         on) with p99 ≤ 50 ms, and the same with p99 ≤ 250 ms: each probe offers one rate for \
+         3 s and passes only if every publish was accepted, every delivery arrived and p99 stayed \
+         within the limit; rates double from 10/s while they pass (halve while they fail, down \
+         to 1/s), then a geometric bisection narrows to about 10 %; then one point offered well \
+         above both servers' capacity; (4) many rooms, our server on both cores against one; (5) \
+         Redis mode: (a) publishes per second with no subscribers into one room already holding \
+         10,000 messages and over 1,000 rooms, one node of ours against two Node nodes with the \
+         redis-adapter (publishing into one), (b) fan-out across two nodes sharing one Redis, \
+         subscribers split over both, publishing into one, (c) a reconnect storm: every session \
+         receives one message, all drop, messages are published while they are away, then all \
+         come back at once on the other node while publishing goes on at 20/s."
+    );
+}
+
+pub fn write(out: &Path, meta: &Meta, runs: &[Run]) -> anyhow::Result<()> {
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -375,58 +835,65 @@ pub fn write(out: &Path, runs: &[Run], of_record: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(&charts).with_context(|| format!("creating {}", charts.display()))?;
     let mut text = String::new();
     let _ = writeln!(text, "# Benchmarks\n");
-    let _ = writeln!(
-        text,
-        "Our server and the peer a user would pick instead (a minimal Node.js socket.io 4.8 server \
-         with the same contract, `js-fixtures/node-peer/`), measured in the same run on the same \
-         machine with the same load generator (`loadgen/`), one scenario at a time, ours then the \
-         peer, each on a fresh process. Clients follow the Twine flow (GET /set-cookie, WebSocket \
-         connect with the cookie, subscribe, acknowledge each message with updateSessionTS) over \
-         loopback, from source addresses spread over 127.0.0.0/8. Memory is the server's RSS and \
-         CPU its user+system time, both from /proc. The load generator shares the machine's two \
-         cores with the server, which inflates latency for both servers alike.\n"
-    );
-    let _ = writeln!(text, "- Machine: {}", machine());
-    let _ = writeln!(text, "- Date: {}", now());
-    let _ = writeln!(
-        text,
-        "- Command: `cargo build --release && ./target/release/loadgen bench{}`",
-        if of_record { "" } else { " --scale smoke" }
-    );
-    if !of_record {
-        let _ = writeln!(
-            text,
-            "- Smoke run: seconds per scenario, not figures of record."
-        );
-    }
+    method(&mut text, meta);
     let _ = writeln!(text, "\n## Results");
+    let mut group = None;
     let mut titles: Vec<&str> = runs.iter().map(|r| r.title.as_str()).collect();
     titles.dedup();
     for title in titles {
-        let ours = runs
-            .iter()
-            .find(|r| r.title == title && r.server == Server::Twine);
-        let peer = runs
-            .iter()
-            .find(|r| r.title == title && r.server == Server::NodePeer);
-        if let Some(ours) = ours {
-            table(&mut text, title, &ours.figures, peer.map(|p| &p.figures));
+        let ours = side(runs, title, Side::Ours);
+        let peer = side(runs, title, Side::Peer);
+        let g = ours.first().or(peer.first()).map(|r| r.group);
+        if g != group {
+            group = g;
+            if let Some(g) = g {
+                let _ = writeln!(text, "\n### {}", g.heading());
+                if g == Group::Cores {
+                    let _ = writeln!(
+                        text,
+                        "\nLeft: our server and the load generator unpinned, both free to use \
+                         both cores. Right: our server pinned to core 0, the load generator to \
+                         core 1. The ratio of \"server CPU, cores busy\" shows how much of a \
+                         second core delivery used."
+                    );
+                }
+                if g == Group::RedisPublish {
+                    let _ = writeln!(
+                        text,
+                        "\nNo subscribers. Ours: one node; the peer: two nodes, all publishes \
+                         into the first (each is sent to the other over Redis pub/sub). Redis \
+                         shares core 1 with the load generator."
+                    );
+                }
+            }
         }
+        table(&mut text, title, &ours, &peer);
     }
     targets(&mut text, runs);
-    let fanout: Vec<&Run> = runs
-        .iter()
-        .filter(|r| r.figures.scenario == "Fanout" && r.figures.rooms == 1)
-        .collect();
-    latency_chart(&charts.join("latency-cdf.svg"), &fanout)?;
+    let _ = writeln!(text);
+    match carried_over(out) {
+        Some(section) => {
+            let _ = writeln!(text, "{section}\n");
+        }
+        None => {
+            let _ = writeln!(
+                text,
+                "{HAND_FILLED}\n\n_To be filled by hand: a table of what an idle WebSocket \
+                 connection holds on our server, by owner, from a heaptrack profile of N idle \
+                 connections (live heap per allocation site divided by N). `loadgen bench` keeps \
+                 this section as it finds it._\n"
+            );
+        }
+    }
+    latency_chart(&charts.join("latency-cdf.svg"), runs)?;
     memory_chart(&charts.join("memory-per-connection.svg"), runs)?;
     let _ = writeln!(
         text,
-        "\n## Charts\n\n![publish→deliver latency CDF](bench/latency-cdf.svg)\n\n![memory per connection](bench/memory-per-connection.svg)"
+        "## Charts\n\n![publish→deliver latency CDF](bench/latency-cdf.svg)\n\n![memory per connection](bench/memory-per-connection.svg)"
     );
     std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
     // The raw figures, so the report can be redrawn without measuring again.
-    let raw = serde_json::json!({ "of_record": of_record, "runs": runs });
+    let raw = serde_json::json!({ "meta": meta, "runs": runs });
     std::fs::write(
         charts.join("runs.json"),
         serde_json::to_string_pretty(&raw)?,
@@ -444,6 +911,8 @@ pub fn rewrite(out: &Path) -> anyhow::Result<()> {
     let raw: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
     )?;
+    let meta: Meta = serde_json::from_value(raw["meta"].clone())
+        .with_context(|| format!("{}: no benchmark metadata", path.display()))?;
     let runs: Vec<Run> = serde_json::from_value(raw["runs"].clone())?;
-    write(out, &runs, raw["of_record"].as_bool().unwrap_or(false))
+    write(out, &meta, &runs)
 }

@@ -1,0 +1,92 @@
+//! What Redis spent, asked of Redis itself over a few lines of RESP: its process id (for its CPU
+//! time in /proc) and `INFO commandstats` (microseconds per call of each command).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// Calls and microseconds of one command since the last reset.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct CommandStat {
+    pub calls: u64,
+    pub usec: u64,
+}
+
+/// Sends one command and returns its reply as text (bulk and simple strings only).
+async fn command(addr: SocketAddr, args: &[&str]) -> anyhow::Result<String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to Redis at {addr}"))?;
+    let mut stream = BufReader::new(stream);
+    let mut request = format!("*{}\r\n", args.len());
+    for a in args {
+        request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    stream.get_mut().write_all(request.as_bytes()).await?;
+    let mut head = String::new();
+    stream.read_line(&mut head).await?;
+    match head.as_bytes().first() {
+        Some(b'+') => Ok(head[1..].trim_end().to_owned()),
+        Some(b'$') => {
+            let len: usize = head[1..].trim_end().parse()?;
+            let mut body = vec![0; len + 2];
+            stream.read_exact(&mut body).await?;
+            body.truncate(len);
+            Ok(String::from_utf8(body)?)
+        }
+        Some(b'=') => {
+            // RESP3 verbatim string: "txt:" then the text.
+            let len: usize = head[1..].trim_end().parse()?;
+            let mut body = vec![0; len + 2];
+            stream.read_exact(&mut body).await?;
+            body.truncate(len);
+            Ok(String::from_utf8(body)?.chars().skip(4).collect())
+        }
+        _ => bail!("Redis answered {}", head.trim_end()),
+    }
+}
+
+pub async fn ping(addr: SocketAddr) -> anyhow::Result<()> {
+    command(addr, &["PING"]).await.map(|_| ())
+}
+
+pub async fn pid(addr: SocketAddr) -> anyhow::Result<u32> {
+    let info = command(addr, &["INFO", "server"]).await?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .context("process_id in INFO server")?
+        .trim()
+        .parse()
+        .context("process_id")
+}
+
+pub async fn reset_stats(addr: SocketAddr) -> anyhow::Result<()> {
+    command(addr, &["CONFIG", "RESETSTAT"]).await.map(|_| ())
+}
+
+/// `INFO commandstats`, by command name.
+pub async fn command_stats(addr: SocketAddr) -> anyhow::Result<BTreeMap<String, CommandStat>> {
+    let info = command(addr, &["INFO", "commandstats"]).await?;
+    let mut out = BTreeMap::new();
+    for line in info.lines() {
+        let Some((name, fields)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        let mut stat = CommandStat::default();
+        for field in fields.split(',') {
+            match field.split_once('=') {
+                Some(("calls", v)) => stat.calls = v.parse().unwrap_or(0),
+                Some(("usec", v)) => stat.usec = v.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        out.insert(name.to_owned(), stat);
+    }
+    Ok(out)
+}
