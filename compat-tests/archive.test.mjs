@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { startTwine } from '../js-fixtures/server.mjs';
 import { startDynalite, startRedis } from '../js-fixtures/services.mjs';
 import { archivedItems } from '../js-fixtures/dynamo.mjs';
-import { connect, fetchCookie, publish, subscribe, until, sleep } from '../js-fixtures/clients.mjs';
+import { io, connect, fetchCookie, publish, subscribe, until, sleep } from '../js-fixtures/clients.mjs';
 
 const TABLE = 'twine_rooms';
 let redis;
@@ -99,6 +99,41 @@ test('a client back after the Redis window gets the older part from DynamoDB and
   assert.deepEqual(back.messages.map((m) => m.n), [0, 1, 2, 3, 4, 5]);
   back.close();
   truth.close();
+});
+
+test('Socket.IO recovery reaches past the Redis window into DynamoDB', async () => {
+  const room = `csr-archive-${Date.now()}`;
+  const node = await startTwine({ args: [...nodeArgs(), '--socketio-recovery'], env: dynamo.env });
+  const socket = io(node.url, { forceNew: true, transports: ['websocket'], reconnectionDelay: 300, reconnectionDelayMax: 300 });
+  const got = [];
+  const connects = [];
+  socket.on('message', (m) => got.push(m.n));
+  socket.on('connect', () => connects.push(socket.recovered));
+  try {
+    await until(() => socket.connected, 5000, 'connected');
+    const joined = new Promise((resolve) => socket.once('roomJoined', resolve));
+    socket.emit('subscribe', room);
+    await joined;
+    assert.equal((await publish(node, room, { n: 0 })).status, 201);
+    await until(() => got.length === 1, 3000, 'live');
+    // Away while 5 are published and the 2 s Redis window passes over them, then 2 more.
+    socket.io.reconnection(false);
+    socket.io.engine.close();
+    for (let n = 1; n <= 5; n++) assert.equal((await publish(node, room, { n })).status, 201);
+    await sleep(3000);
+    for (let n = 6; n <= 7; n++) assert.equal((await publish(node, room, { n })).status, 201);
+    assert.equal(redisLen(room), 2, 'Redis trimmed the older six');
+    socket.io.reconnection(true);
+    socket.connect();
+    await until(() => connects.length === 2, 5000, 'reconnected');
+    assert.equal(connects[1], true, 'socket.recovered');
+    await until(() => got.length === 8, 5000, 'replayed from DynamoDB and Redis');
+    await sleep(200);
+    assert.deepEqual(got, [0, 1, 2, 3, 4, 5, 6, 7]);
+  } finally {
+    socket.close();
+    await node.stop('SIGKILL');
+  }
 });
 
 test('a node killed with SIGKILL right after answering 201 to a burst loses none of it', async () => {

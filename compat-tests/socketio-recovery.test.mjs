@@ -187,3 +187,23 @@ test('clients with a twineid cookie keep the Twine flow: no pid, no extra argume
   assert.equal(socket._pid, undefined);
   socket.close();
 });
+
+test('in memory (one node, no Redis) a client recovers what it missed the same way', async () => {
+  const alone = await startTwine({ args: ['--socketio-recovery'] });
+  const socket = recovering(alone.url);
+  try {
+    await joined(socket, 'csr-memory');
+    for (const n of range(0, 3)) assert.equal((await publish(alone, 'csr-memory', { n })).status, 201);
+    await until(() => socket.got.length === 3, 3000, 'live');
+    socket.io.engine.close();
+    for (const n of range(3, 7)) assert.equal((await publish(alone, 'csr-memory', { n })).status, 201);
+    await until(() => socket.connects.length === 2, 5000, 'reconnected');
+    assert.equal(socket.connects[1], true, 'socket.recovered');
+    await until(() => socket.got.length === 7, 3000, 'replayed');
+    await sleep(200);
+    assert.deepEqual(socket.got, range(0, 7));
+  } finally {
+    socket.close();
+    await alone.stop();
+  }
+});
