@@ -1,9 +1,9 @@
 //! What a Socket.IO connection has queued and not yet written to the network, in bytes.
 //!
 //! The server adds what it hands to a connection's transport; the transport subtracts what it
-//! writes: a WebSocket through its [`Wire`], long-polling as response bodies leave. So a client
-//! that stops reading shows up as bytes that stop draining, whatever it answers to pings, and
-//! the connection can be held to a byte budget.
+//! writes: a WebSocket through the TCP connection carrying it (its [`Carrier`]), long-polling as
+//! response bodies leave. So a client that stops reading shows up as bytes that stop draining,
+//! whatever it answers to pings, and the connection can be held to a byte budget.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -13,13 +13,17 @@ use std::time::{Duration, Instant};
 use socketioxide::socket::Sid;
 use tokio::sync::Notify;
 
-use super::wire::Wire;
-
 /// The clock backlog ages are kept in: microseconds since the process's first use of it.
 fn now_us() -> u64 {
     static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
     // Never 0, which means "nothing queued".
     EPOCH.elapsed().as_micros() as u64 + 1
+}
+
+/// What writes a connection's bytes to the network (its WebSocket's TCP connection), which
+/// cutting the connection closes.
+pub trait Carrier: Send + Sync {
+    fn cut(&self);
 }
 
 /// One connection's queued bytes and its kill switch.
@@ -31,7 +35,7 @@ pub struct SendMeter {
     waiting: AtomicUsize,
     drained: Notify,
     cut: AtomicBool,
-    wire: OnceLock<Weak<Wire>>,
+    carrier: OnceLock<Weak<dyn Carrier>>,
     /// The `pid` the connection's CONNECT reply must carry, until the reply has gone out (see
     /// [`super::connect_reply`]).
     connect_pid: Mutex<Option<Box<str>>>,
@@ -96,8 +100,8 @@ impl SendMeter {
     /// its transport close and reconnects.
     pub fn cut(&self) {
         self.cut.store(true, Ordering::Release);
-        if let Some(wire) = self.wire.get().and_then(Weak::upgrade) {
-            wire.cut();
+        if let Some(carrier) = self.carrier.get().and_then(Weak::upgrade) {
+            carrier.cut();
         }
         self.drained.notify_waiters();
     }
@@ -132,10 +136,11 @@ impl SendMeter {
             .take();
     }
 
-    pub(super) fn carried_by(&self, wire: &Arc<Wire>) {
-        let _ = self.wire.set(Arc::downgrade(wire));
+    /// From now on `carrier` writes this connection's bytes, and is closed when it is cut.
+    pub(super) fn carried_by(&self, carrier: &Arc<dyn Carrier>) {
+        let _ = self.carrier.set(Arc::downgrade(carrier));
         if self.is_cut() {
-            wire.cut();
+            carrier.cut();
         }
     }
 }

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 
 use super::connect_reply;
 use super::limits::Slot;
-use super::meter::SendMeter;
+use super::meter::{Carrier, SendMeter};
 
 /// The server's side of one TCP connection, shared with the requests it carries (as a request
 /// extension).
@@ -44,7 +44,8 @@ impl Wire {
     /// WebSocket).
     pub fn carry(self: &Arc<Self>, meter: &Arc<SendMeter>) {
         if self.meter.set(meter.clone()).is_ok() {
-            meter.carried_by(self);
+            let carrier: Arc<dyn Carrier> = self.clone();
+            meter.carried_by(&carrier);
         }
     }
 
@@ -57,6 +58,12 @@ impl Wire {
 
     fn is_cut(&self) -> bool {
         self.cut.load(Ordering::Acquire)
+    }
+}
+
+impl Carrier for Wire {
+    fn cut(&self) {
+        Wire::cut(self);
     }
 }
 
