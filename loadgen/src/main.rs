@@ -37,6 +37,7 @@ mod throughput;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use scenario::Kind;
 
 #[derive(Parser)]
 #[command(name = "loadgen", about = "Load generator for Twine servers")]
@@ -66,16 +67,30 @@ async fn main() -> anyhow::Result<()> {
     addrs::raise_open_files_limit()?;
     match Cli::parse().command {
         Command::Run(args) => {
-            let figures = scenario::run(&args).await?;
+            let figures = run(&args).await?;
             println!("{}", serde_json::to_string_pretty(&figures)?);
         }
         Command::Spec { json } => {
             let args: scenario::Args = serde_json::from_str(&json).context("scenario JSON")?;
-            let figures = scenario::run(&args).await?;
+            let figures = run(&args).await?;
             println!("{}", serde_json::to_string(&figures)?);
         }
         Command::Bench(args) => bench::run(args).await?,
         Command::Report { out } => report::rewrite(&out)?,
     }
     Ok(())
+}
+
+/// Runs one scenario against the servers `args` names and returns its figures.
+async fn run(args: &scenario::Args) -> anyhow::Result<scenario::Figures> {
+    let setup = scenario::Setup::new(args).await?;
+    let mut figures = scenario::Figures::of(args, &setup);
+    match args.scenario {
+        Kind::Idle => scenario::idle(args, &setup, &mut figures).await?,
+        Kind::Fanout => scenario::fanout(args, &setup, &mut figures).await?,
+        Kind::LatencySearch => search::run(args, &setup, &mut figures).await?,
+        Kind::PublishRate => throughput::run(args, &setup, &mut figures).await?,
+        Kind::ReconnectStorm => storm::run(args, &setup, &mut figures).await?,
+    }
+    Ok(figures)
 }

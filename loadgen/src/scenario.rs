@@ -255,7 +255,7 @@ pub struct Setup {
 }
 
 impl Setup {
-    async fn new(args: &Args) -> anyhow::Result<Setup> {
+    pub async fn new(args: &Args) -> anyhow::Result<Setup> {
         let targets = args
             .targets
             .iter()
@@ -400,28 +400,22 @@ pub fn watch_backlog(
     })
 }
 
-pub async fn run(args: &Args) -> anyhow::Result<Figures> {
-    let setup = Setup::new(args).await?;
-    let mut figures = Figures {
-        scenario: format!("{:?}", args.scenario),
-        connections: args.connections,
-        rooms: setup.rooms,
-        nodes: setup.targets.len(),
-        ack: args.ack,
-        rate: args.rate,
-        ..Figures::default()
-    };
-    match args.scenario {
-        Kind::Idle => idle(args, &setup, &mut figures).await?,
-        Kind::Fanout => fanout(args, &setup, &mut figures).await?,
-        Kind::LatencySearch => crate::search::run(args, &setup, &mut figures).await?,
-        Kind::PublishRate => crate::throughput::run(args, &setup, &mut figures).await?,
-        Kind::ReconnectStorm => crate::storm::run(args, &setup, &mut figures).await?,
+impl Figures {
+    /// The figures of a run of `args` against `setup`, before anything is measured.
+    pub fn of(args: &Args, setup: &Setup) -> Figures {
+        Figures {
+            scenario: format!("{:?}", args.scenario),
+            connections: args.connections,
+            rooms: setup.rooms,
+            nodes: setup.targets.len(),
+            ack: args.ack,
+            rate: args.rate,
+            ..Figures::default()
+        }
     }
-    Ok(figures)
 }
 
-async fn idle(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::Result<()> {
+pub async fn idle(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::Result<()> {
     let cookies = cookies(setup, args.connections).await?;
     let run = Run::new(args.ack, args.quiet);
     figures.rss_before_bytes = procfs::total_rss_bytes(&setup.pids)?;
@@ -451,7 +445,7 @@ async fn idle(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::Resu
     Ok(())
 }
 
-async fn fanout(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::Result<()> {
+pub async fn fanout(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::Result<()> {
     let cookies = cookies(setup, args.connections).await?;
     let run = Run::new(args.ack, args.quiet);
     let handles = run
