@@ -45,19 +45,32 @@ const twine = new TwineClientLibrary(server);
 twine.listenOn(room, show);
 
 // The library creates its socket once its /set-cookie request returns; the status line follows
-// that socket.
+// that socket, and says "live" once the server has the page in its room and the library listens
+// (it attaches its listener from a 100 ms timer; what arrives before is not shown).
 const watching = setInterval(() => {
   const socket = twine.socket;
   if (!socket) return;
   clearInterval(watching);
+  let joined = false;
   const live = () => {
+    if (!joined || !socket.connected || socket.listeners('message').length === 0) {
+      setTimeout(live, 20);
+      return;
+    }
     setStatus('live', 'live');
     transport.textContent = socket.io.engine.transport.name;
     socket.io.engine.once('upgrade', (t) => (transport.textContent = t.name));
   };
-  socket.on('connect', live);
-  socket.on('disconnect', () => setStatus('offline', 'reconnecting…'));
-  if (socket.connected) live();
+  socket.on('roomJoined', (text) => {
+    if (text === `You have joined room: ${room}`) {
+      joined = true;
+      live();
+    }
+  });
+  socket.on('disconnect', () => {
+    joined = false;
+    setStatus('offline', 'reconnecting…');
+  });
   // Recovery rejoins the room on later connects; subscribing once per page is enough.
   const subscribing = setInterval(() => {
     if (socket.connected) {
