@@ -329,6 +329,19 @@ impl Setup {
             concurrency: args.concurrency,
         }
     }
+
+    /// Publishes `schedule` through the first node, counting into `tally`; returns when the last
+    /// publish was sent.
+    pub async fn publish(&self, schedule: Schedule, tally: &Arc<Tally>) -> std::time::Instant {
+        publisher::publish(
+            self.targets[0],
+            self.api_key.clone(),
+            schedule,
+            tally.clone(),
+            None,
+        )
+        .await
+    }
 }
 
 fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
@@ -466,14 +479,7 @@ pub async fn fanout(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow
         0,
         args,
     );
-    let published = publisher::publish(
-        setup.targets[0],
-        setup.api_key.clone(),
-        schedule,
-        tally.clone(),
-        None,
-    )
-    .await;
+    let published = setup.publish(schedule, &tally).await;
     let last = run.settle(setup.due(&tally), Duration::from_secs(5)).await;
     figures.spent(cpu.spent()?);
     let _ = stop_watch.send(true);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::fleet::{self, Run};
 use crate::procfs::CpuWindow;
-use crate::publisher::{self, Limit, Tally};
+use crate::publisher::{Limit, Tally};
 use crate::scenario::{Args, Figures, Probe, Search, Setup, cookies, finish_rates};
 
 /// Highest rate tried.
@@ -40,14 +40,7 @@ impl Searcher<'_> {
             self.next_seq,
             args,
         );
-        publisher::publish(
-            setup.targets[0],
-            setup.api_key.clone(),
-            schedule,
-            tally.clone(),
-            None,
-        )
-        .await;
+        setup.publish(schedule, &tally).await;
         let due = setup.due(&tally);
         run.settle(delivered_before + due, Duration::from_secs(3))
             .await;

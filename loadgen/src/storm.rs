@@ -29,14 +29,7 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
         .await;
     let warm = Arc::new(Tally::new(rooms));
     let schedule = setup.schedule(1_000.0, Limit::Count(rooms as u64), 0, args);
-    publisher::publish(
-        setup.targets[0],
-        setup.api_key.clone(),
-        schedule,
-        warm.clone(),
-        None,
-    )
-    .await;
+    setup.publish(schedule, &warm).await;
     first.settle(setup.due(&warm), Duration::from_secs(5)).await;
     figures.connect_errors = first.fleet.errors.load(Ordering::Relaxed);
     // All drop at once.
@@ -51,14 +44,7 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
         missed_from,
         args,
     );
-    publisher::publish(
-        setup.targets[0],
-        setup.api_key.clone(),
-        schedule,
-        away.clone(),
-        None,
-    )
-    .await;
+    setup.publish(schedule, &away).await;
     let away_seqs = away.accepted_seqs();
     // All come back at once, each on another node, while publishing goes on.
     let again = Run::new(args.ack, args.quiet);

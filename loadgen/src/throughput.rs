@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::procfs::CpuWindow;
-use crate::publisher::{self, Limit, Schedule, Tally};
+use crate::publisher::{Limit, Schedule, Tally};
 use crate::redis;
 use crate::scenario::{Args, Figures, RedisFigures, Setup, finish_rates};
 
@@ -32,14 +32,7 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
                 first_seq: Tally::load(&fill.offered),
                 concurrency: 256,
             };
-            publisher::publish(
-                setup.targets[0],
-                setup.api_key.clone(),
-                schedule,
-                fill.clone(),
-                None,
-            )
-            .await;
+            setup.publish(schedule, &fill).await;
         }
         anyhow::ensure!(
             Tally::load(&fill.accepted) >= args.prefill,
@@ -62,14 +55,7 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
         first_seq,
         args,
     );
-    publisher::publish(
-        setup.targets[0],
-        setup.api_key.clone(),
-        schedule,
-        tally.clone(),
-        None,
-    )
-    .await;
+    setup.publish(schedule, &tally).await;
     let spent = cpu.spent()?;
     figures.spent(spent);
     figures.published(&tally);
