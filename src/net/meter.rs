@@ -80,6 +80,11 @@ impl SendMeter {
         }
     }
 
+    /// Takes back `bytes` that were added but will never be written (the transport refused them).
+    pub fn withdraw(&self, bytes: usize) {
+        self.written(bytes);
+    }
+
     /// Resolves once fewer than `limit` bytes are queued.
     pub async fn drained_below(&self, limit: usize) {
         self.waiting.fetch_add(1, Ordering::AcqRel);

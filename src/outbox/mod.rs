@@ -165,12 +165,18 @@ impl Outbox {
             "message" | "roomJoined" | "roomLeft" | "recovery" => sent.offset(),
             _ => None,
         };
-        match &offset {
-            Some(offset) => self.socket.emit(event, &(data, offset.as_str()))?,
-            None => self.socket.emit(event, data)?,
+        // Counted before the transport has it: its writer may write it (and count it written)
+        // before `emit` returns, and what is written before it is counted would stay counted.
+        let bytes = size + offset.as_ref().map_or(0, |o| o.len() + 3);
+        self.meter.add(bytes);
+        let emitted = match &offset {
+            Some(offset) => self.socket.emit(event, &(data, offset.as_str())),
+            None => self.socket.emit(event, data),
+        };
+        if emitted.is_err() {
+            self.meter.withdraw(bytes);
         }
-        self.meter.add(size + offset.map_or(0, |o| o.len() + 3));
-        Ok(())
+        emitted
     }
 
     /// A live message. Never waits: a client over its budget is cut.
