@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { startTwine, runTwine } from '../js-fixtures/server.mjs';
 import { connect, fetchCookie, publish, subscribe, until, sleep } from '../js-fixtures/clients.mjs';
-import { connectRaw, closed, rssMB, cpuSeconds } from '../js-fixtures/raw.mjs';
+import { connectRaw, pollingSession, closed, rssMB, cpuSeconds } from '../js-fixtures/raw.mjs';
 
 const pad = (bytes) => 'x'.repeat(bytes);
 
@@ -164,9 +164,23 @@ test('4: published history stays within --history-memory, oldest first, and a re
   }
 });
 
-test('5: WebSocket frames over --max-payload close their socket and are never buffered whole', async () => {
+test('5: WebSocket frames and long-polling POSTs over --max-payload end their session and are never buffered whole', async () => {
   const server = await startTwine();
   try {
+    const polling = await pollingSession(server).open();
+    assert.equal(polling.handshake.maxPayload, 1_000_000);
+    const refused = await polling.post(`42${JSON.stringify(['subscribe', pad(1_100_000)])}`);
+    assert.equal(refused.status, 413);
+    assert.equal((await fetch(`${server.url}/socket.io/?EIO=4&transport=polling&sid=${polling.sid}`)).status, 400);
+    const unsized = await pollingSession(server).open();
+    const chunks = [pad(600_000), pad(600_000)];
+    const streamed = await fetch(`${server.url}/socket.io/?EIO=4&transport=polling&sid=${unsized.sid}`, {
+      method: 'POST',
+      body: new ReadableStream({ pull: (c) => (chunks.length ? c.enqueue(new TextEncoder().encode(chunks.shift())) : c.close()) }),
+      duplex: 'half',
+    });
+    assert.notEqual(streamed.status, 200, 'a POST without a length is cut at the bound');
+    assert.equal((await fetch(`${server.url}/socket.io/?EIO=4&transport=polling&sid=${unsized.sid}`)).status, 400);
     const one = await connectRaw(server);
     one.send(`42${JSON.stringify(['subscribe', pad(1_100_000)])}`);
     await Promise.race([closed(one), sleep(3000).then(() => assert.fail('a 1.1 MB frame was accepted'))]);

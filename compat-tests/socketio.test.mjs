@@ -4,6 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTwine } from '../js-fixtures/server.mjs';
 import { connect, fetchCookie, publish, subscribe, until, untilEvent, io, sleep } from '../js-fixtures/clients.mjs';
+import { pollingSession } from '../js-fixtures/raw.mjs';
 
 let server;
 before(async () => {
@@ -35,6 +36,31 @@ test('default options start on polling and upgrade to WebSocket', async () => {
     await until(() => got.length === 1, 3000, 'message');
   } finally {
     socket.close();
+  }
+});
+
+test('messages queued while long-polling upgrades to WebSocket all arrive, in order, once', async () => {
+  const cookie = await fetchCookie(server.url);
+  const away = await connect(server.url, { cookie });
+  await subscribe(away, 'across-upgrade');
+  away.close();
+  const count = 12;
+  for (let n = 0; n < count; n++) {
+    assert.equal((await publish(server, 'across-upgrade', { n, pad: 'x'.repeat(600_000) })).status, 201);
+  }
+  // The session comes back on long-polling and its replay fills the send queue (more than one
+  // --max-payload of messages) before it polls once and upgrades, as socket.io-client does.
+  const session = await pollingSession(server, { cookie }).open();
+  try {
+    assert.equal(session.handshake.maxPayload, 1_000_000, 'the handshake offers --max-payload');
+    await sleep(300);
+    await session.poll();
+    await session.upgrade();
+    const received = () => session.events.filter(([event]) => event === 'message').map(([, m]) => m.n);
+    await until(() => received().length >= count, 10000, 'every message').catch(() => {});
+    assert.deepEqual(received(), [...Array(count).keys()]);
+  } finally {
+    session.close();
   }
 });
 

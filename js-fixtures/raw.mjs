@@ -31,6 +31,62 @@ export function connectRaw(server, { cookie, headers = {}, localAddress } = {}) 
   });
 }
 
+/**
+ * An Engine.IO session on long-polling, driven request by request: `open()` shakes hands and joins
+ * the default namespace; `poll()` resolves to the packets of one GET; `post(...packets)` sends;
+ * `upgrade()` takes the session to a WebSocket (probe, then upgrade). Every Socket.IO event
+ * received, on either transport, lands in `events` in arrival order; pings are answered.
+ */
+export function pollingSession(server, { cookie } = {}) {
+  const base = `${server.url}/socket.io/?EIO=4&transport=polling`;
+  const headers = cookie ? { Cookie: cookie } : {};
+  const session = { events: [], handshake: null, sid: null, ws: null };
+  const take = (packet) => {
+    if (packet === '2') session.post('3');
+    else if (packet.startsWith('42')) session.events.push(JSON.parse(packet.slice(2)));
+  };
+  session.open = async () => {
+    const res = await fetch(base, { headers });
+    session.handshake = JSON.parse((await res.text()).slice(1));
+    session.sid = session.handshake.sid;
+    await session.post('40');
+    return session;
+  };
+  session.post = async (...packets) => {
+    const res = await fetch(`${base}&sid=${session.sid}`, {
+      method: 'POST',
+      headers: { ...headers, 'Content-Type': 'text/plain;charset=UTF-8' },
+      body: packets.join('\x1e'),
+    });
+    await res.text();
+    return res;
+  };
+  session.poll = async () => {
+    const res = await fetch(`${base}&sid=${session.sid}`, { headers });
+    const packets = (await res.text()).split('\x1e');
+    for (const packet of packets) take(packet);
+    return packets;
+  };
+  session.upgrade = () =>
+    new Promise((resolve, reject) => {
+      const url = `ws://127.0.0.1:${server.port}/socket.io/?EIO=4&transport=websocket&sid=${session.sid}`;
+      const ws = new WebSocket(url, { headers, maxPayload: 64 * 1024 * 1024 });
+      session.ws = ws;
+      ws.on('error', reject);
+      ws.on('open', () => ws.send('2probe'));
+      ws.on('message', (data) => {
+        const text = data.toString();
+        if (text === '3probe') {
+          ws.send('5');
+          resolve(session);
+        } else if (text === '2') ws.send('3');
+        else take(text);
+      });
+    });
+  session.close = () => session.ws?.close();
+  return session;
+}
+
 /** Resolves when `ws` is closed (by either side). */
 export function closed(ws) {
   return new Promise((resolve) => {

@@ -258,7 +258,14 @@ pub enum ConfigError {
         "--send-queue ({send_queue} bytes) must hold at least two of the largest messages (--max-payload {max_payload})"
     )]
     SendQueueTooSmall { send_queue: u64, max_payload: u64 },
+    #[error("--send-queue ({0} bytes) may be at most {MAX_SEND_QUEUE} bytes (1 GiB)")]
+    SendQueueTooLarge(u64),
 }
+
+/// The largest `--send-queue`: one long-polling response takes everything a connection has
+/// queued, and must stay within what the transport is told it may carry (see
+/// [`crate::ENGINE_MAX_PAYLOAD`]).
+pub const MAX_SEND_QUEUE: u64 = 1 << 30;
 
 impl Config {
     /// Reads flags and environment, refusing unknown `TWINE_*` variables so a misspelt setting
@@ -301,6 +308,9 @@ impl Config {
                 send_queue: config.send_queue,
                 max_payload: config.max_payload,
             });
+        }
+        if config.send_queue > MAX_SEND_QUEUE {
+            return Err(ConfigError::SendQueueTooLarge(config.send_queue));
         }
         Ok(config)
     }
@@ -524,6 +534,9 @@ mod tests {
         assert!(err.to_string().contains("TWINE_API_KEYS"));
         let err = load(&["--max-payload", "4000000"], &[]).unwrap_err();
         assert!(err.to_string().contains("--send-queue"), "{err}");
+        let err = load(&["--send-queue", "2GiB"], &[]).unwrap_err();
+        assert!(err.to_string().contains("at most"), "{err}");
+        assert!(load(&["--send-queue", "1GiB"], &[]).is_ok());
     }
 
     #[test]

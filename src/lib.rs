@@ -67,6 +67,16 @@ use crate::stores::Stores;
 /// per 256 bytes of the budget (tiny messages cost more in the queue than in bytes).
 const MIN_QUEUED_PACKETS: usize = 1024;
 
+/// What engineioxide is told a long-polling payload may hold. Its one `max_payload` bounds three
+/// things: a client's POST, what the handshake tells clients to batch their POSTs under, and how
+/// much of the connection's queue one poll's response takes. The third must never bind: a packet
+/// a response leaves behind is set aside for the next poll, and is lost if the connection
+/// upgrades to WebSocket first (the WebSocket writer never sends it). So engineioxide gets a
+/// bound no queue reaches (`--send-queue` is at most 1 GiB), and the gate holds POSTs and the
+/// polling handshake to `--max-payload` ([`net::gate`]). It fits in 32 bits for clients that
+/// read the handshake's number into one.
+pub const ENGINE_MAX_PAYLOAD: u64 = i32::MAX as u64;
+
 /// WebSocket read buffer per connection. Clients send small frames (subscribe,
 /// acknowledgements), and the buffer grows for a larger one; every idle connection keeps it.
 const WS_READ_BUFFER: usize = 128;
@@ -92,7 +102,7 @@ impl Server {
             .ping_interval(config.ping_interval)
             .ping_timeout(config.ping_timeout)
             .connect_timeout(config.connect_timeout)
-            .max_payload(config.max_payload)
+            .max_payload(ENGINE_MAX_PAYLOAD)
             .ws_max_message_size(config.max_payload as usize)
             .ws_max_frame_size(config.max_payload as usize)
             .max_buffer_size((send_queue / 256).max(MIN_QUEUED_PACKETS))
@@ -129,6 +139,7 @@ impl Server {
         let gate = Arc::new(Gate {
             origins: origins.clone(),
             meters: meters.clone(),
+            max_payload: config.max_payload,
         });
         let app = Arc::new(AppState::new(
             config, api_key, stores, fanout, presence, meters, metrics,

@@ -2,7 +2,9 @@
 //! origins outside the allow-list, refuses requests for connections the server has cut, and
 //! ties each transport request to its connection's [`SendMeter`] (a WebSocket by its wire, a
 //! long-polling response by its body). It also gives the CONNECT reply its `pid` when it leaves
-//! in a long-polling response ([`super::connect_reply`]).
+//! in a long-polling response ([`super::connect_reply`]), and holds long-polling POSTs and the
+//! handshake's `maxPayload` to `--max-payload` (engineioxide's own bound is set out of reach:
+//! see [`crate::ENGINE_MAX_PAYLOAD`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::Limited;
 use socketioxide::socket::Sid;
 
 use super::connect_reply;
@@ -28,6 +31,8 @@ pub struct Gate {
     /// Allowed `Origin` values; `None` allows any.
     pub origins: Option<Vec<String>>,
     pub meters: Arc<Meters>,
+    /// `--max-payload`: the largest long-polling POST, as the handshake tells clients.
+    pub max_payload: u64,
 }
 
 impl Gate {
@@ -57,7 +62,7 @@ fn transport_and_sid(query: Option<&str>) -> (Option<&str>, Option<Sid>) {
     (transport, sid)
 }
 
-pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
+pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) -> Response {
     if !request.uri().path().starts_with(ENGINE_PATH) {
         return next.run(request).await;
     }
@@ -70,8 +75,14 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
             .into_response();
     }
     let (transport, sid) = transport_and_sid(request.uri().query());
+    let (long_polling, upgrading) = (transport == Some("polling"), transport == Some("websocket"));
     let Some(sid) = sid else {
-        return next.run(request).await; // a handshake
+        let response = next.run(request).await; // a handshake
+        return if long_polling {
+            offering_max_payload(response, gate.max_payload).await
+        } else {
+            response
+        };
     };
     if gate.meters.get(sid).is_some_and(|m| m.is_cut()) {
         // What Engine.IO answers for a session it does not know: the client starts anew.
@@ -83,8 +94,24 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         );
         return response;
     }
-    let upgrading = transport == Some("websocket");
-    let polling = transport == Some("polling") && request.method() == axum::http::Method::GET;
+    let polling = long_polling && request.method() == axum::http::Method::GET;
+    if long_polling && request.method() == axum::http::Method::POST {
+        if content_length(&request).is_some_and(|n| n > gate.max_payload) {
+            tracing::debug!(%sid, "long-polling POST over --max-payload");
+            // As Engine.IO does: refuse it and end the session; the client starts anew.
+            if let Some(meter) = gate.meters.get(sid) {
+                meter.cut();
+            }
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload Too Large: over --max-payload.",
+            )
+                .into_response();
+        }
+        // A body without a length fails when it passes the bound, and its session ends.
+        let limit = usize::try_from(gate.max_payload).unwrap_or(usize::MAX);
+        request = request.map(|body| Body::new(Limited::new(body, limit)));
+    }
     let wire = request.extensions().get::<Arc<Wire>>().cloned();
     let response = next.run(request).await;
     if upgrading && response.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -99,6 +126,60 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         return response.map(|body| Body::new(Counted { body, meter }));
     }
     response
+}
+
+fn content_length(request: &Request) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// The long-polling handshake's response, telling `max_payload` as the largest POST.
+async fn offering_max_payload(response: Response, max_payload: u64) -> Response {
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // The handshake's body is one short packet, whole in memory.
+    let bytes = match axum::body::to_bytes(body, HANDSHAKE_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::debug!("handshake response not read: {e}");
+            return Response::from_parts(parts, Body::empty());
+        }
+    };
+    match with_max_payload(&bytes, max_payload) {
+        Some(rewritten) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(rewritten))
+        }
+        None => Response::from_parts(parts, Body::from(bytes)),
+    }
+}
+
+/// Largest handshake response read whole.
+const HANDSHAKE_BYTES: usize = 4096;
+
+/// An Engine.IO OPEN packet (`0{...,"maxPayload":N}`) with `N` replaced by `max_payload`.
+fn with_max_payload(packet: &[u8], max_payload: u64) -> Option<Vec<u8>> {
+    const FIELD: &[u8] = b"\"maxPayload\":";
+    if packet.first() != Some(&b'0') {
+        return None;
+    }
+    let at = packet.windows(FIELD.len()).position(|w| w == FIELD)? + FIELD.len();
+    let digits = packet[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    let mut out = Vec::with_capacity(packet.len());
+    out.extend_from_slice(&packet[..at]);
+    out.extend_from_slice(max_payload.to_string().as_bytes());
+    out.extend_from_slice(&packet[at + digits..]);
+    Some(out)
 }
 
 /// A long-polling response, with the connection's CONNECT reply given its `pid` if the reply
@@ -177,10 +258,22 @@ mod tests {
     }
 
     #[test]
+    fn the_handshake_tells_the_configured_max_payload() {
+        let open = br#"0{"sid":"abc","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":2147483647}"#;
+        let out = with_max_payload(open, 1_000_000).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out[1..]).unwrap();
+        assert_eq!(json["maxPayload"], 1_000_000);
+        assert_eq!(json["pingInterval"], 25000);
+        assert_eq!(with_max_payload(b"40{\"sid\":\"x\"}", 1), None);
+        assert_eq!(with_max_payload(b"0{\"sid\":\"x\"}", 1), None);
+    }
+
+    #[test]
     fn origins_outside_the_list_are_refused_and_programs_without_one_allowed() {
         let gate = Gate {
             origins: Some(vec!["https://a.example".into()]),
             meters: Arc::default(),
+            max_payload: 1000,
         };
         let origin = |o: &'static str| Some(HeaderValue::from_static(o));
         assert!(gate.allows(origin("https://a.example").as_ref()));
@@ -191,6 +284,7 @@ mod tests {
         let open = Gate {
             origins: None,
             meters: Arc::default(),
+            max_payload: 1000,
         };
         assert!(open.allows(origin("https://evil.example").as_ref()));
     }
