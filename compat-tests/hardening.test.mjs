@@ -24,6 +24,33 @@ function watchMemory(pid) {
   return { peak: () => peak, stop: () => clearInterval(timer) };
 }
 
+/**
+ * POSTs `chunks` over a plain TCP connection, with a Content-Length of `length` or chunked, and
+ * resolves to the response's status, read even if the server answers before the body is sent.
+ */
+function postRaw(server, path, chunks, { length } = {}) {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ port: server.port, host: '127.0.0.1' });
+    let head = '';
+    socket.on('data', (data) => {
+      head += data;
+      const status = head.match(/^HTTP\/1\.1 (\d{3})/);
+      if (status) {
+        resolve(Number(status[1]));
+        socket.destroy();
+      }
+    });
+    socket.on('error', () => {}); // writes after an early answer may fail
+    socket.on('close', () => reject(new Error(`closed without a response: ${head}`)));
+    const framing = length === undefined ? 'Transfer-Encoding: chunked' : `Content-Length: ${length}`;
+    socket.write(`POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n${framing}\r\n\r\n`);
+    for (const chunk of chunks) {
+      socket.write(length === undefined ? `${chunk.length.toString(16)}\r\n${chunk}\r\n` : chunk);
+    }
+    if (length === undefined) socket.write('0\r\n\r\n');
+  });
+}
+
 /** A fresh client can still subscribe and receive. */
 async function stillServes(server, room = 'fresh') {
   const socket = await connect(server.url);
@@ -169,18 +196,14 @@ test('5: WebSocket frames and long-polling POSTs over --max-payload end their se
   try {
     const polling = await pollingSession(server).open();
     assert.equal(polling.handshake.maxPayload, 1_000_000);
-    const refused = await polling.post(`42${JSON.stringify(['subscribe', pad(1_100_000)])}`);
-    assert.equal(refused.status, 413);
-    assert.equal((await fetch(`${server.url}/socket.io/?EIO=4&transport=polling&sid=${polling.sid}`)).status, 400);
+    const path = (sid) => `/socket.io/?EIO=4&transport=polling&sid=${sid}`;
+    const body = `42${JSON.stringify(['subscribe', pad(1_100_000)])}`;
+    assert.equal(await postRaw(server, path(polling.sid), [body], { length: body.length }), 413);
+    assert.equal((await fetch(`${server.url}${path(polling.sid)}`)).status, 400, 'the session ended');
     const unsized = await pollingSession(server).open();
-    const chunks = [pad(600_000), pad(600_000)];
-    const streamed = await fetch(`${server.url}/socket.io/?EIO=4&transport=polling&sid=${unsized.sid}`, {
-      method: 'POST',
-      body: new ReadableStream({ pull: (c) => (chunks.length ? c.enqueue(new TextEncoder().encode(chunks.shift())) : c.close()) }),
-      duplex: 'half',
-    });
-    assert.notEqual(streamed.status, 200, 'a POST without a length is cut at the bound');
-    assert.equal((await fetch(`${server.url}/socket.io/?EIO=4&transport=polling&sid=${unsized.sid}`)).status, 400);
+    // Without a length the body is cut at the bound; its answer may be lost to the reset.
+    await postRaw(server, path(unsized.sid), [pad(600_000), pad(600_000)]).catch(() => {});
+    assert.equal((await fetch(`${server.url}${path(unsized.sid)}`)).status, 400, 'the session ended');
     const one = await connectRaw(server);
     one.send(`42${JSON.stringify(['subscribe', pad(1_100_000)])}`);
     await Promise.race([closed(one), sleep(3000).then(() => assert.fail('a 1.1 MB frame was accepted'))]);

@@ -73,8 +73,9 @@ const MIN_QUEUED_PACKETS: usize = 1024;
 /// a response leaves behind is set aside for the next poll, and is lost if the connection
 /// upgrades to WebSocket first (the WebSocket writer never sends it). So engineioxide gets a
 /// bound no queue reaches (`--send-queue` is at most 1 GiB), and the gate holds POSTs and the
-/// polling handshake to `--max-payload` ([`net::gate`]). It fits in 32 bits for clients that
-/// read the handshake's number into one.
+/// polling handshake to `--max-payload` ([`net::gate`]). A WebSocket handshake still tells this
+/// number, which clients use only to batch long-polling POSTs; it fits in 32 bits for clients
+/// that read it into one. WebSocket messages are held to `--max-payload` below.
 pub const ENGINE_MAX_PAYLOAD: u64 = i32::MAX as u64;
 
 /// WebSocket read buffer per connection. Clients send small frames (subscribe,

@@ -96,11 +96,17 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
     }
     let polling = long_polling && request.method() == axum::http::Method::GET;
     if long_polling && request.method() == axum::http::Method::POST {
-        if content_length(&request).is_some_and(|n| n > gate.max_payload) {
+        if let Some(length) = content_length(&request).filter(|n| *n > gate.max_payload) {
             tracing::debug!(%sid, "long-polling POST over --max-payload");
             // As Engine.IO does: refuse it and end the session; the client starts anew.
             if let Some(meter) = gate.meters.get(sid) {
                 meter.cut();
+            }
+            // Closing a connection with unread bytes resets it, which can destroy the answer
+            // before the client reads it: a body not far over the bound is read and dropped
+            // first (within the body timeout); a larger one is answered at once.
+            if length <= DRAINED_OVER_LIMIT.saturating_mul(gate.max_payload) {
+                discard(request.into_body()).await;
             }
             return (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -126,6 +132,18 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
         return response.map(|body| Body::new(Counted { body, meter }));
     }
     response
+}
+
+/// A POST over `--max-payload` by up to this many times is read to its end before it is refused.
+const DRAINED_OVER_LIMIT: u64 = 4;
+
+/// Reads `body` to its end (or its first error), keeping nothing.
+async fn discard(mut body: Body) {
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        if frame.is_err() {
+            break;
+        }
+    }
 }
 
 fn content_length(request: &Request) -> Option<u64> {
