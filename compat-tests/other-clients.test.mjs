@@ -22,8 +22,12 @@ test('python-socketio connects with the cookie, subscribes, receives and acknowl
   const proc = spawn(python, [script, server.url, room, '5'], { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines = [];
   let stderr = '';
+  let partial = ''; // a chunk may end inside a line
   proc.stdout.on('data', (chunk) => {
-    for (const line of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(line));
+    const text = partial + chunk;
+    const complete = text.split('\n');
+    partial = complete.pop();
+    for (const line of complete.filter(Boolean)) lines.push(JSON.parse(line));
   });
   proc.stderr.on('data', (c) => (stderr += c));
   const exited = new Promise((resolve) => proc.on('exit', resolve));
