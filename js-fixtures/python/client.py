@@ -20,11 +20,19 @@ client = socketio.Client(reconnection=False)
 joined = threading.Event()
 done = threading.Event()
 received = []
+printing = threading.Lock()
+
+
+def emit_line(record):
+    # Handlers run on their own threads: one write per line, one writer at a time.
+    with printing:
+        sys.stdout.write(json.dumps(record) + "\n")
+        sys.stdout.flush()
 
 
 @client.on("roomJoined")
 def on_joined(text):
-    print(json.dumps({"roomJoined": text, "transport": client.transport()}), flush=True)
+    emit_line({"roomJoined": text, "transport": client.transport()})
     joined.set()
 
 
@@ -34,7 +42,7 @@ def on_message(message):
         return
     received.append(message)
     client.emit("updateSessionTS", message["timestamp"])
-    print(json.dumps({"message": message}), flush=True)
+    emit_line({"message": message})
     if len(received) >= count:
         done.set()
 
@@ -43,7 +51,7 @@ client.connect(url, headers={"Cookie": cookie}, wait_timeout=10)
 client.emit("subscribe", room)
 if not joined.wait(10):
     sys.exit("no roomJoined")
-print(json.dumps({"ready": True}), flush=True)
+emit_line({"ready": True})
 ok = done.wait(20)
 client.disconnect()
 sys.exit(0 if ok else "timed out waiting for messages")
