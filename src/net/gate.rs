@@ -16,7 +16,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use http_body_util::Limited;
+use http_body_util::{BodyExt, Limited};
 use socketioxide::socket::Sid;
 
 use super::connect_reply;
@@ -79,7 +79,8 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
     let Some(sid) = sid else {
         let response = next.run(request).await; // a handshake
         return if long_polling {
-            offering_max_payload(response, gate.max_payload).await
+            // Tells clients the largest POST, as `--max-payload`.
+            rewritten(response, |open| with_max_payload(open, gate.max_payload)).await
         } else {
             response
         };
@@ -126,7 +127,15 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
         }
     } else if polling && let Some(meter) = gate.meters.get(sid) {
         let response = match meter.pending_pid() {
-            Some(pid) => with_pid(response, &pid, &meter).await,
+            // The CONNECT reply, if it is in this response, gets its `pid`.
+            Some(pid) => {
+                rewritten(response, |payload| {
+                    let with_pid = connect_reply::rewrite_polling(payload, &pid)?;
+                    meter.pid_sent();
+                    Some(with_pid)
+                })
+                .await
+            }
             None => response,
         };
         return response.map(|body| Body::new(Counted { body, meter }));
@@ -139,11 +148,7 @@ const DRAINED_OVER_LIMIT: u64 = 4;
 
 /// Reads `body` to its end (or its first error), keeping nothing.
 async fn discard(mut body: Body) {
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        if frame.is_err() {
-            break;
-        }
-    }
+    while let Some(Ok(_)) = body.frame().await {}
 }
 
 fn content_length(request: &Request) -> Option<u64> {
@@ -155,32 +160,6 @@ fn content_length(request: &Request) -> Option<u64> {
         .parse()
         .ok()
 }
-
-/// The long-polling handshake's response, telling `max_payload` as the largest POST.
-async fn offering_max_payload(response: Response, max_payload: u64) -> Response {
-    if response.status() != StatusCode::OK {
-        return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    // The handshake's body is one short packet, whole in memory.
-    let bytes = match axum::body::to_bytes(body, HANDSHAKE_BYTES).await {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            tracing::debug!("handshake response not read: {e}");
-            return Response::from_parts(parts, Body::empty());
-        }
-    };
-    match with_max_payload(&bytes, max_payload) {
-        Some(rewritten) => {
-            parts.headers.remove(header::CONTENT_LENGTH);
-            Response::from_parts(parts, Body::from(rewritten))
-        }
-        None => Response::from_parts(parts, Body::from(bytes)),
-    }
-}
-
-/// Largest handshake response read whole.
-const HANDSHAKE_BYTES: usize = 4096;
 
 /// An Engine.IO OPEN packet (`0{...,"maxPayload":N}`) with `N` replaced by `max_payload`.
 fn with_max_payload(packet: &[u8], max_payload: u64) -> Option<Vec<u8>> {
@@ -200,28 +179,25 @@ fn with_max_payload(packet: &[u8], max_payload: u64) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// A long-polling response, with the connection's CONNECT reply given its `pid` if the reply
-/// is in it.
-async fn with_pid(response: Response, pid: &str, meter: &SendMeter) -> Response {
-    let (parts, body) = response.into_parts();
-    // A polling response is already whole in memory (Engine.IO builds it at once).
+/// `response` with its body replaced by what `rewrite` makes of it, or as it was when `rewrite`
+/// gives `None`. Engine.IO builds long-polling bodies whole in memory, so reading one whole holds
+/// nothing more.
+async fn rewritten(response: Response, rewrite: impl FnOnce(&[u8]) -> Option<Vec<u8>>) -> Response {
+    let (mut parts, body) = response.into_parts();
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(bytes) => bytes,
         Err(e) => {
-            tracing::debug!("polling response not read: {e}");
+            tracing::debug!("long-polling response not read: {e}");
             return Response::from_parts(parts, Body::empty());
         }
     };
-    let body = match connect_reply::rewrite_polling(&bytes, pid) {
-        Some(rewritten) => {
-            meter.pid_sent();
-            Body::from(rewritten)
+    match rewrite(&bytes) {
+        Some(new) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(new))
         }
-        None => Body::from(bytes),
-    };
-    let mut response = Response::from_parts(parts, body);
-    response.headers_mut().remove(header::CONTENT_LENGTH);
-    response
+        None => Response::from_parts(parts, Body::from(bytes)),
+    }
 }
 
 /// A long-polling response body whose bytes count as written for its connection.
