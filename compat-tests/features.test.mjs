@@ -96,6 +96,26 @@ test('tokens: required mode admits a minted token and refuses none, expired, for
   }
 });
 
+test('tokens: a token too large for a handshake to carry is not minted', async () => {
+  const server = await startTwine({ args: ['--auth', 'required', '--max-payload', '2000'] });
+  try {
+    const rooms = Array.from({ length: 100 }, (_, i) => `room-with-a-long-name-${i}`);
+    const res = await fetch(`${server.url}/api/token`, {
+      method: 'POST',
+      headers: { Authorization: server.apiKey, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ rooms }),
+    });
+    assert.equal(res.status, 413);
+    assert.match(await res.text(), /more than a handshake may carry \(--max-payload 2000\); name fewer rooms/);
+    const fits = await mint(server, { rooms: rooms.slice(0, 3) });
+    const socket = await connectWith(server.url, { token: fits });
+    assert.equal(typeof socket, 'object', `a token that fits connects: ${socket}`);
+    socket.close();
+  } finally {
+    await server.stop();
+  }
+});
+
 test('tokens: a rooms claim limits subscribes, prefixes included', async () => {
   const server = await startTwine({ args: ['--auth', 'required'] });
   try {
@@ -136,8 +156,14 @@ test('tokens: optional mode admits clients without a token but still refuses a b
 
 // ---- presence -------------------------------------------------------------------------------
 
+/** Every change a socket was told of, as `action:name`, in order. */
 const changes = (socket) =>
-  socket.events.filter((e) => e.event === 'presence').map((e) => `${e.data.action}:${e.data.member.data?.name}`);
+  socket.events
+    .filter((e) => e.event === 'presence')
+    .flatMap((e) => e.data.changes.map((c) => `${c.action}:${c.member.data?.name}`));
+/** The members listed in the last `presence:members` a socket got after `since` events. */
+const listedAfter = (socket, since) =>
+  socket.events.slice(since).filter((e) => e.event === 'presence:members').at(-1)?.data;
 const presentNames = async (node, room) => {
   const res = await fetch(`${node.url}/api/rooms/${room}/presence`, { headers: { Authorization: node.apiKey } });
   assert.equal(res.status, 200);
@@ -156,13 +182,18 @@ test('presence: enter, update and leave reach members on other nodes; disconnect
     await until(() => changes(b).includes('enter:ann'), 3000, 'b sees ann enter');
     const seen = b.events.find((e) => e.event === 'presence').data;
     assert.equal(seen.room, room);
-    assert.equal(seen.member.id, a.id, 'members are known by their connection id');
+    assert.equal(seen.changes[0].member.id, a.id, 'members are known by their connection id');
     b.emit('presence:enter', { room, data: { name: 'bob' } });
     await until(() => changes(a).includes('enter:bob'), 3000, 'a sees bob enter');
+    const snapshot = listedAfter(b, 0);
+    assert.deepEqual(snapshot.members.map((m) => m.data.name), ['ann'], 'a newcomer is sent the room as it is');
+    await sleep(1100); // listings are at most one --presence-interval old
+    const since = a.events.length;
     a.emit('presence:members', { room });
-    await until(() => a.events.some((e) => e.event === 'presence:members'), 3000, 'member list');
-    const listed = a.events.find((e) => e.event === 'presence:members').data;
+    await until(() => listedAfter(a, since), 3000, 'member list');
+    const listed = listedAfter(a, since);
     assert.deepEqual(listed.members.map((m) => m.data.name).sort(), ['ann', 'bob']);
+    assert.equal(listed.next, null, 'one page');
     assert.deepEqual(await presentNames(nodes[2], room), ['ann', 'bob'], 'the HTTP route on a third node agrees');
 
     b.emit('presence:update', { room, data: { name: 'bobby' } });
@@ -254,7 +285,7 @@ test('presence: a token\'s subject is the member\'s user, so peers can trust who
     await join(s, 'p-user');
     s.emit('presence:enter', { room: 'p-user', data: { user: 'someone-else' } });
     await until(() => s.events.some((e) => e.event === 'presence'), 3000, 'announced');
-    const { member } = s.events.find((e) => e.event === 'presence').data;
+    const [{ member }] = s.events.find((e) => e.event === 'presence').data.changes;
     assert.equal(member.user, 'user-42');
     assert.equal(member.data.user, 'someone-else', 'data is the client\'s word, user is the token\'s');
     s.close();
@@ -331,6 +362,21 @@ const scrape = async (node) => {
   assert.match(res.headers.get('content-type'), /^(text\/plain|application\/openmetrics-text)/);
   return parseMetrics(await res.text());
 };
+
+test('metrics: --metrics api-key asks for the key, off serves nothing', async () => {
+  const keyed = await startTwine({ args: ['--metrics', 'api-key'] });
+  const off = await startTwine({ args: ['--metrics', 'off'] });
+  try {
+    assert.equal((await fetch(`${keyed.url}/metrics`)).status, 401);
+    const scraped = await fetch(`${keyed.url}/metrics`, { headers: { Authorization: `Bearer ${keyed.apiKey}` } });
+    assert.equal(scraped.status, 200);
+    assert.match(await scraped.text(), /twine_connections/);
+    assert.equal((await fetch(`${off.url}/metrics`, { headers: { Authorization: off.apiKey } })).status, 404);
+  } finally {
+    await keyed.stop();
+    await off.stop();
+  }
+});
 
 test('metrics: /metrics parses, and its counters move with connections, publishes, deliveries, replays and limits', async () => {
   const node = await startTwine({ args: ['--max-rooms', '2'] });

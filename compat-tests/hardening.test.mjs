@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { startTwine, runTwine } from '../js-fixtures/server.mjs';
 import { connect, fetchCookie, publish, subscribe, until, sleep } from '../js-fixtures/clients.mjs';
-import { connectRaw, pollingSession, closed, rssMB, cpuSeconds } from '../js-fixtures/raw.mjs';
+import { connectRaw, pollingSession, closed, crowd, rssMB, cpuSeconds } from '../js-fixtures/raw.mjs';
 
 const pad = (bytes) => 'x'.repeat(bytes);
 
@@ -375,4 +375,211 @@ test('12: the variables Kubernetes injects for a Service named twine do not stop
   const { code, output } = await runTwine(['--port', '0'], { TWINE_API_KEYS: 'typo' });
   assert.notEqual(code, 0);
   assert.match(output, /TWINE_API_KEYS/, 'a misspelt setting still stops it');
+});
+
+/**
+ * A client in a room of its own, sent a message every 50 ms: `p99()` is its publish → delivery
+ * latency while something else goes on; `stop()` ends it.
+ */
+async function latencyProbe(server) {
+  const socket = await connect(server.url);
+  await subscribe(socket, 'pulse');
+  let seq = 0;
+  const timer = setInterval(() => publish(server, 'pulse', { seq: seq++, sent: Date.now() }), 50);
+  return {
+    p99() {
+      const latencies = socket.messages.map((m, i) => socket.arrivals[i] - m.sent).sort((a, b) => a - b);
+      return latencies[Math.floor(latencies.length * 0.99)] ?? 0;
+    },
+    stop() {
+      clearInterval(timer);
+      socket.close();
+    },
+  };
+}
+
+/** CPU seconds `pid` used over the next `ms`. */
+async function cpuOver(pid, ms) {
+  const start = cpuSeconds(pid);
+  await sleep(ms);
+  return cpuSeconds(pid) - start;
+}
+
+test('13: one member flooding presence updates into a room of 2,000 costs the room one batch a second; memory and CPU settle', async (t) => {
+  const server = await startTwine();
+  let members = [];
+  try {
+    members = await crowd(server, 'crowd', 2000);
+    const probe = await latencyProbe(server);
+    await sleep(1000);
+    const before = rssMB(server.proc.pid);
+    const memory = watchMemory(server.proc.pid);
+    const attacker = await connectRaw(server);
+    attacker.sendEvent('subscribe', 'crowd');
+    await until(() => attacker.events.some(([event]) => event === 'roomJoined'), 3000, 'joined');
+    attacker.sendEvent('presence:enter', { room: 'crowd', data: { pad: pad(900) } });
+    const started = Date.now();
+    let sent = 0;
+    while (Date.now() - started < 10000) {
+      for (let i = 0; i < 50; i++) attacker.sendEvent('presence:update', { room: 'crowd', data: { n: sent++, pad: pad(900) } });
+      await sleep(5);
+    }
+    attacker.close();
+    await closed(attacker);
+    await sleep(2000);
+    const cpu = await cpuOver(server.proc.pid, 1000);
+    memory.stop();
+    const after = rssMB(server.proc.pid);
+    const p99 = probe.p99();
+    probe.stop();
+    const perMember = Math.max(...members.map((m) => m.presence));
+    t.diagnostic(
+      `${sent} updates offered in 10 s; RSS ${before.toFixed(0)} → peak ${memory.peak().toFixed(0)} → ${after.toFixed(0)} MB; ` +
+        `CPU in the 3rd second after ${(cpu * 100).toFixed(0)}%; most presence events to one member ${perMember}; other room p99 ${p99} ms`,
+    );
+    assert.ok(perMember <= 14, `a member got ${perMember} presence events in about 11 s`);
+    assert.ok(memory.peak() - before < 100, `RSS grew ${(memory.peak() - before).toFixed(0)} MB`);
+    assert.ok(after - before < 50, `RSS stayed ${(after - before).toFixed(0)} MB up after the attacker left`);
+    assert.ok(cpu < 0.1, `CPU ${cpu} s in a second, 3 s after the attacker left`);
+    assert.ok(p99 < 250, `another room's p99 ${p99} ms`);
+  } finally {
+    for (const m of members) m.close();
+    await server.stop();
+  }
+});
+
+test('14: 500 members entering at once with 990 bytes each: a few batched events per member, not one per entrance', async (t) => {
+  const server = await startTwine({ args: ['--presence-interval', '250ms'] });
+  let members = [];
+  try {
+    members = await crowd(server, 'lobby', 500);
+    const watcher = members[0];
+    watcher.keep = true;
+    for (const [i, m] of members.entries()) m.sendEvent('presence:enter', { room: 'lobby', data: { i, pad: pad(990) } });
+    const seen = new Set();
+    await until(
+      () => {
+        for (const [event, data] of watcher.events.splice(0)) {
+          if (event === 'presence') for (const c of data.changes) if (c.action === 'enter') seen.add(c.member.data.i);
+        }
+        return seen.size === 500;
+      },
+      20000,
+      'every entrance announced',
+    );
+    await sleep(500);
+    const events = members.map((m) => m.presence);
+    const most = Math.max(...events);
+    const total = events.reduce((a, b) => a + b, 0);
+    t.diagnostic(`presence events: at most ${most} per member, ${total} in all (one per entrance per member would be ${500 * 500})`);
+    assert.ok(most <= 20, `a member got ${most} presence events`);
+  } finally {
+    for (const m of members) m.close();
+    await server.stop();
+  }
+});
+
+test('15: member listings are paged, served from a snapshot and limited per connection', async (t) => {
+  const server = await startTwine({ args: ['--presence-interval', '250ms'] });
+  let members = [];
+  try {
+    members = await crowd(server, 'big-room', 999);
+    for (const [i, m] of members.entries()) m.sendEvent('presence:enter', { room: 'big-room', data: { i, pad: pad(990) } });
+    const attacker = await connectRaw(server);
+    attacker.sendEvent('subscribe', 'big-room');
+    await sleep(6000); // every entrance written
+    let bytes = 0;
+    attacker.on('message', (data) => (bytes += data.length));
+    const cpuStart = cpuSeconds(server.proc.pid);
+    for (let i = 0; i < 1000; i++) attacker.sendEvent('presence:members', { room: 'big-room' });
+    await sleep(4000);
+    const cpu = cpuSeconds(server.proc.pid) - cpuStart;
+    const pages = attacker.events.filter(([event]) => event === 'presence:members');
+    t.diagnostic(`1,000 listings asked: ${pages.length} pages, ${(bytes / 1e6).toFixed(1)} MB written, ${cpu.toFixed(2)} CPU-s`);
+    assert.ok(pages.length > 0 && pages.length <= 30, `${pages.length} pages`);
+    assert.ok(pages.every(([, page]) => page.members.length <= 100), 'pages of at most 100');
+    assert.equal(pages[0][1].next, pages[0][1].members.at(-1).id, 'the next page follows the last id');
+    assert.ok(bytes < 3e6, `${bytes} bytes written to the asker`);
+    assert.ok(
+      attacker.events.some(([event, data]) => event === 'error' && /listings are limited/.test(data.message)),
+      'told why',
+    );
+    const second = await new Promise((resolve) => {
+      attacker.on('message', (data) => {
+        const text = data.toString();
+        if (text.startsWith('42["presence:members"')) resolve(JSON.parse(text.slice(2))[1]);
+      });
+      setTimeout(() => attacker.sendEvent('presence:members', { room: 'big-room', after: pages[0][1].next }), 1000);
+    });
+    assert.equal(second.members[0].id > pages[0][1].next, true, 'the second page starts after the first');
+    attacker.close();
+  } finally {
+    for (const m of members) m.close();
+    await server.stop();
+  }
+});
+
+test('16: 100,000 abandoned long-polling handshakes from one client are bounded while they wait and expire', async (t) => {
+  const server = await startTwine({ args: ['--connect-timeout', '2s'] });
+  try {
+    await sleep(500);
+    const before = rssMB(server.proc.pid);
+    const memory = watchMemory(server.proc.pid);
+    const statuses = new Map();
+    const url = `${server.url}/socket.io/?EIO=4&transport=polling`;
+    let next = 0;
+    const started = Date.now();
+    await Promise.all(
+      Array.from({ length: 64 }, async () => {
+        while (next < 100_000) {
+          next += 1;
+          const res = await fetch(url);
+          await res.arrayBuffer();
+          statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
+        }
+      }),
+    );
+    const took = Date.now() - started;
+    memory.stop();
+    const grew = memory.peak() - before;
+    t.diagnostic(`100,000 handshakes in ${took} ms: ${JSON.stringify(Object.fromEntries(statuses))}; RSS grew ${grew.toFixed(0)} MB`);
+    assert.ok(grew < 100, `RSS grew ${grew.toFixed(0)} MB`);
+    assert.ok((statuses.get(429) ?? 0) > 0, 'handshakes over the address bound were refused with 429');
+    assert.ok((statuses.get(200) ?? 0) >= 256, 'up to the bound were served');
+    await sleep(2500); // the pending sessions expired
+    assert.equal((await fetch(url)).status, 200, 'their places came back');
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    assert.match(metrics, /twine_limits_reached_total\{limit="pending_sessions_per_address"\} [1-9]/);
+    await stillServes(server);
+  } finally {
+    await server.stop();
+  }
+});
+
+test('17: room names with control characters are refused everywhere', async () => {
+  const server = await startTwine();
+  try {
+    const ws = await connectRaw(server);
+    for (const room of ['\u0000', 'a\nb', 'tab\there', '\u007f', '\u0085']) {
+      ws.sendEvent('subscribe', room);
+      const res = await publish(server, room, { a: 1 });
+      assert.equal(res.status, 400, JSON.stringify(room));
+      assert.match(await res.text(), /control characters/);
+      const path = await fetch(`${server.url}/api/rooms/${encodeURIComponent(room)}/messages`, {
+        headers: { Authorization: server.apiKey },
+      });
+      assert.equal(path.status, 400, `history of ${JSON.stringify(room)}`);
+    }
+    await until(() => ws.events.length === 5, 3000, 'five refusals');
+    for (const [event, data] of ws.events) {
+      assert.equal(event, 'error');
+      assert.equal(data.event, 'subscribe');
+      assert.match(data.message, /control characters/);
+    }
+    ws.sendEvent('subscribe', 'ünïcode ✓ and spaces');
+    await until(() => ws.events.some(([event]) => event === 'roomJoined'), 3000, 'a printable room joins');
+    ws.close();
+  } finally {
+    await server.stop();
+  }
 });

@@ -175,6 +175,33 @@ test('an offset older than what is kept gives recovered === false and a recovery
   }
 });
 
+test('recovered means what socket.io clients take it to mean: a pid the client made up is not recovered', async () => {
+  const auth = { pid: 'a-pid-i-chose', offset: '' };
+  const made = io(nodes[0].url, { forceNew: true, reconnection: false, transports: ['websocket'], auth });
+  const notices = [];
+  made.on('recovery', (n) => notices.push(n));
+  try {
+    await until(() => made.connected, 5000, 'connected');
+    assert.equal(made.recovered, false);
+    assert.notEqual(made._pid, 'a-pid-i-chose', 'it is given a pid of the server\'s');
+    await until(() => notices.length === 1, 3000, 'told');
+    assert.deepEqual(notices[0], { recovered: false, reason: 'the session expired or is unknown' });
+  } finally {
+    made.close();
+  }
+  // A pid the server handed out, of a session that never joined a room, recovers (on any node).
+  const first = recovering(nodes[0].url);
+  try {
+    await until(() => first.connected, 5000, 'connected');
+    assert.equal(first.connects[0], false);
+    dropTo(first, nodes[1]);
+    await until(() => first.connects.length === 2, 5000, 'reconnected');
+    assert.equal(first.connects[1], true, 'nothing to miss, and the pid is the server\'s');
+  } finally {
+    first.close();
+  }
+});
+
 test('clients with a twineid cookie keep the Twine flow: no pid, no extra argument', async () => {
   const cookie = await fetchCookie(nodes[0].url);
   const socket = await connect(nodes[0].url, { cookie });

@@ -16,6 +16,8 @@ export function connectRaw(server, { cookie, headers = {}, localAddress } = {}) 
     maxPayload: 64 * 1024 * 1024,
   });
   ws.events = [];
+  // Decoded events are kept while `keep` holds (a crowd of thousands turns it off).
+  ws.keep = true;
   ws.sendEvent = (event, ...args) => ws.send(`42${JSON.stringify([event, ...args])}`);
   ws.pong = () => ws.readyState === WebSocket.OPEN && ws.send('3');
   return new Promise((resolve, reject) => {
@@ -26,7 +28,7 @@ export function connectRaw(server, { cookie, headers = {}, localAddress } = {}) 
       if (text.startsWith('0')) ws.send('40');
       else if (text === '2') ws.pong();
       else if (text.startsWith('40')) resolve(ws);
-      else if (text.startsWith('42')) ws.events.push(JSON.parse(text.slice(2)));
+      else if (text.startsWith('42') && ws.keep) ws.events.push(JSON.parse(text.slice(2)));
     });
   });
 }
@@ -108,3 +110,48 @@ export function cpuSeconds(pid) {
 }
 
 export { WebSocket };
+
+/**
+ * `count` raw connections subscribed to `room`, spread over loopback source addresses (so no
+ * per-address bound is what a test measures), connected `batch` at a time. Each keeps only a
+ * count of what it received (`received`, `bytes`), so thousands stay cheap for the test process.
+ */
+export async function crowd(server, room, count, { batch = 200 } = {}) {
+  const members = [];
+  for (let start = 0; start < count; start += batch) {
+    const made = await Promise.all(
+      Array.from({ length: Math.min(batch, count - start) }, async (_, i) => {
+        const n = start + i;
+        const ws = await connectRaw(server, { localAddress: `127.0.${10 + Math.floor(n / 250)}.${1 + (n % 250)}` });
+        ws.sendEvent('subscribe', room);
+        return ws;
+      }),
+    );
+    members.push(...made);
+  }
+  for (const ws of members) {
+    ws.received = 0;
+    ws.bytes = 0;
+    ws.presence = 0;
+    ws.on('message', (data) => {
+      ws.received += 1;
+      ws.bytes += data.length;
+      if (data.subarray(0, 13).toString() === '42["presence"') ws.presence += 1;
+    });
+  }
+  await until(() => members.every((ws) => ws.events.some(([event]) => event === 'roomJoined')), 30000, `${count} joined ${room}`);
+  for (const ws of members) {
+    ws.keep = false;
+    ws.events.length = 0;
+  }
+  return members;
+}
+
+/** Resolves when `predicate()` holds, polling every 10 ms; rejects after `ms`. */
+async function until(predicate, ms, what) {
+  const deadline = Date.now() + ms;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

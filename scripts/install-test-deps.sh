@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suites need on a fresh machine: redis-server, nginx, Chromium and
 # docker-compose (to validate the compose file) from Debian (the tests start their own instances
-# on free ports; playwright-core drives Chromium), python-socketio from PyPI, Node.js with npm (from Debian when the machine
+# on free ports; playwright-core drives Chromium), python-socketio and kubernetes-validate from PyPI, Node.js with npm (from Debian when the machine
 # has none) and the npm packages of js-fixtures (real socket.io-client and the published Twine
 # libraries), exactly as locked.
 set -euo pipefail
@@ -43,6 +43,12 @@ fi
 if ! python3 -c 'import socketio, websocket, requests' 2>/dev/null; then
   echo "installing python-socketio"
   python3 -m pip install --quiet --disable-pip-version-check "python-socketio[client]==5.18.1"
+fi
+
+# The Kubernetes API schemas, bundled, for validating deploy/kubernetes/ offline.
+if ! python3 -c 'import importlib.metadata as m; assert m.version("kubernetes-validate") == "1.37.0"' 2>/dev/null; then
+  echo "installing kubernetes-validate"
+  python3 -m pip install --quiet --disable-pip-version-check "kubernetes-validate==1.37.0"
 fi
 
 echo "installing js-fixtures npm packages"

@@ -18,4 +18,4 @@ cargo build --release --locked -p twine -p twine-loadgen
 ./target/release/loadgen bench --scale smoke --strict --out target/bench-smoke/BENCHMARKS.md
 
 TWINE_BIN="$PWD/target/release/twine" \
-  node --test --test-concurrency=1 --test-timeout=120000 compat-tests/*.test.mjs
+  node --test --test-concurrency=1 --test-timeout=300000 compat-tests/*.test.mjs

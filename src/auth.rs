@@ -7,8 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
+use hmac::{Hmac, KeyInit, Mac};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::error::AppError;
@@ -47,6 +49,44 @@ impl ApiKey {
         } else {
             Err(AppError::InvalidApiKey)
         }
+    }
+}
+
+/// Signs what the server hands out and must recognise later (a Socket.IO recovery `pid`), with
+/// HMAC-SHA256 under the token secret, so every node sharing the secret recognises it.
+pub struct Signer {
+    key: Vec<u8>,
+}
+
+impl Signer {
+    pub fn new(secret: &[u8]) -> Signer {
+        Signer {
+            key: secret.to_vec(),
+        }
+    }
+
+    /// The signature of `message`, as lowercase hex.
+    pub fn sign_hex(&self, message: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
+        mac.update(message);
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Whether `signature` starts `message`'s signature (at least 32 hex digits of it), compared
+    /// in constant time.
+    pub fn verify_hex(&self, message: &[u8], signature: &str) -> bool {
+        let expected = self.sign_hex(message);
+        signature.len() >= 32
+            && signature.len() <= expected.len()
+            && bool::from(
+                signature
+                    .as_bytes()
+                    .ct_eq(&expected.as_bytes()[..signature.len()]),
+            )
     }
 }
 
@@ -283,6 +323,18 @@ mod tests {
             key.check(&HeaderMap::new()),
             Err(AppError::MissingApiKey)
         ));
+    }
+
+    #[test]
+    fn signatures_verify_only_for_their_message_and_secret() {
+        let signer = Signer::new(b"secret");
+        let signature = signer.sign_hex(b"pid-1");
+        assert_eq!(signature.len(), 64);
+        assert!(signer.verify_hex(b"pid-1", &signature));
+        assert!(signer.verify_hex(b"pid-1", &signature[..32]), "a prefix");
+        assert!(!signer.verify_hex(b"pid-1", &signature[..31]), "too short");
+        assert!(!signer.verify_hex(b"pid-2", &signature));
+        assert!(!Signer::new(b"other").verify_hex(b"pid-1", &signature));
     }
 
     #[test]

@@ -51,9 +51,22 @@ pub struct Config {
     #[arg(long, env = "TWINE_MAX_PAYLOAD", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(64..=(1 << 30)))]
     pub max_payload: u64,
 
-    /// Time a client has to join the namespace after the Engine.IO handshake.
-    #[arg(long, env = "TWINE_CONNECT_TIMEOUT", default_value = "45s", value_parser = parse_duration)]
+    /// Time a client has to join the namespace after the Engine.IO handshake; a session that has
+    /// not joined by then is closed. Clients join at once after their handshake, so this is
+    /// what an abandoned handshake costs the node.
+    #[arg(long, env = "TWINE_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+
+    /// Engine.IO sessions that have not joined the namespace yet, in total; a handshake beyond it
+    /// is answered `503` (the client retries).
+    #[arg(long, env = "TWINE_MAX_PENDING_SESSIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pending_sessions: u64,
+
+    /// Engine.IO sessions that have not joined the namespace yet, from one IP address (`0`: no
+    /// limit, e.g. behind a proxy that connects from one address); a handshake beyond it is
+    /// answered `429` (the client retries).
+    #[arg(long, env = "TWINE_MAX_PENDING_SESSIONS_PER_IP", default_value_t = 256)]
+    pub max_pending_sessions_per_ip: u64,
 
     /// How long messages and idle sessions are kept for recovery.
     #[arg(long, env = "TWINE_RECOVERY_WINDOW", default_value = "24h", value_parser = parse_duration)]
@@ -186,6 +199,17 @@ pub struct Config {
     #[arg(long, env = "TWINE_PRESENCE_MAX_DATA", default_value = "1KiB", value_parser = parse_bytes)]
     pub presence_max_data: u64,
 
+    /// How often this node writes its members' presence changes and each room is told of them in
+    /// one `presence` event: a member changes at most once per interval (its last change wins),
+    /// and member listings are at most this old.
+    #[arg(long, env = "TWINE_PRESENCE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub presence_interval: Duration,
+
+    /// Who may read `GET /metrics`: `public`, `api-key` (the API key in `Authorization`, as a
+    /// Prometheus scrape's `authorization` setting sends it) or `off`.
+    #[arg(long, env = "TWINE_METRICS", value_enum, default_value = "public")]
+    pub metrics: MetricsAccess,
+
     /// Redis to share history, sessions and live delivery between nodes, e.g.
     /// `redis://cache:6379/0` (`rediss://` for TLS). Unset: the in-memory store, one node. The
     /// original's `CACHE_ENDPOINT` (`host[:port]`) is read when `REDIS_URL` is unset.
@@ -236,6 +260,14 @@ pub struct Config {
     /// Log lines as text, or as one JSON object per line (for log collectors).
     #[arg(long, env = "TWINE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// Who may read `GET /metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsAccess {
+    Public,
+    ApiKey,
+    Off,
 }
 
 /// How log lines are written.
@@ -495,7 +527,11 @@ mod tests {
         assert!(c.cookie_secure);
         assert_eq!(c.ping_interval, Duration::from_secs(25));
         assert_eq!(c.ping_timeout, Duration::from_secs(20));
-        assert_eq!(c.connect_timeout, Duration::from_secs(45));
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_pending_sessions, 10_000);
+        assert_eq!(c.max_pending_sessions_per_ip, 256);
+        assert_eq!(c.presence_interval, Duration::from_secs(1));
+        assert_eq!(c.metrics, MetricsAccess::Public);
         assert_eq!(c.max_payload, 1_000_000);
         assert_eq!(c.recovery_window, Duration::from_secs(86_400));
         assert_eq!(c.max_replay, 10_000);

@@ -7,6 +7,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use twine_store::StoreError;
 
+use crate::room::RoomError;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AppError {
@@ -16,11 +18,18 @@ pub enum AppError {
     InvalidApiKey,
     #[error("Payload Too Large: the request body is over {0} bytes.")]
     TooLarge(u64),
+    #[error(
+        "Payload Too Large: the token would be {0} bytes, more than a handshake may carry (--max-payload {1}); name fewer rooms."
+    )]
+    TokenTooLarge(usize, u64),
     #[error("Request Timeout: the request body did not arrive in time.")]
     BodyTimeout,
     /// A body the original server also refused; the text is the original's where it had one.
     #[error("Malformed Request: {0}")]
     Malformed(&'static str),
+    /// A room name outside the rule every entry point shares ([`crate::room`]).
+    #[error("Malformed Request: {0}.")]
+    BadRoom(#[from] RoomError),
     #[error("Too Many Requests: over the publish rate; retry after {} s.", .0.as_secs())]
     RateLimited(Duration),
     #[error(
@@ -34,6 +43,9 @@ pub enum AppError {
         _ => "Service Unavailable: the message was not stored; retry later.",
     })]
     Store(#[from] StoreError),
+    /// A route turned off by the configuration.
+    #[error("Not Found")]
+    NotFound,
     /// A read (history, presence) the store did not answer.
     #[error("Service Unavailable: the store did not answer; retry later.")]
     StoreRead(StoreError),
@@ -43,9 +55,10 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::MissingApiKey | AppError::InvalidApiKey => StatusCode::UNAUTHORIZED,
-            AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::TooLarge(_) | AppError::TokenTooLarge(..) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            AppError::Malformed(_) => StatusCode::BAD_REQUEST,
+            AppError::Malformed(_) | AppError::BadRoom(_) => StatusCode::BAD_REQUEST,
             AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Store(StoreError::KeyReused) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Overloaded(_) | AppError::Store(_) | AppError::StoreRead(_) => {

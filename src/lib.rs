@@ -17,6 +17,7 @@
 //! - [`outbox`]: what one client is sent: encoding, its send budget, its acknowledgements.
 //! - [`presence`]: who is present in each room, kept alive by this node's heartbeat and
 //!   announced to the room's members.
+//! - [`room`]: what a room name may be, for every entry point.
 //! - [`session`]: the `twineid` cookie, the session store calls made for a connection, and the
 //!   flusher that stores acknowledged positions.
 //! - [`metrics`]: the node's figures for `GET /metrics`, and the store decorators that time
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod net;
 pub mod outbox;
 pub mod presence;
+pub mod room;
 pub mod session;
 pub mod socket;
 pub mod state;
@@ -59,7 +61,8 @@ use crate::metrics::Metrics;
 use crate::net::gate::Gate;
 use crate::net::limits::ConnectionLimits;
 use crate::net::meter::Meters;
-use crate::presence::PresenceHub;
+use crate::net::pending::PendingSessions;
+use crate::presence::{PresenceHub, PresenceOptions};
 use crate::state::AppState;
 use crate::stores::Stores;
 
@@ -111,6 +114,7 @@ impl Server {
             .build_layer();
         let (api_key, generated_key) = ApiKey::configured_or_generated(config.api_key.as_deref());
         let metrics = Metrics::new();
+        metrics.name_surface(&socket::EVENTS, &http::served(config.demo));
         let stores = stores.metered(&metrics);
         let feed = stores.history.subscribe().await?;
         let shards = tokio::runtime::Handle::current().metrics().num_workers();
@@ -125,8 +129,12 @@ impl Server {
             stores.presence.clone(),
             stores.presence.subscribe().await?,
             fanout.clone(),
-            config.presence_ttl,
-            config.presence_max_members as usize,
+            PresenceOptions {
+                ttl: config.presence_ttl,
+                max_members: config.presence_max_members as usize,
+                interval: config.presence_interval,
+            },
+            metrics.clone(),
         );
         let meters = Arc::new(Meters::default());
         let origins = config
@@ -141,6 +149,11 @@ impl Server {
             origins: origins.clone(),
             meters: meters.clone(),
             max_payload: config.max_payload,
+            pending: PendingSessions::new(
+                config.max_pending_sessions as usize,
+                config.max_pending_sessions_per_ip as usize,
+            ),
+            metrics: metrics.clone(),
         });
         let app = Arc::new(AppState::new(
             config, api_key, stores, fanout, presence, meters, metrics,

@@ -23,6 +23,9 @@ use twine_store::{
     Session, SessionStore, StoreError,
 };
 
+/// Client events the server does not handle are counted under this name.
+const OTHER_EVENT: &str = "other";
+
 /// How a Socket.IO connection began.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum Transport {
@@ -56,6 +59,10 @@ pub enum Limit {
     ConnectionsPerAddress,
     /// A presence entry refused: the room had its most members present.
     PresenceMembers,
+    /// An Engine.IO handshake refused over the node's pending sessions.
+    PendingSessions,
+    /// An Engine.IO handshake refused over its address's pending sessions.
+    PendingSessionsPerAddress,
 }
 
 impl Transport {
@@ -79,10 +86,12 @@ impl Limit {
             Limit::Connections => "connections",
             Limit::ConnectionsPerAddress => "connections_per_address",
             Limit::PresenceMembers => "presence_members",
+            Limit::PendingSessions => "pending_sessions",
+            Limit::PendingSessionsPerAddress => "pending_sessions_per_address",
         }
     }
 
-    const ALL: [Limit; 9] = [
+    const ALL: [Limit; 11] = [
         Limit::SendQueue,
         Limit::Stalled,
         Limit::EventRate,
@@ -92,6 +101,8 @@ impl Limit {
         Limit::Connections,
         Limit::ConnectionsPerAddress,
         Limit::PresenceMembers,
+        Limit::PendingSessions,
+        Limit::PendingSessionsPerAddress,
     ];
 }
 
@@ -118,6 +129,16 @@ pub struct StoreLabel {
     pub op: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabel {
+    pub event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub connections: Gauge,
@@ -135,9 +156,54 @@ pub struct Metrics {
     pub store_up: Gauge,
     pub archive_backlog: Gauge,
     pub delivery_lag_seconds: Gauge<f64, AtomicU64>,
+    /// Client events received, by name (those the server does not handle as `other`).
+    client_events: Family<EventLabel, Counter>,
+    /// HTTP requests to each route.
+    http_requests: Family<RouteLabel, Counter>,
+    /// The names events and routes are counted under, fixed at start.
+    surface: std::sync::OnceLock<(Vec<&'static str>, Vec<&'static str>)>,
 }
 
 impl Metrics {
+    /// Names the client events and routes the node serves, so each shows from the start (at
+    /// zero) and nothing else is counted under its own name.
+    pub fn name_surface(&self, events: &[&'static str], routes: &[&'static str]) {
+        let (events, routes) = self
+            .surface
+            .get_or_init(|| (events.to_vec(), routes.to_vec()));
+        for &event in events.iter().chain([&OTHER_EVENT]) {
+            drop(self.client_events.get_or_create(&EventLabel { event }));
+        }
+        for &route in routes {
+            drop(self.http_requests.get_or_create(&RouteLabel { route }));
+        }
+    }
+
+    /// A client event arrived.
+    pub fn client_event(&self, name: &str) {
+        let known = self.surface.get().map_or(&[][..], |(events, _)| events);
+        let event = known
+            .iter()
+            .find(|e| **e == name)
+            .copied()
+            .unwrap_or(OTHER_EVENT);
+        self.client_events
+            .get_or_create(&EventLabel { event })
+            .inc();
+    }
+
+    /// A request reached the route `path`.
+    pub fn http_request(&self, path: &str) {
+        let known = self.surface.get().map_or(&[][..], |(_, routes)| routes);
+        // A route ending in `/` serves a folder (the demo's files).
+        let serves = |r: &str| r == path || (r.ends_with('/') && format!("{path}/").starts_with(r));
+        if let Some(&route) = known.iter().find(|r| serves(r)) {
+            self.http_requests
+                .get_or_create(&RouteLabel { route })
+                .inc();
+        }
+    }
+
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("twine");
         let metrics = Metrics {
@@ -156,6 +222,9 @@ impl Metrics {
             store_up: Gauge::default(),
             archive_backlog: Gauge::default(),
             delivery_lag_seconds: Gauge::default(),
+            client_events: Family::default(),
+            http_requests: Family::default(),
+            surface: std::sync::OnceLock::new(),
             registry: Registry::default(),
         };
         registry.register(
@@ -222,6 +291,16 @@ impl Metrics {
             "delivery_lag_seconds",
             "How far live delivery on this node runs behind",
             metrics.delivery_lag_seconds.clone(),
+        );
+        registry.register(
+            "client_events",
+            "Socket.IO events received from clients, by event (other: events the server ignores)",
+            metrics.client_events.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests, by route",
+            metrics.http_requests.clone(),
         );
         // Every label shows from the start, at zero: a dashboard or alert on a limit works before
         // the limit is first reached.

@@ -8,7 +8,7 @@ use governor::clock::{Clock, MonotonicClock};
 use governor::{Quota, RateLimiter};
 use twine_store::{History, SessionStore};
 
-use crate::auth::{ApiKey, Tokens};
+use crate::auth::{ApiKey, Signer, Tokens};
 use crate::config::Config;
 use crate::error::AppError;
 use crate::fanout::Fanout;
@@ -29,6 +29,8 @@ pub struct AppState {
     pub config: Config,
     pub api_key: ApiKey,
     pub tokens: Tokens,
+    /// Signs the Socket.IO recovery `pid`s this deployment hands out.
+    pub signer: Signer,
     pub history: Arc<dyn History>,
     pub sessions: Arc<dyn SessionStore>,
     pub fanout: Arc<Fanout>,
@@ -66,10 +68,12 @@ impl AppState {
             .as_bytes()
             .to_vec();
         let tokens = Tokens::new(config.auth, &secret, config.token_ttl, config.token_max_ttl);
+        let signer = Signer::new(&secret);
         AppState {
             config,
             api_key,
             tokens,
+            signer,
             history,
             sessions,
             fanout,

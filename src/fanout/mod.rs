@@ -183,11 +183,18 @@ impl Fanout {
         });
     }
 
-    /// Sends `event` to `room`'s live members on this node, in order with its messages.
+    /// Sends `event` to `room`'s live members on this node, in order with its messages. It is
+    /// delivery work like a message: it counts in how far behind delivery runs.
     pub fn announce(&self, room: Arc<str>, event: &'static str, data: Arc<RawValue>) {
-        let _ = self
-            .shard(&room)
-            .send(Command::Announce { room, event, data });
+        let index = self.shard_index(&room);
+        let (shard, lag) = &self.shards[index];
+        lag.queued();
+        let _ = shard.send(Command::Announce {
+            room,
+            event,
+            data,
+            arrived: Instant::now(),
+        });
     }
 
     /// Hands the feed to the shards until it closes.

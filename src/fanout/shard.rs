@@ -127,6 +127,7 @@ pub enum Command {
         room: Arc<str>,
         event: &'static str,
         data: Arc<RawValue>,
+        arrived: Instant,
     },
     /// The rooms this shard tracks with their newest positions (to catch up after a feed gap).
     Rooms {
@@ -352,7 +353,13 @@ impl Shard {
                 }
                 self.drop_if_unused(&room);
             }
-            Command::Announce { room, event, data } => {
+            Command::Announce {
+                room,
+                event,
+                data,
+                arrived,
+            } => {
+                self.lag.delivered(arrived.elapsed());
                 if let Some(entry) = self.rooms.get_mut(&room) {
                     entry
                         .members

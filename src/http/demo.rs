@@ -16,11 +16,14 @@ use tower_http::services::ServeDir;
 use twine_store::Publish;
 
 use crate::error::AppError;
-use crate::socket::MAX_ROOM_BYTES;
 use crate::state::AppState;
 
 /// Longest demo post, in characters.
 const MAX_TEXT: usize = 500;
+
+/// The demo's routes, as `(method, path)` (see [`super::ROUTES`]); `/demo/` serves the page's
+/// files.
+pub const ROUTES: [(&str, &str); 2] = [("POST", "/demo/publish"), ("GET", "/demo/")];
 
 pub fn routes(dir: &Path) -> Router<Arc<AppState>> {
     let modules = dir.join("node_modules");
@@ -48,9 +51,9 @@ async fn publish(
     State(app): State<Arc<AppState>>,
     axum::Json(post): axum::Json<Post>,
 ) -> Result<(StatusCode, &'static str), AppError> {
-    if post.room.is_empty() || post.room.len() > MAX_ROOM_BYTES {
-        return Err(AppError::Malformed("room must be 1 to 256 bytes."));
-    }
+    // Without a key, the page's posts share the API key's publish rate and delivery's bound.
+    app.admit_publish()?;
+    crate::room::check(&post.room)?;
     if post.text.trim().is_empty() || post.text.chars().count() > MAX_TEXT {
         return Err(AppError::Malformed("text must be 1 to 500 characters."));
     }

@@ -1,14 +1,25 @@
-//! `GET /metrics`: the node's figures in the Prometheus text format (see [`crate::metrics`]).
+//! `GET /metrics`: the node's figures in the Prometheus text format (see [`crate::metrics`]),
+//! public, behind the API key, or not served (`--metrics`).
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 
+use crate::config::MetricsAccess;
+use crate::error::AppError;
 use crate::state::AppState;
 
-pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+pub async fn metrics(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, AppError> {
+    match app.config.metrics {
+        MetricsAccess::Public => {}
+        MetricsAccess::ApiKey => app.api_key.check(&headers)?,
+        MetricsAccess::Off => return Err(AppError::NotFound),
+    }
     let metrics = &app.metrics;
     metrics
         .store_up
@@ -19,11 +30,11 @@ pub async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     metrics
         .delivery_lag_seconds
         .set(app.fanout.delay().as_secs_f64());
-    (
+    Ok((
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         metrics.encode(),
-    )
+    ))
 }

@@ -2,7 +2,7 @@
 //! endpoint alike, and the timeouts every request is held to.
 
 mod cookie;
-mod demo;
+pub mod demo;
 mod health;
 mod history;
 mod metrics;
@@ -14,44 +14,91 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Method, StatusCode};
-use axum::routing::{get, post};
+use axum::middleware::Next;
+use axum::routing::{MethodRouter, get, post};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::error::AppError;
-use crate::socket::MAX_ROOM_BYTES;
 use crate::state::AppState;
 
+/// Every route the node serves beside Socket.IO, as `(method, path)`. The router is built from
+/// this list, so it is the whole of what clients can reach over HTTP (`GET /metrics` counts
+/// requests under these names, and the flood test drives each of them).
+pub const ROUTES: [(&str, &str); 8] = [
+    ("GET", "/"),
+    ("GET", "/ready"),
+    ("GET", "/metrics"),
+    ("GET", "/set-cookie"),
+    ("POST", "/api/twine"),
+    ("POST", "/api/token"),
+    ("GET", "/api/rooms/{room}/messages"),
+    ("GET", "/api/rooms/{room}/presence"),
+];
+
+/// The paths of the routes this configuration serves.
+pub fn served(demo: bool) -> Vec<&'static str> {
+    let demo_routes = demo.then_some(demo::ROUTES.iter()).into_iter().flatten();
+    ROUTES
+        .iter()
+        .chain(demo_routes)
+        .map(|(_, path)| *path)
+        .collect()
+}
+
+/// The handler of each of [`ROUTES`].
+fn handler(path: &str) -> MethodRouter<Arc<AppState>> {
+    match path {
+        "/" => get(health::live),
+        "/ready" => get(health::ready),
+        "/metrics" => get(metrics::metrics),
+        "/set-cookie" => get(cookie::set_cookie),
+        "/api/twine" => post(publish::publish),
+        "/api/token" => post(token::mint),
+        "/api/rooms/{room}/messages" => get(history::messages),
+        "/api/rooms/{room}/presence" => get(presence::members),
+        other => unreachable!("no handler for route {other}"),
+    }
+}
+
 /// The routes, each held to `request_timeout` (Socket.IO is not a route here: its long-polling
-/// requests wait by design).
+/// requests wait by design) and counted by name.
 pub fn routes(app: Arc<AppState>) -> Router {
-    let router = Router::new()
-        .route("/", get(health::live))
-        .route("/ready", get(health::ready))
-        .route("/metrics", get(metrics::metrics))
-        .route("/set-cookie", get(cookie::set_cookie))
-        .route("/api/twine", post(publish::publish))
-        .route("/api/token", post(token::mint))
-        .route("/api/rooms/{room}/messages", get(history::messages))
-        .route("/api/rooms/{room}/presence", get(presence::members));
+    let mut router = Router::new();
+    for (_, path) in ROUTES {
+        router = router.route(path, handler(path));
+    }
     let router = if app.config.demo {
         router.merge(demo::routes(&app.config.demo_dir))
     } else {
         router
     };
     let timeout = app.config.request_timeout;
-    router.with_state(app).layer(TimeoutLayer::with_status_code(
-        StatusCode::REQUEST_TIMEOUT,
-        timeout,
-    ))
+    let metrics = app.metrics.clone();
+    router
+        .with_state(app)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .route_layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| {
+                let metrics = metrics.clone();
+                async move {
+                    if let Some(path) = request.extensions().get::<MatchedPath>() {
+                        metrics.http_request(path.as_str());
+                    }
+                    next.run(request).await
+                }
+            },
+        ))
 }
 
-/// A room named in a route's path, held to the same bounds as a subscribe.
+/// A room named in a route's path, held to the rule every entry point shares.
 fn room_in_path(room: String) -> Result<String, AppError> {
-    if room.is_empty() || room.len() > MAX_ROOM_BYTES {
-        return Err(AppError::Malformed("room must be 1 to 256 bytes."));
-    }
+    crate::room::check(&room)?;
     Ok(room)
 }
 

@@ -17,7 +17,6 @@ use serde_json::value::RawValue;
 use twine_store::Publish;
 
 use crate::error::AppError;
-use crate::socket::MAX_ROOM_BYTES;
 use crate::state::AppState;
 
 /// The header a backend sets to make retries of one publish safe.
@@ -112,9 +111,7 @@ fn parse(bytes: &[u8]) -> Result<(String, &str), AppError> {
     }
     let room: String = serde_json::from_str(room.get())
         .map_err(|_| AppError::Malformed("room_id is of an incorrect data type."))?;
-    if room.len() > MAX_ROOM_BYTES {
-        return Err(AppError::Malformed("room_id is longer than 256 bytes."));
-    }
+    crate::room::check(&room)?;
     Ok((room, payload.get()))
 }
 

@@ -14,6 +14,10 @@ use crate::config::parse_duration;
 use crate::error::AppError;
 use crate::state::AppState;
 
+/// Bytes of a CONNECT packet around its token (`40{"token":"…"}` and Engine.IO's framing), with
+/// room to spare.
+const HANDSHAKE_FRAMING: usize = 64;
+
 /// What may be asked of a token; every field may be left out (an empty body too).
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,5 +57,10 @@ pub async fn mint(
         .transpose()
         .map_err(|_| AppError::Malformed("ttl must be a duration such as 10m."))?;
     let (token, expires_at) = app.tokens.mint(request.sub, request.rooms, ttl);
+    // The token travels in the handshake's CONNECT packet, which must fit in --max-payload.
+    let max_payload = app.config.max_payload;
+    if (token.len() + HANDSHAKE_FRAMING) as u64 > max_payload {
+        return Err(AppError::TokenTooLarge(token.len(), max_payload));
+    }
     Ok((StatusCode::CREATED, Json(Minted { token, expires_at })))
 }

@@ -4,7 +4,8 @@
 //! long-polling response by its body). It also gives the CONNECT reply its `pid` when it leaves
 //! in a long-polling response ([`super::connect_reply`]), and holds long-polling POSTs and the
 //! handshake's `maxPayload` to `--max-payload` (engineioxide's own bound is set out of reach:
-//! see [`crate::ENGINE_MAX_PAYLOAD`]).
+//! see [`crate::ENGINE_MAX_PAYLOAD`]). Every handshake takes a place among the pending sessions
+//! ([`super::pending`]) until its client joins the namespace.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,8 +21,11 @@ use http_body_util::{BodyExt, Limited};
 use socketioxide::socket::Sid;
 
 use super::connect_reply;
+use super::limits::Refusal;
 use super::meter::{Meters, SendMeter};
+use super::pending::PendingSessions;
 use super::wire::Wire;
+use crate::metrics::{Limit, Metrics};
 
 /// Where Socket.IO is served.
 pub const ENGINE_PATH: &str = "/socket.io/";
@@ -33,18 +37,26 @@ pub struct Gate {
     pub meters: Arc<Meters>,
     /// `--max-payload`: the largest long-polling POST, as the handshake tells clients.
     pub max_payload: u64,
+    /// Sessions that have not joined the namespace yet.
+    pub pending: PendingSessions,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Gate {
-    /// Whether a request with this `Origin` header may use the Engine.IO endpoint. Requests
-    /// without one come from programs, not pages, and cannot carry a victim's cookie.
+    /// Whether a request with this `Origin` header may use the Engine.IO endpoint.
     pub fn allows(&self, origin: Option<&HeaderValue>) -> bool {
-        match (&self.origins, origin) {
-            (Some(allowed), Some(origin)) => origin
-                .to_str()
-                .is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o))),
-            _ => true,
-        }
+        origin_allowed(self.origins.as_deref(), origin)
+    }
+}
+
+/// Whether `origin` is in `allowed` (`None` allows any). Requests without an `Origin` come from
+/// programs, not pages, and cannot carry a victim's cookie.
+fn origin_allowed(allowed: Option<&[String]>, origin: Option<&HeaderValue>) -> bool {
+    match (allowed, origin) {
+        (Some(allowed), Some(origin)) => origin
+            .to_str()
+            .is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o))),
+        _ => true,
     }
 }
 
@@ -77,7 +89,17 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
     let (transport, sid) = transport_and_sid(request.uri().query());
     let (long_polling, upgrading) = (transport == Some("polling"), transport == Some("websocket"));
     let Some(sid) = sid else {
-        let response = next.run(request).await; // a handshake
+        // A handshake: it takes a place among the pending sessions until the client joins.
+        let peer = request.extensions().get::<Arc<Wire>>().map(|w| w.peer.ip());
+        if let Some(ip) = peer {
+            match gate.pending.admit(ip) {
+                Ok(pending) => {
+                    request.extensions_mut().insert(pending);
+                }
+                Err(refusal) => return refuse_handshake(&gate, refusal),
+            }
+        }
+        let response = next.run(request).await;
         return if long_polling {
             // Tells clients the largest POST, as `--max-payload`.
             rewritten(response, |open| with_max_payload(open, gate.max_payload)).await
@@ -140,6 +162,33 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
         };
         return response.map(|body| Body::new(Counted { body, meter }));
     }
+    response
+}
+
+/// A handshake over the pending sessions' bounds: the client retries after a while, as it does
+/// after any failed handshake.
+fn refuse_handshake(gate: &Gate, refusal: Refusal) -> Response {
+    let (status, limit, body) = match refusal {
+        Refusal::Full => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Limit::PendingSessions,
+            "Service Unavailable: too many sessions are waiting to connect; retry later.",
+        ),
+        Refusal::TooManyFromAddress => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Limit::PendingSessionsPerAddress,
+            "Too Many Requests: too many sessions from this address are waiting to connect; retry later.",
+        ),
+    };
+    gate.metrics.limit(limit);
+    tracing::debug!(
+        ?refusal,
+        "Engine.IO handshake refused: too many pending sessions"
+    );
+    let mut response = (status, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 
@@ -264,22 +313,17 @@ mod tests {
 
     #[test]
     fn origins_outside_the_list_are_refused_and_programs_without_one_allowed() {
-        let gate = Gate {
-            origins: Some(vec!["https://a.example".into()]),
-            meters: Arc::default(),
-            max_payload: 1000,
-        };
+        let allowed = vec!["https://a.example".to_string()];
+        let gate = |origin: Option<HeaderValue>| origin_allowed(Some(&allowed), origin.as_ref());
         let origin = |o: &'static str| Some(HeaderValue::from_static(o));
-        assert!(gate.allows(origin("https://a.example").as_ref()));
-        assert!(gate.allows(origin("https://A.example").as_ref()));
-        assert!(!gate.allows(origin("https://evil.example").as_ref()));
-        assert!(!gate.allows(origin("null").as_ref()));
-        assert!(gate.allows(None));
-        let open = Gate {
-            origins: None,
-            meters: Arc::default(),
-            max_payload: 1000,
-        };
-        assert!(open.allows(origin("https://evil.example").as_ref()));
+        assert!(gate(origin("https://a.example")));
+        assert!(gate(origin("https://A.example")));
+        assert!(!gate(origin("https://evil.example")));
+        assert!(!gate(origin("null")));
+        assert!(gate(None));
+        assert!(origin_allowed(
+            None,
+            origin("https://evil.example").as_ref()
+        ));
     }
 }

@@ -7,6 +7,7 @@ mod deadline;
 pub mod gate;
 pub mod limits;
 pub mod meter;
+pub mod pending;
 pub mod wire;
 
 use std::future::Future;

@@ -280,6 +280,11 @@ impl Outbox {
         self.send_waiting(event, &json, None).await
     }
 
+    /// [`Outbox::send`] of a reply encoded already (a page of a listing, shared by many).
+    pub async fn send_encoded(&self, event: &str, data: &RawValue) -> Result<(), Gone> {
+        self.send_waiting(event, data, None).await
+    }
+
     /// A notice the client may lose if it is not reading (an `error` for an event it flooded).
     pub fn notify<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
         let json = serde_json::value::to_raw_value(data).expect("notices serialize");

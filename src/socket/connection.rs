@@ -23,7 +23,7 @@ use socketioxide::adapter::LocalAdapter;
 use socketioxide::handler::{MessageHandler, Value};
 use socketioxide::socket::{Sid, Socket};
 use tokio::time::Instant;
-use twine_store::{Joined, Position, Session, StoreError};
+use twine_store::{Joined, Position, Session};
 
 use super::recovery::Recovery;
 use super::resume::{Notice, Resume};
@@ -32,15 +32,31 @@ use crate::fanout::shard::Member;
 use crate::metrics::Limit;
 use crate::outbox::Outbox;
 use crate::outbox::acks::Slot;
+use crate::room;
 use crate::session::SessionHandle;
 use crate::state::AppState;
 
-/// Longest room name, in bytes.
-pub const MAX_ROOM_BYTES: usize = 256;
+/// Every event a client may send that the server handles; others are ignored (and counted as
+/// `other` in `GET /metrics`). The flood test drives each of them.
+pub const EVENTS: [&str; 8] = [
+    "updateSessionTS",
+    "stateRecovery",
+    "subscribe",
+    "unsubscribe",
+    "presence:enter",
+    "presence:update",
+    "presence:leave",
+    "presence:members",
+];
+
 /// Commands that may wait in one connection's queue.
 const MAX_QUEUED: usize = 4_096;
 /// Least time between two "events dropped" notices to one connection.
 const NOTICE_EVERY: Duration = Duration::from_secs(1);
+/// Member listings (pages of `presence:members`) one connection may ask for per second, and at
+/// once: with pages of at most 64 KiB, at most 128 KiB a second.
+const LISTINGS_PER_SECOND: u32 = 2;
+const LISTING_BURST: u32 = 20;
 
 type EventLimiter = RateLimiter<
     governor::state::NotKeyed,
@@ -70,7 +86,11 @@ enum PresenceRequest {
         update: bool,
     },
     Leave(Arc<str>),
-    Members(Arc<str>),
+    /// A page of the room's members, after the member id `after`.
+    Members {
+        room: Arc<str>,
+        after: Option<String>,
+    },
 }
 
 /// The `error` event sent when a client event is refused.
@@ -92,6 +112,7 @@ pub struct Connection {
     /// Under Socket.IO's recovery: how the connection starts (taken by its recovery).
     resume: Mutex<Option<Resume>>,
     limiter: EventLimiter,
+    listings: EventLimiter,
     state: Mutex<State>,
 }
 
@@ -128,6 +149,12 @@ impl Connection {
             Quota::per_second(rate).allow_burst(burst),
             MonotonicClock,
         );
+        let listing_rate = NonZeroU32::new(LISTINGS_PER_SECOND).expect("not zero");
+        let listing_burst = NonZeroU32::new(LISTING_BURST).expect("not zero");
+        let listings = RateLimiter::direct_with_clock(
+            Quota::per_second(listing_rate).allow_burst(listing_burst),
+            MonotonicClock,
+        );
         Arc::new(Connection {
             sid,
             outbox,
@@ -137,6 +164,7 @@ impl Connection {
             grant,
             resume: Mutex::new(resume),
             limiter,
+            listings,
             state: Mutex::default(),
         })
     }
@@ -157,6 +185,7 @@ impl Connection {
                 self.push(Command::Refuse("?", "the event could not be read".into()));
             });
         };
+        self.app.metrics.client_event(&name);
         match name.as_ref() {
             "updateSessionTS" => match arg.and_then(timestamp) {
                 Some(position) => {
@@ -178,13 +207,13 @@ impl Connection {
                 }),
             },
             "stateRecovery" => self.over_limit_or(|| self.outbox.acknowledge_each_message()),
-            "subscribe" => self.over_limit_or(|| match room_name(arg) {
+            "subscribe" => self.over_limit_or(|| match room::from_json(arg) {
                 Ok(room) => self.push(Command::Subscribe(room)),
-                Err(message) => self.push(Command::Refuse("subscribe", message)),
+                Err(e) => self.push(Command::Refuse("subscribe", e.to_string())),
             }),
-            "unsubscribe" => self.over_limit_or(|| match room_name(arg) {
+            "unsubscribe" => self.over_limit_or(|| match room::from_json(arg) {
                 Ok(room) => self.push(Command::Unsubscribe(room)),
-                Err(message) => self.push(Command::Refuse("unsubscribe", message)),
+                Err(e) => self.push(Command::Refuse("unsubscribe", e.to_string())),
             }),
             "presence:enter" | "presence:update" | "presence:leave" | "presence:members" => {
                 let max_data = self.app.config.presence_max_data as usize;
@@ -422,10 +451,7 @@ impl Connection {
             self.app.fanout.unhold(room, self.sid);
         }
         self.outbox.remove_room(membership.slot);
-        if let Err(e) = self.app.presence.leave(room, self.sid).await {
-            // Its entry expires when this node stops refreshing it.
-            tracing::warn!(%room, "presence entry not removed: {e}");
-        }
+        self.app.presence.leave(room, self.sid);
     }
 
     async fn presence(&self, request: PresenceRequest) {
@@ -435,36 +461,50 @@ impl Connection {
             } => ("presence:update", room),
             PresenceRequest::Enter { room, .. } => ("presence:enter", room),
             PresenceRequest::Leave(room) => ("presence:leave", room),
-            PresenceRequest::Members(room) => ("presence:members", room),
+            PresenceRequest::Members { room, .. } => ("presence:members", room),
         };
         if !self.state().rooms.contains_key(room) {
             let message = format!("subscribe to room {room} before using its presence");
             return self.refuse(event, &message).await;
         }
         let presence = &self.app.presence;
-        let outcome = match &request {
-            PresenceRequest::Enter { update: true, .. } if !presence.is_present(room, self.sid) => {
-                let message = format!("not present in room {room}: enter it first");
-                return self.refuse(event, &message).await;
-            }
-            PresenceRequest::Enter { data, .. } => presence
-                .enter(room, self.sid, self.grant.user(), data)
-                .await
-                .map(drop),
-            PresenceRequest::Leave(_) => presence.leave(room, self.sid).await,
-            PresenceRequest::Members(_) => match presence.members(room).await {
-                Ok(members) => {
-                    let _ = self.outbox.send("presence:members", &members).await;
-                    Ok(())
+        match &request {
+            PresenceRequest::Enter { data, update, .. } => {
+                let entering = !presence.is_present(room, self.sid);
+                let user = self.grant.user();
+                if presence
+                    .enter(room, self.sid, user, data, *update, &self.outbox)
+                    .is_err()
+                {
+                    let message = format!("not present in room {room}: enter it first");
+                    return self.refuse(event, &message).await;
                 }
-                Err(e) => Err(e),
-            },
-        };
-        match outcome {
-            Ok(()) => {}
-            Err(StoreError::Full(why)) => {
-                self.app.metrics.limit(Limit::PresenceMembers);
-                self.refuse(event, &why).await;
+                // The newcomer gets the room as it is (when its listings allow); the room hears
+                // of the newcomer in its next batch of changes.
+                if entering && self.listings.check().is_ok() {
+                    self.list_members(event, room, None).await;
+                }
+            }
+            PresenceRequest::Leave(_) => presence.leave(room, self.sid),
+            PresenceRequest::Members { after, .. } => {
+                if self.listings.check().is_err() {
+                    self.app.metrics.limit(Limit::EventRate);
+                    let message = format!(
+                        "member listings are limited to {LISTINGS_PER_SECOND} a second; ask again later"
+                    );
+                    return self.refuse(event, &message).await;
+                }
+                self.list_members(event, room, after.as_deref()).await;
+            }
+        }
+    }
+
+    /// Sends a page of `room`'s members as `presence:members`.
+    async fn list_members(&self, event: &str, room: &Arc<str>, after: Option<&str>) {
+        match self.app.presence.snapshot(room).await {
+            Ok(snapshot) => {
+                let page = snapshot.page(after);
+                let _ = self.outbox.send_encoded("presence:members", &page).await;
             }
             Err(e) => {
                 tracing::warn!(%room, "{event} failed: {e}");
@@ -550,22 +590,6 @@ impl<'de> de::Deserialize<'de> for Event<'de> {
     }
 }
 
-fn room_name(arg: Option<&RawValue>) -> Result<Arc<str>, String> {
-    let room = arg
-        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
-        .ok_or_else(|| "room must be a string".to_string())?;
-    if room.is_empty() {
-        return Err("room must not be empty".into());
-    }
-    if room.len() > MAX_ROOM_BYTES {
-        return Err(format!(
-            "room is {} bytes long; the limit is {MAX_ROOM_BYTES}",
-            room.len()
-        ));
-    }
-    Ok(Arc::from(room))
-}
-
 /// The name of a presence event, as the `error` event names it.
 fn presence_event(name: &str) -> &'static str {
     match name {
@@ -577,7 +601,8 @@ fn presence_event(name: &str) -> &'static str {
 }
 
 /// A presence event's argument: `{room, data}` (`data` only to enter or update, any JSON value
-/// up to `max_data` bytes, `{}` when absent), or the room name alone.
+/// up to `max_data` bytes, `{}` when absent), `{room, after}` to list members after a member id,
+/// or the room name alone.
 fn presence_request(
     name: &str,
     arg: Option<&RawValue>,
@@ -588,14 +613,20 @@ fn presence_request(
         #[serde(borrow)]
         room: Option<&'a RawValue>,
         data: Option<Box<RawValue>>,
+        after: Option<String>,
     }
-    let (room, data) = match arg {
+    let (room, data, after) = match arg {
         Some(raw) if raw.get().trim_start().starts_with('{') => {
             let parsed: Arg<'_> = serde_json::from_str(raw.get())
-                .map_err(|_| "the argument must be {room, data}".to_string())?;
-            (room_name(parsed.room)?, parsed.data)
+                .map_err(|_| "the argument must be {room, data} or {room, after}".to_string())?;
+            let room = room::from_json(parsed.room).map_err(|e| e.to_string())?;
+            (room, parsed.data, parsed.after)
         }
-        other => (room_name(other)?, None),
+        other => (
+            room::from_json(other).map_err(|e| e.to_string())?,
+            None,
+            None,
+        ),
     };
     match name {
         "presence:enter" | "presence:update" => {
@@ -613,7 +644,7 @@ fn presence_request(
             })
         }
         "presence:leave" => Ok(PresenceRequest::Leave(room)),
-        _ => Ok(PresenceRequest::Members(room)),
+        _ => Ok(PresenceRequest::Members { room, after }),
     }
 }
 
@@ -643,19 +674,6 @@ mod tests {
         assert!(event.arg.is_none());
         assert!(serde_json::from_str::<Event>("[]").is_err());
         assert!(serde_json::from_str::<Event>("[7]").is_err());
-    }
-
-    #[test]
-    fn rooms_must_be_non_empty_strings_of_bounded_length() {
-        assert_eq!(room_name(Some(&raw(r#""news""#))).unwrap().as_ref(), "news");
-        assert!(room_name(Some(&raw(r#""""#))).is_err());
-        let long = format!("\"{}\"", "x".repeat(257));
-        assert!(room_name(Some(&raw(&long))).is_err());
-        let longest = format!("\"{}\"", "x".repeat(256));
-        assert!(room_name(Some(&raw(&longest))).is_ok());
-        assert!(room_name(Some(&raw("7"))).is_err());
-        assert!(room_name(Some(&raw("null"))).is_err());
-        assert!(room_name(None).is_err());
     }
 
     #[test]

@@ -27,12 +27,12 @@ use tokio::time::Instant;
 use crate::auth::Grant;
 use crate::metrics::{Transport, TransportLabel};
 use crate::net::Received;
+use crate::net::pending::Pending;
 use crate::net::wire::Wire;
 use crate::outbox::Outbox;
 use crate::session::{SessionHandle, twineid};
 use crate::state::AppState;
 use connection::Connection;
-pub use connection::MAX_ROOM_BYTES;
 use resume::Resume;
 
 /// Serves the Twine events on the default namespace.
@@ -47,7 +47,7 @@ struct Admission {
 }
 
 /// Marks this crate's handlers apart from socketioxide's closure handlers.
-pub use connection::Handled;
+pub use connection::{EVENTS, Handled};
 
 type Admitted<'a> = Pin<Box<dyn Future<Output = Result<(), Box<dyn Display + Send>>> + Send + 'a>>;
 
@@ -75,7 +75,7 @@ impl ConnectHandler<LocalAdapter, Handled> for Admission {
             let app = &self.app;
             let resume =
                 if app.config.socketio_recovery && twineid(&s.req_parts().headers).is_none() {
-                    Some(Resume::decide(auth, app.sessions.as_ref(), &app.history).await)
+                    Some(Resume::decide(auth, app).await)
                 } else {
                     None
                 };
@@ -90,6 +90,9 @@ impl Admission {
         let app = &self.app;
         let config = &app.config;
         let parts = s.req_parts();
+        if let Some(pending) = parts.extensions.get::<Pending>() {
+            pending.joined();
+        }
         let meter = app.meters.meter(s.id);
         if is_websocket_handshake(parts)
             && let Some(wire) = parts.extensions.get::<Arc<Wire>>()

@@ -11,12 +11,15 @@
 //! told why in a `recovery` event. Clients with a cookie keep the Twine flow.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use twine_store::{History, PageLimit, Position, Session, SessionStore, StoreError};
 
+use crate::auth::Signer;
 use crate::outbox::offsets::Offset;
+use crate::state::AppState;
 
 /// Rooms checked against the history at once.
 const CHECK_CONCURRENCY: usize = 16;
@@ -46,10 +49,68 @@ pub struct Resume {
     pub notice: Notice,
 }
 
+/// How the `pid`s handed out are made and recognised.
+pub struct Pids<'a> {
+    pub signer: &'a Signer,
+    /// How long a `pid` may name a session that never joined a room (the recovery window).
+    pub window: Duration,
+}
+
+impl Pids<'_> {
+    /// A fresh `pid`: `<id>_<issued, unix seconds in base 36>_<signature>`, so a `pid` this
+    /// deployment handed out is recognised without storing anything, and a `pid` a client made
+    /// up is not.
+    fn issue(&self) -> String {
+        let body = format!(
+            "{}_{}",
+            uuid::Uuid::new_v4().simple(),
+            base36(unix_seconds())
+        );
+        let signature = self.signer.sign_hex(body.as_bytes());
+        format!("{body}_{}", &signature[..SIGNATURE_HEX])
+    }
+
+    /// Whether `pid` was handed out here within the window.
+    fn issued_here(&self, pid: &str) -> bool {
+        let Some((body, signature)) = pid.rsplit_once('_') else {
+            return false;
+        };
+        let Some(issued) = body
+            .rsplit_once('_')
+            .and_then(|(_, t)| u64::from_str_radix(t, 36).ok())
+        else {
+            return false;
+        };
+        self.signer.verify_hex(body.as_bytes(), signature)
+            && unix_seconds().saturating_sub(issued) <= self.window.as_secs()
+    }
+}
+
+/// Hex digits of a `pid`'s signature kept (128 bits).
+const SIGNATURE_HEX: usize = 32;
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn base36(mut n: u64) -> String {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(char::from_digit((n % 36) as u32, 36).expect("a base-36 digit"));
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.iter().rev().collect()
+}
+
 impl Resume {
-    fn fresh(reason: Option<String>) -> Resume {
+    fn fresh(pids: &Pids<'_>, reason: Option<String>) -> Resume {
         Resume {
-            pid: uuid::Uuid::new_v4().to_string(),
+            pid: pids.issue(),
             session: None,
             notice: Notice {
                 recovered: false,
@@ -59,30 +120,41 @@ impl Resume {
     }
 
     /// Decides from the handshake's auth object (JSON text).
-    pub async fn decide(
+    pub async fn decide(auth: Option<&str>, app: &AppState) -> Resume {
+        let pids = Pids {
+            signer: &app.signer,
+            window: app.config.recovery_window,
+        };
+        Resume::decide_with(auth, app.sessions.as_ref(), &app.history, &pids).await
+    }
+
+    async fn decide_with(
         auth: Option<&str>,
         sessions: &dyn SessionStore,
         history: &Arc<dyn History>,
+        pids: &Pids<'_>,
     ) -> Resume {
         let asked: Asked = auth
             .and_then(|a| serde_json::from_str(a).ok())
             .unwrap_or_default();
         let Some(pid) = asked.pid.filter(|p| crate::session::usable_id(p)) else {
-            return Resume::fresh(None);
+            return Resume::fresh(pids, None);
         };
         let offset = match Offset::decode(asked.offset.as_deref().unwrap_or_default()) {
             Ok(offset) => offset,
-            Err(e) => return Resume::fresh(Some(e.to_string())),
+            Err(e) => return Resume::fresh(pids, Some(e.to_string())),
         };
         let session = match sessions.load(&pid).await {
             Ok(Some(session)) => session,
             // A session is stored once it joins a room: one that never did is all in its empty
-            // offset.
-            Ok(None) if offset.is_empty() => Session::default(),
-            Ok(None) => return Resume::fresh(Some("the session expired or is unknown".into())),
+            // offset, if this deployment handed out its `pid` (a client cannot name its own).
+            Ok(None) if offset.is_empty() && pids.issued_here(&pid) => Session::default(),
+            Ok(None) => {
+                return Resume::fresh(pids, Some("the session expired or is unknown".into()));
+            }
             Err(e) => {
                 tracing::warn!("session not loaded for recovery: {e}");
-                return Resume::fresh(Some("the session could not be loaded".into()));
+                return Resume::fresh(pids, Some("the session could not be loaded".into()));
             }
         };
         let session = placed(session, &offset);
@@ -95,12 +167,15 @@ impl Resume {
                     reason: None,
                 },
             },
-            Ok(Some(room)) => Resume::fresh(Some(format!(
-                "messages of room {room} after the offset are no longer kept"
-            ))),
+            Ok(Some(room)) => Resume::fresh(
+                pids,
+                Some(format!(
+                    "messages of room {room} after the offset are no longer kept"
+                )),
+            ),
             Err(e) => {
                 tracing::warn!("history not read for recovery: {e}");
-                Resume::fresh(Some("missed messages could not be read".into()))
+                Resume::fresh(pids, Some("missed messages could not be read".into()))
             }
         }
     }
@@ -160,7 +235,12 @@ mod tests {
 
     async fn decide(store: &MemoryStore, auth: &str) -> Resume {
         let history: Arc<dyn History> = Arc::new(store.clone());
-        Resume::decide(Some(auth), store, &history).await
+        let signer = Signer::new(b"secret");
+        let pids = Pids {
+            signer: &signer,
+            window: Duration::from_secs(3600),
+        };
+        Resume::decide_with(Some(auth), store, &history, &pids).await
     }
 
     #[tokio::test]
@@ -190,8 +270,38 @@ mod tests {
         assert!(!fresh.notice.recovered && fresh.notice.reason.is_none());
         assert_ne!(fresh.pid, "p1");
 
-        let roomless = decide(&store, r#"{"pid":"never-joined","offset":""}"#).await;
-        assert!(roomless.notice.recovered, "nothing to lose");
+        let roomless = format!(r#"{{"pid":"{}","offset":""}}"#, fresh.pid);
+        let roomless = decide(&store, &roomless).await;
+        assert!(
+            roomless.notice.recovered,
+            "a pid handed out here that never joined a room: nothing to lose"
+        );
+        assert_eq!(roomless.pid, fresh.pid);
+        let made_up = decide(&store, r#"{"pid":"never-joined","offset":""}"#).await;
+        assert!(!made_up.notice.recovered, "a pid the client made up");
+        assert_ne!(made_up.pid, "never-joined");
+        let other = Pids {
+            signer: &Signer::new(b"another deployment"),
+            window: Duration::from_secs(3600),
+        };
+        assert!(!other.issued_here(&fresh.pid));
+        let expired = Pids {
+            signer: &Signer::new(b"secret"),
+            window: Duration::ZERO,
+        };
+        let old = Pids {
+            signer: &Signer::new(b"secret"),
+            window: Duration::from_secs(3600),
+        };
+        let body = format!(
+            "{}_{}",
+            uuid::Uuid::new_v4().simple(),
+            base36(unix_seconds() - 10)
+        );
+        let signature = Signer::new(b"secret").sign_hex(body.as_bytes());
+        let ten_seconds_old = format!("{body}_{}", &signature[..SIGNATURE_HEX]);
+        assert!(old.issued_here(&ten_seconds_old));
+        assert!(!expired.issued_here(&ten_seconds_old), "past the window");
         let unknown = decide(&store, r#"{"pid":"nobody","offset":"1.1"}"#).await;
         assert_eq!(
             unknown.notice.reason.as_deref(),

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::{
     Archive, Change, FeedEvent, History, Joined, Member, Message, PageLimit, Position, Presence,
-    Progress, Publish, ReplayStart, SessionStore, StoreError,
+    Progress, Publish, ReplayStart, SessionStore, StoreError, Update,
 };
 
 /// Rooms per session the stores handed to [`run_all`] must be configured with.
@@ -484,66 +484,86 @@ fn member(id: &str, name: &str) -> Member {
     }
 }
 
-async fn next_change(feed: &mut crate::PresenceFeed) -> (String, Change, String) {
+fn enter(id: &str, name: &str) -> Update {
+    Update::Enter(member(id, name))
+}
+
+/// The next batch of changes fed, as (room, [(change, member id, member info)]).
+async fn next_batch(feed: &mut crate::PresenceFeed) -> (String, Vec<(Change, String, String)>) {
     let event = tokio::time::timeout(Duration::from_secs(5), feed.recv())
         .await
         .expect("a presence change within 5 s")
         .expect("the presence feed is open");
-    (event.room, event.change, event.member.id)
+    let changes = event
+        .changes
+        .into_iter()
+        .map(|(change, m)| (change, m.id, m.info))
+        .collect();
+    (event.room, changes)
+}
+
+async fn nothing_fed(feed: &mut crate::PresenceFeed, why: &str) {
+    let next = tokio::time::timeout(Duration::from_millis(300), feed.recv()).await;
+    assert!(next.is_err(), "{why}: {next:?}");
 }
 
 pub async fn presence_changes_reach_every_node(a: Arc<dyn Presence>, b: Arc<dyn Presence>) {
     let mut feed = b.subscribe().await.unwrap();
     let ttl = Duration::from_secs(60);
-    assert_eq!(
-        a.enter("r", &member("m1", "ann"), ttl, 10).await.unwrap(),
-        Change::Enter
-    );
-    assert_eq!(
-        a.enter("r", &member("m1", "anne"), ttl, 10).await.unwrap(),
-        Change::Update,
-        "entering again is an update"
-    );
-    b.enter("r", &member("m2", "bob"), ttl, 10).await.unwrap();
-    b.enter("other", &member("m3", "cy"), ttl, 10)
+    let refused = a.apply("r", &[enter("m1", "ann")], ttl, 10).await.unwrap();
+    assert!(refused.is_empty());
+    a.apply("r", &[enter("m1", "anne"), enter("m2", "bob")], ttl, 10)
         .await
         .unwrap();
-    let mut seen = Vec::new();
-    for _ in 0..4 {
-        seen.push(next_change(&mut feed).await);
-    }
+    b.apply("other", &[enter("m3", "cy")], ttl, 10)
+        .await
+        .unwrap();
     assert_eq!(
-        seen,
-        [
-            ("r".into(), Change::Enter, "m1".into()),
-            ("r".into(), Change::Update, "m1".into()),
-            ("r".into(), Change::Enter, "m2".into()),
-            ("other".into(), Change::Enter, "m3".into()),
-        ]
+        next_batch(&mut feed).await,
+        (
+            "r".into(),
+            vec![(Change::Enter, "m1".into(), member("m1", "ann").info)]
+        )
     );
+    assert_eq!(
+        next_batch(&mut feed).await,
+        (
+            "r".into(),
+            vec![
+                (Change::Update, "m1".into(), member("m1", "anne").info),
+                (Change::Enter, "m2".into(), member("m2", "bob").info),
+            ]
+        ),
+        "one batch is fed as one event, in order; entering again is an update"
+    );
+    assert_eq!(next_batch(&mut feed).await.0, "other");
     let mut members = b.members("r").await.unwrap();
     members.sort_by(|x, y| x.id.cmp(&y.id));
     assert_eq!(members, [member("m1", "anne"), member("m2", "bob")]);
-    assert!(
-        a.leave("r", "m2").await.unwrap(),
-        "any node may take a member out"
-    );
-    assert!(
-        !a.leave("r", "m2").await.unwrap(),
-        "leaving twice changes nothing"
-    );
+    a.apply("r", &[Update::Leave("m2".into())], ttl, 10)
+        .await
+        .unwrap();
     assert_eq!(
-        next_change(&mut feed).await,
-        ("r".into(), Change::Leave, "m2".into())
+        next_batch(&mut feed).await,
+        (
+            "r".into(),
+            vec![(Change::Leave, "m2".into(), member("m2", "bob").info)]
+        ),
+        "any node may take a member out; the leave tells what it had"
     );
+    a.apply("r", &[Update::Leave("m2".into())], ttl, 10)
+        .await
+        .unwrap();
+    nothing_fed(&mut feed, "leaving twice changes nothing").await;
     assert_eq!(a.members("r").await.unwrap(), [member("m1", "anne")]);
     assert!(a.members("nobody-here").await.unwrap().is_empty());
 }
 
 pub async fn members_without_a_heartbeat_expire_once(a: Arc<dyn Presence>, b: Arc<dyn Presence>) {
     let short = Duration::from_millis(300);
-    a.enter("r", &member("kept", "k"), short, 10).await.unwrap();
-    a.enter("r", &member("dies", "d"), short, 10).await.unwrap();
+    a.apply("r", &[enter("kept", "k"), enter("dies", "d")], short, 10)
+        .await
+        .unwrap();
     let mut feed = b.subscribe().await.unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
     a.refresh(&[("r", "kept")], Duration::from_secs(60))
@@ -562,15 +582,13 @@ pub async fn members_without_a_heartbeat_expire_once(a: Arc<dyn Presence>, b: Ar
     a.expire().await.unwrap();
     b.expire().await.unwrap();
     assert_eq!(
-        next_change(&mut feed).await,
-        ("r".into(), Change::Leave, "dies".into())
+        next_batch(&mut feed).await,
+        (
+            "r".into(),
+            vec![(Change::Leave, "dies".into(), member("dies", "d").info)]
+        )
     );
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), feed.recv())
-            .await
-            .is_err(),
-        "an expired member leaves once"
-    );
+    nothing_fed(&mut feed, "an expired member leaves once").await;
     a.refresh(&[("r", "dies")], Duration::from_secs(60))
         .await
         .unwrap();
@@ -583,17 +601,25 @@ pub async fn members_without_a_heartbeat_expire_once(a: Arc<dyn Presence>, b: Ar
 
 pub async fn a_room_holds_a_bounded_number_of_members(p: Arc<dyn Presence>) {
     let ttl = Duration::from_secs(60);
-    p.enter("r", &member("1", "a"), ttl, 2).await.unwrap();
-    p.enter("r", &member("2", "b"), ttl, 2).await.unwrap();
-    assert!(matches!(
-        p.enter("r", &member("3", "c"), ttl, 2).await,
-        Err(StoreError::Full(_))
-    ));
-    assert_eq!(
-        p.enter("r", &member("2", "bb"), ttl, 2).await.unwrap(),
-        Change::Update,
-        "a member already in may still update"
-    );
-    p.leave("r", "1").await.unwrap();
-    p.enter("r", &member("3", "c"), ttl, 2).await.unwrap();
+    let mut feed = p.subscribe().await.unwrap();
+    let refused = p
+        .apply(
+            "r",
+            &[enter("1", "a"), enter("2", "b"), enter("3", "c")],
+            ttl,
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused, ["3"], "the newcomer over the bound is refused");
+    let (_, changes) = next_batch(&mut feed).await;
+    assert_eq!(changes.len(), 2, "and not announced");
+    let refused = p.apply("r", &[enter("2", "bb")], ttl, 2).await.unwrap();
+    assert!(refused.is_empty(), "a member already in may still update");
+    let refused = p
+        .apply("r", &[Update::Leave("1".into()), enter("3", "c")], ttl, 2)
+        .await
+        .unwrap();
+    assert!(refused.is_empty(), "a place freed in the batch is taken");
+    assert_eq!(p.members("r").await.unwrap().len(), 2);
 }

@@ -35,6 +35,6 @@ pub use history::{
 };
 pub use memory::{MemoryArchive, MemoryOptions, MemoryStore};
 pub use position::Position;
-pub use presence::{Change, Member, MemoryPresence, Presence, PresenceEvent, PresenceFeed};
+pub use presence::{Change, Member, MemoryPresence, Presence, PresenceEvent, PresenceFeed, Update};
 pub use session::{Joined, Progress, RoomCursor, Session, SessionStore};
 pub use write_through::WriteThrough;

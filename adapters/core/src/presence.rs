@@ -1,6 +1,9 @@
 //! Who is present in a room, across every node: members enter with some data (a name, a status),
-//! update it, and leave; a member whose node stops refreshing it (the node died) expires. Every
-//! change is fed to every node, so each tells its own clients in the room.
+//! update it, and leave; a member whose node stops refreshing it (the node died) expires.
+//!
+//! Changes are applied a batch per room at a time ([`Presence::apply`]), and each batch is fed to
+//! every node as one [`PresenceEvent`], so a room's members are told about many changes in one
+//! announcement rather than one each.
 //!
 //! [`MemoryPresence`] is the one-node store; the Redis store shares presence between nodes.
 
@@ -39,22 +42,40 @@ impl Change {
         }
     }
 
-    pub fn parse(text: &str) -> Option<Change> {
-        match text {
-            "enter" => Some(Change::Enter),
-            "update" => Some(Change::Update),
-            "leave" => Some(Change::Leave),
+    /// The one-letter code changes travel under between nodes.
+    pub fn code(self) -> u8 {
+        match self {
+            Change::Enter => b'e',
+            Change::Update => b'u',
+            Change::Leave => b'l',
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Change> {
+        match code {
+            b'e' => Some(Change::Enter),
+            b'u' => Some(Change::Update),
+            b'l' => Some(Change::Leave),
             _ => None,
         }
     }
 }
 
-/// A change to a room's members, as fed to every node.
+/// A change a node asks for, one of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Update {
+    /// Puts the member in the room, or updates it if it is there.
+    Enter(Member),
+    /// Takes the member with this id out.
+    Leave(String),
+}
+
+/// The changes to one room's members that one batch (or one sweep) made, as fed to every node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PresenceEvent {
     pub room: String,
-    pub change: Change,
-    pub member: Member,
+    /// In the order they were made; a leave carries what the member last had.
+    pub changes: Vec<(Change, Member)>,
 }
 
 /// Every presence change, from every node.
@@ -63,19 +84,16 @@ pub type PresenceFeed = mpsc::UnboundedReceiver<PresenceEvent>;
 /// Room membership shared by the nodes.
 #[async_trait]
 pub trait Presence: Send + Sync + 'static {
-    /// Puts `member` in `room` (an update if it is there already) until `ttl` from now unless
-    /// refreshed, and feeds the change. A room holding `max_members` others refuses a newcomer
-    /// with [`StoreError::Full`].
-    async fn enter(
+    /// Applies `updates` to `room` in order, atomically, each entry kept until `ttl` from now
+    /// unless refreshed, and feeds what changed as one event. A newcomer to a room holding
+    /// `max_members` is refused: its id is in the answer, and nothing else about it changes.
+    async fn apply(
         &self,
         room: &str,
-        member: &Member,
+        updates: &[Update],
         ttl: Duration,
         max_members: usize,
-    ) -> Result<Change, StoreError>;
-
-    /// Takes the member out of `room`, feeding the change if it was there.
-    async fn leave(&self, room: &str, member_id: &str) -> Result<bool, StoreError>;
+    ) -> Result<Vec<String>, StoreError>;
 
     /// The members of `room` now, expired ones left out, in no particular order.
     async fn members(&self, room: &str) -> Result<Vec<Member>, StoreError>;
@@ -110,16 +128,10 @@ struct Entry {
 }
 
 impl Inner {
-    fn feed(&mut self, room: &str, change: Change, id: &str, info: &str) {
-        let event = PresenceEvent {
-            room: room.to_owned(),
-            change,
-            member: Member {
-                id: id.to_owned(),
-                info: info.to_owned(),
-            },
-        };
-        self.subscribers.retain(|s| s.send(event.clone()).is_ok());
+    fn feed(&mut self, event: PresenceEvent) {
+        if !event.changes.is_empty() {
+            self.subscribers.retain(|s| s.send(event.clone()).is_ok());
+        }
     }
 }
 
@@ -135,55 +147,63 @@ impl MemoryPresence {
 
 #[async_trait]
 impl Presence for MemoryPresence {
-    async fn enter(
+    async fn apply(
         &self,
         room: &str,
-        member: &Member,
+        updates: &[Update],
         ttl: Duration,
         max_members: usize,
-    ) -> Result<Change, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let mut inner = self.lock();
-        let entries = inner.rooms.entry(room.to_owned()).or_default();
         let now = Instant::now();
-        let change = match entries.get(&member.id) {
-            Some(entry) if entry.until > now => Change::Update,
-            _ => {
-                let present = entries.values().filter(|e| e.until > now).count();
-                if present >= max_members {
-                    if entries.is_empty() {
-                        inner.rooms.remove(room);
-                    }
-                    return Err(StoreError::Full(format!(
-                        "room {room} has {max_members} members present already"
-                    )));
+        let entries = inner.rooms.entry(room.to_owned()).or_default();
+        // Expired entries stay until a sweep announces their leave; they hold no place.
+        let mut present = entries.values().filter(|e| e.until > now).count();
+        let mut changes = Vec::new();
+        let mut refused = Vec::new();
+        for update in updates {
+            match update {
+                Update::Enter(member) => {
+                    let change = match entries.get(&member.id) {
+                        Some(e) if e.until > now => Change::Update,
+                        _ if present >= max_members => {
+                            refused.push(member.id.clone());
+                            continue;
+                        }
+                        _ => {
+                            present += 1;
+                            Change::Enter
+                        }
+                    };
+                    let entry = Entry {
+                        info: member.info.clone(),
+                        until: now + ttl,
+                    };
+                    entries.insert(member.id.clone(), entry);
+                    changes.push((change, member.clone()));
                 }
-                Change::Enter
+                Update::Leave(id) => {
+                    if let Some(entry) = entries.remove(id) {
+                        if entry.until > now {
+                            present -= 1;
+                        }
+                        let member = Member {
+                            id: id.clone(),
+                            info: entry.info,
+                        };
+                        changes.push((Change::Leave, member));
+                    }
+                }
             }
-        };
-        entries.insert(
-            member.id.clone(),
-            Entry {
-                info: member.info.clone(),
-                until: now + ttl,
-            },
-        );
-        inner.feed(room, change, &member.id, &member.info);
-        Ok(change)
-    }
-
-    async fn leave(&self, room: &str, member_id: &str) -> Result<bool, StoreError> {
-        let mut inner = self.lock();
-        let Some(entries) = inner.rooms.get_mut(room) else {
-            return Ok(false);
-        };
-        let Some(entry) = entries.remove(member_id) else {
-            return Ok(false);
-        };
+        }
         if entries.is_empty() {
             inner.rooms.remove(room);
         }
-        inner.feed(room, Change::Leave, member_id, &entry.info);
-        Ok(true)
+        inner.feed(PresenceEvent {
+            room: room.to_owned(),
+            changes,
+        });
+        Ok(refused)
     }
 
     async fn members(&self, room: &str) -> Result<Vec<Member>, StoreError> {
@@ -218,17 +238,31 @@ impl Presence for MemoryPresence {
         let now = Instant::now();
         let mut gone = Vec::new();
         inner.rooms.retain(|room, entries| {
+            let mut changes = Vec::new();
             entries.retain(|id, e| {
                 let alive = e.until > now;
                 if !alive {
-                    gone.push((room.clone(), id.clone(), std::mem::take(&mut e.info)));
+                    let info = std::mem::take(&mut e.info);
+                    changes.push((
+                        Change::Leave,
+                        Member {
+                            id: id.clone(),
+                            info,
+                        },
+                    ));
                 }
                 alive
             });
+            if !changes.is_empty() {
+                gone.push(PresenceEvent {
+                    room: room.clone(),
+                    changes,
+                });
+            }
             !entries.is_empty()
         });
-        for (room, id, info) in gone {
-            inner.feed(&room, Change::Leave, &id, &info);
+        for event in gone {
+            inner.feed(event);
         }
         Ok(())
     }

@@ -4,11 +4,11 @@
 //! - `<prefix>:p-until`: one sorted set for every room, `<room length>:<room><member id>` scored
 //!   by when the member expires (on Redis's clock). One set, so any node's sweep finds the
 //!   members of a node that died, whichever rooms they were in.
-//! - `<prefix>:presence`: the pub/sub channel of changes, `<change>:<room length>:<room><id
-//!   length>:<id><info>`.
+//! - `<prefix>:presence`: the pub/sub channel of changes, one message per batch of changes to
+//!   a room (the format is in the scripts).
 //!
-//! Each change is one script, so a change and its announcement are atomic and a member expires
-//! once. The sweep names room hashes it finds in the expiry set rather than declaring them as
+//! Each batch is one script, so its changes and their announcement are atomic, and a member
+//! expires once. The sweep names room hashes it finds in the expiry set rather than declaring them as
 //! keys: presence needs one Redis, not a cluster. Changes announced while a node's subscription
 //! is down are not repeated to it; its clients can list the members again.
 
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
-use twine_store::{Change, Member, Presence, PresenceEvent, PresenceFeed, StoreError};
+use twine_store::{Change, Member, Presence, PresenceEvent, PresenceFeed, StoreError, Update};
 
 use crate::{RedisStore, classify, corrupt, pump, scripts, subscribe, unavailable};
 
@@ -53,61 +53,54 @@ fn counted(text: &str) -> Option<(&str, &str)> {
     Some(rest.split_at(len))
 }
 
-fn decode_change(bytes: &[u8]) -> Option<PresenceEvent> {
+/// A batch as the presence scripts feed it (see `PRESENCE_HELPERS` in the scripts).
+fn decode_batch(bytes: &[u8]) -> Option<PresenceEvent> {
     let text = std::str::from_utf8(bytes).ok()?;
-    let (change, rest) = text.split_once(':')?;
-    let (room, rest) = counted(rest)?;
-    let (id, info) = counted(rest)?;
-    Some(PresenceEvent {
-        room: room.to_owned(),
-        change: Change::parse(change)?,
-        member: Member {
+    let (room, mut rest) = counted(text)?;
+    let mut changes = Vec::new();
+    while !rest.is_empty() {
+        let change = Change::from_code(*rest.as_bytes().first()?)?;
+        let (id, after_id) = counted(&rest[1..])?;
+        let (info, after_info) = counted(after_id)?;
+        let member = Member {
             id: id.to_owned(),
             info: info.to_owned(),
-        },
+        };
+        changes.push((change, member));
+        rest = after_info;
+    }
+    Some(PresenceEvent {
+        room: room.to_owned(),
+        changes,
     })
 }
 
 #[async_trait]
 impl Presence for RedisStore {
-    async fn enter(
+    async fn apply(
         &self,
         room: &str,
-        member: &Member,
+        updates: &[Update],
         ttl: Duration,
         max_members: usize,
-    ) -> Result<Change, StoreError> {
-        let change: String = scripts::PRESENCE_ENTER
-            .key(self.members_key(room))
+    ) -> Result<Vec<String>, StoreError> {
+        let mut invocation = scripts::PRESENCE_APPLY.key(self.members_key(room));
+        invocation
             .key(self.until_key())
             .arg(room)
-            .arg(&member.id)
-            .arg(&member.info)
             .arg(ms(ttl))
             .arg(max_members)
-            .arg(self.presence_channel())
+            .arg(self.presence_channel());
+        for update in updates {
+            match update {
+                Update::Enter(member) => invocation.arg("e").arg(&member.id).arg(&member.info),
+                Update::Leave(id) => invocation.arg("l").arg(id).arg(""),
+            };
+        }
+        invocation
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(|e| match e.code() {
-                Some("FULL") => StoreError::Full(format!(
-                    "room {room} has {max_members} members present already"
-                )),
-                _ => classify(e),
-            })?;
-        Change::parse(&change).ok_or_else(|| corrupt(format!("presence change {change:?}")))
-    }
-
-    async fn leave(&self, room: &str, member_id: &str) -> Result<bool, StoreError> {
-        let left: i64 = scripts::PRESENCE_LEAVE
-            .key(self.members_key(room))
-            .key(self.until_key())
-            .arg(room)
-            .arg(member_id)
-            .arg(self.presence_channel())
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(classify)?;
-        Ok(left == 1)
+            .map_err(classify)
     }
 
     async fn members(&self, room: &str) -> Result<Vec<Member>, StoreError> {
@@ -172,7 +165,7 @@ impl Presence for RedisStore {
             channel,
             pubsub,
             tx,
-            decode_change,
+            decode_batch,
             None,
         ));
         Ok(rx)
@@ -184,13 +177,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn changes_round_trip_rooms_and_ids_with_separators() {
-        let event = decode_change(b"update:3:a:b4:x:y:{\"n\":\"1:2\"}").unwrap();
-        assert_eq!(event.change, Change::Update);
+    fn batches_round_trip_rooms_and_ids_with_separators() {
+        let event = decode_batch(b"3:a:be4:x:y:11:{\"n\":\"1:2\"}l1:z2:{}").unwrap();
         assert_eq!(event.room, "a:b");
-        assert_eq!(event.member.id, "x:y:");
-        assert_eq!(event.member.info, "{\"n\":\"1:2\"}");
-        assert_eq!(decode_change(b"gone:1:a1:b{}"), None);
-        assert_eq!(decode_change(b"enter:9:a"), None);
+        let changes: Vec<_> = event
+            .changes
+            .iter()
+            .map(|(c, m)| (*c, m.id.as_str(), m.info.as_str()))
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                (Change::Enter, "x:y:", "{\"n\":\"1:2\"}"),
+                (Change::Leave, "z", "{}")
+            ]
+        );
+        assert_eq!(decode_batch(b"1:ag1:b2:{}"), None, "an unknown change");
+        assert_eq!(decode_batch(b"9:a"), None);
+        assert_eq!(decode_batch(b"1:ae1:b9:{}"), None, "a cut info");
     }
 }

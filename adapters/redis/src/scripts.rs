@@ -259,8 +259,10 @@ return 0
     )
 });
 
-/// Presence scripts share this: the current time on Redis's clock, and the key of a member in
-/// the expiry set, `<room length>:<room><member id>`.
+/// Presence scripts share this: the current time on Redis's clock, the key of a member in the
+/// expiry set (`<room length>:<room><member id>`), and how a batch of changes to one room is
+/// fed: `<room length>:<room>` then, per change, its code (`e`, `u`, `l`), `<id length>:<id>`
+/// and `<info length>:<info>`.
 const PRESENCE_HELPERS: &str = r#"
 local function now_ms()
   local t = redis.call('TIME')
@@ -269,8 +271,11 @@ end
 local function entry(room, id)
   return string.len(room) .. ':' .. room .. id
 end
-local function feed(channel, change, room, id, info)
-  redis.call('PUBLISH', channel, change .. ':' .. string.len(room) .. ':' .. room .. string.len(id) .. ':' .. id .. info)
+local function batch(room)
+  return {string.len(room), ':', room}
+end
+local function add(out, code, id, info)
+  out[#out + 1] = code .. string.len(id) .. ':' .. id .. string.len(info) .. ':' .. info
 end
 "#;
 
@@ -278,42 +283,47 @@ fn presence_script(body: &str) -> Script {
     Script::new(&format!("{PRESENCE_HELPERS}{body}"))
 }
 
-/// KEYS[1] the room's member hash, KEYS[2] the expiry set; ARGV room, member id, info, ttl ms,
-/// most members, channel. Returns `enter` or `update`, or an error `FULL`.
-pub static PRESENCE_ENTER: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS[1] the room's member hash, KEYS[2] the expiry set; ARGV room, ttl ms, most members,
+/// channel, then per change its code (`e` to enter or update, `l` to leave), member id and info
+/// (empty for a leave). Applies the changes in order and feeds those that took effect as one
+/// batch. Returns the ids of newcomers refused because the room was full.
+pub static PRESENCE_APPLY: LazyLock<Script> = LazyLock::new(|| {
     presence_script(
         r#"
 local members, expiry = KEYS[1], KEYS[2]
-local room, id, info, ttl, max, channel = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local room, ttl, max, channel = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local now = now_ms()
-local change = 'enter'
-if redis.call('HEXISTS', members, id) == 1 then
-  local score = redis.call('ZSCORE', expiry, entry(room, id))
-  if score and tonumber(score) > now then change = 'update' end
-elseif redis.call('HLEN', members) >= max then
-  return redis.error_reply('FULL the room has its most members present already')
+local out = batch(room)
+local changed, refused = false, {}
+for i = 5, #ARGV, 3 do
+  local op, id, info = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if op == 'e' then
+    local code = 'e'
+    if redis.call('HEXISTS', members, id) == 1 then
+      local score = redis.call('ZSCORE', expiry, entry(room, id))
+      if score and tonumber(score) > now then code = 'u' end
+    elseif redis.call('HLEN', members) >= max then
+      code = nil
+      refused[#refused + 1] = id
+    end
+    if code then
+      redis.call('HSET', members, id, info)
+      redis.call('ZADD', expiry, now + ttl, entry(room, id))
+      add(out, code, id, info)
+      changed = true
+    end
+  else
+    local old = redis.call('HGET', members, id)
+    if old then
+      redis.call('HDEL', members, id)
+      redis.call('ZREM', expiry, entry(room, id))
+      add(out, 'l', id, old)
+      changed = true
+    end
+  end
 end
-redis.call('HSET', members, id, info)
-redis.call('ZADD', expiry, now + ttl, entry(room, id))
-feed(channel, change, room, id, info)
-return change
-"#,
-    )
-});
-
-/// KEYS[1] the room's member hash, KEYS[2] the expiry set; ARGV room, member id, channel.
-/// Returns 1 when the member was there.
-pub static PRESENCE_LEAVE: LazyLock<Script> = LazyLock::new(|| {
-    presence_script(
-        r#"
-local members, expiry = KEYS[1], KEYS[2]
-local room, id, channel = ARGV[1], ARGV[2], ARGV[3]
-local info = redis.call('HGET', members, id)
-if not info then return 0 end
-redis.call('HDEL', members, id)
-redis.call('ZREM', expiry, entry(room, id))
-feed(channel, 'leave', room, id, info)
-return 1
+if changed then redis.call('PUBLISH', channel, table.concat(out)) end
+return refused
 "#,
     )
 });
@@ -355,12 +365,13 @@ return 0
 });
 
 /// KEYS[1] the expiry set; ARGV member hash key prefix, channel, most members to drop. Drops
-/// expired members, feeding each as leaving. Returns how many it dropped.
+/// expired members, feeding them as leaving, one batch per room. Returns how many it dropped.
 pub static PRESENCE_EXPIRE: LazyLock<Script> = LazyLock::new(|| {
     presence_script(
         r#"
 local expiry, prefix, channel = KEYS[1], ARGV[1], ARGV[2]
 local gone = redis.call('ZRANGEBYSCORE', expiry, '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[3]))
+local batches, rooms = {}, {}
 for _, e in ipairs(gone) do
   redis.call('ZREM', expiry, e)
   local len, rest = string.match(e, '^(%d+):(.*)$')
@@ -370,9 +381,16 @@ for _, e in ipairs(gone) do
     local info = redis.call('HGET', prefix .. room, id)
     if info then
       redis.call('HDEL', prefix .. room, id)
-      feed(channel, 'leave', room, id, info)
+      if not batches[room] then
+        batches[room] = batch(room)
+        rooms[#rooms + 1] = room
+      end
+      add(batches[room], 'l', id, info)
     end
   end
+end
+for _, room in ipairs(rooms) do
+  redis.call('PUBLISH', channel, table.concat(batches[room]))
 end
 return #gone
 "#,
