@@ -160,3 +160,137 @@ ${conf}
     },
   };
 }
+
+/** Runs `redis-cli -p port ...args` once. */
+function redisCliOnce(port, args) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn('redis-cli', ['-p', String(port), ...args.map(String)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    proc.stdout.on('data', (c) => (out += c));
+    proc.stderr.on('data', (c) => (out += c));
+    proc.on('exit', (code) => (code === 0 && !out.startsWith('Could not connect') ? resolve(out.trim()) : reject(new Error(`redis-cli ${args.join(' ')}: ${out}`))));
+  });
+}
+
+/** Runs `redis-cli -p port ...args` and resolves to what it printed (tried three times). */
+export async function redisCli(port, ...args) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await redisCliOnce(port, args);
+    } catch (e) {
+      if (attempt === 3) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+const sleepMs = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A real Redis Cluster: three primaries with a replica each, on free ports, a failover taking
+ * about two seconds (`cluster-node-timeout` 1 s). Resolves once every slot is served and every
+ * replica is in sync: { url (the seeds, comma-separated), ports, primaries(), ownerOf(slot),
+ * slotOf(key), kill(port), pause(port), resume(port), migrate(slot, toPort), stop() }.
+ */
+export async function startRedisCluster() {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'twine-cluster-'));
+  const ports = [];
+  for (let i = 0; i < 6; i++) ports.push(await freePort());
+  const nodes = new Map();
+  const launchNode = (port) => {
+    const node = launch('redis-server', [
+      '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir,
+      '--cluster-enabled', 'yes', '--cluster-node-timeout', '1000', '--cluster-config-file', `nodes-${port}.conf`,
+    ]);
+    nodes.set(port, node);
+    return node;
+  };
+  for (const port of ports) launchNode(port);
+  await Promise.all(ports.map((p) => waitForPort(p)));
+  await new Promise((resolve, reject) => {
+    const create = launch('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '1', '--cluster-yes']);
+    create.exited.then((code) => (code === 0 ? resolve() : reject(new Error(`cluster create failed:\n${create.output()}`))));
+  });
+  const cluster = {
+    url: ports.map((p) => `redis://127.0.0.1:${p}`).join(','),
+    ports,
+    /** The ports of the primaries now (of the nodes that answer). */
+    async primaries() {
+      const roles = await Promise.all(ports.map((p) => redisCli(p, 'ROLE').catch(() => '')));
+      return ports.filter((_, i) => roles[i].startsWith('master'));
+    },
+    /** The port of the primary serving `slot`, as a live primary sees it. */
+    async ownerOf(slot) {
+      for (const p of await cluster.primaries()) {
+        const slots = JSON.parse(await redisCli(p, '--json', 'CLUSTER', 'SLOTS').catch(() => '[]'));
+        const range = slots.find(([start, end]) => start <= slot && slot <= end);
+        if (range) return Number(range[2][1]);
+      }
+      throw new Error(`no primary serves slot ${slot}`);
+    },
+    async slotOf(key) {
+      return Number(await redisCli(ports[0], 'CLUSTER', 'KEYSLOT', key));
+    },
+    /** Waits until every slot is served and every primary's replica is in sync. */
+    async settled(ms = 20000) {
+      const deadline = Date.now() + ms;
+      for (;;) {
+        const primaries = await cluster.primaries();
+        const infos = await Promise.all(primaries.map((p) => redisCli(p, 'CLUSTER', 'INFO').catch(() => '')));
+        const reps = await Promise.all(primaries.map((p) => redisCli(p, 'INFO', 'replication').catch(() => '')));
+        if (primaries.length === 3 && infos.every((i) => i.includes('cluster_state:ok')) && reps.every((r) => r.includes('state=online'))) return;
+        if (Date.now() > deadline) throw new Error('the cluster did not settle');
+        await sleepMs(200);
+      }
+    },
+    /** SIGKILLs the node on `port`. */
+    async kill(port) {
+      const node = nodes.get(port);
+      node.proc.kill('SIGKILL');
+      await node.exited;
+    },
+    /** Starts a killed node again: it rejoins as a replica of whoever took over its slots. */
+    async restart(port) {
+      launchNode(port);
+      await waitForPort(port);
+    },
+    pause(port) {
+      nodes.get(port).proc.kill('SIGSTOP');
+    },
+    resume(port) {
+      nodes.get(port).proc.kill('SIGCONT');
+    },
+    /**
+     * Moves `slot` to the primary on `toPort` the way redis-cli's resharding does, key by key
+     * with a pause between keys (a slot migration under load): IMPORTING, MIGRATING, MIGRATE,
+     * then the new owner told to every primary.
+     */
+    async migrate(slot, toPort, { pauseMs = 20 } = {}) {
+      const fromPort = await cluster.ownerOf(slot);
+      const id = async (p) => redisCli(p, 'CLUSTER', 'MYID');
+      const [fromId, toId] = [await id(fromPort), await id(toPort)];
+      await redisCli(toPort, 'CLUSTER', 'SETSLOT', slot, 'IMPORTING', fromId);
+      await redisCli(fromPort, 'CLUSTER', 'SETSLOT', slot, 'MIGRATING', toId);
+      for (;;) {
+        const keys = (await redisCli(fromPort, 'CLUSTER', 'GETKEYSINSLOT', slot, 10)).split('\n').filter(Boolean);
+        if (keys.length === 0) break;
+        for (const key of keys) {
+          await redisCli(fromPort, 'MIGRATE', '127.0.0.1', toPort, key, 0, 5000);
+          await sleepMs(pauseMs);
+        }
+      }
+      for (const p of [toPort, fromPort, ...(await cluster.primaries()).filter((p) => p !== toPort && p !== fromPort)]) {
+        await redisCli(p, 'CLUSTER', 'SETSLOT', slot, 'NODE', toId);
+      }
+      return { fromPort, toPort };
+    },
+    async stop() {
+      for (const node of nodes.values()) {
+        node.proc.kill('SIGKILL');
+        await node.exited;
+      }
+    },
+  };
+  await cluster.settled();
+  return cluster;
+}

@@ -111,6 +111,12 @@ pub struct Config {
     #[arg(long, env = "TWINE_SEND_QUEUE", default_value = "4MiB", value_parser = parse_bytes)]
     pub send_queue: u64,
 
+    /// Bytes of live messages on their way from the store to this node's sockets. A node that
+    /// falls further behind (paused, overloaded) is not fed more: its rooms catch up from the
+    /// history instead, in order, so it misses nothing and holds no more than this.
+    #[arg(long, env = "TWINE_FEED_MEMORY", default_value = "64MiB", value_parser = parse_bytes)]
+    pub feed_memory: u64,
+
     /// Bytes of history one replay reads ahead of what it has sent.
     #[arg(long, env = "TWINE_REPLAY_MEMORY", default_value = "4MiB", value_parser = parse_bytes)]
     pub replay_memory: u64,
@@ -211,13 +217,26 @@ pub struct Config {
     pub metrics: MetricsAccess,
 
     /// Redis to share history, sessions and live delivery between nodes, e.g.
-    /// `redis://cache:6379/0` (`rediss://` for TLS). Unset: the in-memory store, one node. The
-    /// original's `CACHE_ENDPOINT` (`host[:port]`) is read when `REDIS_URL` is unset.
+    /// `redis://cache:6379/0`: one primary, or a Redis Cluster (found out by itself), whose seeds
+    /// may be listed comma-separated (`redis://a:7000,redis://b:7000`). Unset: the in-memory
+    /// store, one node. The original's `CACHE_ENDPOINT` (`host[:port]`) is read when `REDIS_URL`
+    /// is unset.
     #[arg(long, env = "REDIS_URL")]
     redis_url: Option<String>,
 
     #[arg(long = "cache-endpoint", env = "CACHE_ENDPOINT", hide = true)]
     cache_endpoint: Option<String>,
+
+    /// Replicas that must hold a published message before the publish is answered `201`
+    /// (`WAIT`); `0` keeps Redis's asynchronous replication, where a failover can lose a
+    /// message just answered `201`. When they do not confirm in time the publish is answered
+    /// `504` (stored, but not confirmed: retry with the same `Idempotency-Key`).
+    #[arg(long, env = "TWINE_REDIS_MIN_REPLICAS", default_value_t = 0)]
+    pub redis_min_replicas: u32,
+
+    /// How long a publish waits for `--redis-min-replicas`.
+    #[arg(long, env = "TWINE_REDIS_MIN_REPLICAS_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
+    pub redis_min_replicas_timeout: Duration,
 
     /// Prefix of every Redis key and channel, so several deployments can share one Redis.
     #[arg(long, env = "TWINE_REDIS_PREFIX", default_value = "twine")]

@@ -40,6 +40,7 @@ pub enum AppError {
     #[error("{}", match .0 {
         StoreError::Full(_) => "Service Unavailable: the archive backlog is full, so the message was not accepted; retry later.",
         StoreError::KeyReused => "Unprocessable: this Idempotency-Key was used for a different message.",
+        StoreError::Unconfirmed(_) => "Gateway Timeout: the message was stored, but not confirmed by --redis-min-replicas replicas in time: it is lost if Redis fails over now. Retry with the same Idempotency-Key to settle it.",
         _ => "Service Unavailable: the message was not stored; retry later.",
     })]
     Store(#[from] StoreError),
@@ -61,6 +62,7 @@ impl AppError {
             AppError::Malformed(_) | AppError::BadRoom(_) => StatusCode::BAD_REQUEST,
             AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Store(StoreError::KeyReused) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Store(StoreError::Unconfirmed(_)) => StatusCode::GATEWAY_TIMEOUT,
             AppError::Overloaded(_) | AppError::Store(_) | AppError::StoreRead(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

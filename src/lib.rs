@@ -116,7 +116,7 @@ impl Server {
         let metrics = Metrics::new();
         metrics.name_surface(&socket::EVENTS, &http::served(config.demo));
         let stores = stores.metered(&metrics);
-        let feed = stores.history.subscribe().await?;
+        let feed = stores.history.feed(config.feed_memory as usize).await?;
         let shards = tokio::runtime::Handle::current().metrics().num_workers();
         let fanout = Fanout::start(
             stores.history.clone(),

@@ -156,6 +156,14 @@ pub struct Metrics {
     pub store_up: Gauge,
     pub archive_backlog: Gauge,
     pub delivery_lag_seconds: Gauge<f64, AtomicU64>,
+    /// Messages this node took from Redis pub/sub (only the rooms it serves).
+    pub redis_received: Counter,
+    /// Live messages not fed because the feed's budget was full (their rooms caught up).
+    pub feed_dropped: Counter,
+    /// Times a Redis subscription was found silent, and made again.
+    pub redis_silent: Counter,
+    /// Times a Redis subscription was interrupted, and made again.
+    pub redis_resubscribed: Counter,
     /// Client events received, by name (those the server does not handle as `other`).
     client_events: Family<EventLabel, Counter>,
     /// HTTP requests to each route.
@@ -176,6 +184,19 @@ impl Metrics {
         }
         for &route in routes {
             drop(self.http_requests.get_or_create(&RouteLabel { route }));
+        }
+    }
+
+    /// Brings the feed's counters up to `stats`.
+    pub fn feed(&self, stats: &twine_store::feed::FeedStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (counter, now) in [
+            (&self.redis_received, stats.received.load(Relaxed)),
+            (&self.feed_dropped, stats.dropped.load(Relaxed)),
+            (&self.redis_silent, stats.silent.load(Relaxed)),
+            (&self.redis_resubscribed, stats.resubscribed.load(Relaxed)),
+        ] {
+            counter.inc_by(now.saturating_sub(counter.get()));
         }
     }
 
@@ -222,6 +243,10 @@ impl Metrics {
             store_up: Gauge::default(),
             archive_backlog: Gauge::default(),
             delivery_lag_seconds: Gauge::default(),
+            redis_received: Counter::default(),
+            feed_dropped: Counter::default(),
+            redis_silent: Counter::default(),
+            redis_resubscribed: Counter::default(),
             client_events: Family::default(),
             http_requests: Family::default(),
             surface: std::sync::OnceLock::new(),
@@ -291,6 +316,26 @@ impl Metrics {
             "delivery_lag_seconds",
             "How far live delivery on this node runs behind",
             metrics.delivery_lag_seconds.clone(),
+        );
+        registry.register(
+            "redis_messages_received",
+            "Messages this node took from Redis pub/sub (of the rooms it serves)",
+            metrics.redis_received.clone(),
+        );
+        registry.register(
+            "feed_dropped",
+            "Live messages not fed because the feed's budget (--feed-memory) was full; their rooms caught up from history",
+            metrics.feed_dropped.clone(),
+        );
+        registry.register(
+            "redis_silent",
+            "Times a Redis subscription went silent (no heartbeat) and was made again",
+            metrics.redis_silent.clone(),
+        );
+        registry.register(
+            "redis_resubscribed",
+            "Times a Redis pub/sub connection was lost and its subscriptions made again",
+            metrics.redis_resubscribed.clone(),
         );
         registry.register(
             "client_events",
@@ -391,8 +436,8 @@ impl History for MeteredHistory {
         self.metrics.timed("last_position", call).await
     }
 
-    async fn subscribe(&self) -> Result<Feed, StoreError> {
-        self.inner.subscribe().await
+    async fn feed(&self, limit: usize) -> Result<Feed, StoreError> {
+        self.inner.feed(limit).await
     }
 
     async fn check(&self) -> Result<(), StoreError> {

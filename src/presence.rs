@@ -597,7 +597,8 @@ fn announcement(event: &PresenceEvent) -> Option<Box<RawValue>> {
 
 /// Announces every batch of presence changes to this node's members of its room.
 async fn announce(mut feed: PresenceFeed, fanout: Arc<Fanout>) {
-    while let Some(event) = feed.recv().await {
+    // The rooms it carries are those the node's live feed listens to: the rooms it serves.
+    while let Some(event) = feed.events.recv().await {
         match announcement(&event) {
             Some(data) => fanout.announce(Arc::from(event.room), "presence", Arc::from(data)),
             None => {

@@ -63,6 +63,7 @@ impl Stores {
                 max_rooms_per_session: config.max_rooms as usize,
             })
         };
+        let mut cluster = false;
         let stores = match (config.redis_url(), archive) {
             (Some(url), archive) => {
                 let options = RedisOptions {
@@ -72,8 +73,11 @@ impl Stores {
                     max_per_room: config.history_per_room as usize,
                     archive_backlog_max: archive.as_ref().map(|_| config.archive_backlog_max),
                     max_rooms_per_session: config.max_rooms as usize,
+                    min_replicas: config.redis_min_replicas,
+                    min_replicas_timeout: config.redis_min_replicas_timeout,
                 };
                 let redis = RedisStore::connect(url, options).await?;
+                cluster = redis.is_cluster();
                 let history: Arc<dyn History> = match archive {
                     Some(archive) => {
                         redis.spawn_archiver(archive.clone());
@@ -103,13 +107,17 @@ impl Stores {
         };
         tracing::info!(
             redis = config.redis_url().is_some(),
+            redis_cluster = cluster,
             redis_prefix = %config.redis_prefix,
             redis_history = ?config.redis_history(),
             dynamodb_table = config.dynamodb_table.as_deref().unwrap_or("-"),
             window = ?config.recovery_window,
             "stores: {}",
             match (config.redis_url(), &config.dynamodb_table) {
+                (Some(_), Some(_)) if cluster =>
+                    "Redis Cluster, written behind to DynamoDB (many nodes)",
                 (Some(_), Some(_)) => "Redis, written behind to DynamoDB (many nodes)",
+                (Some(_), None) if cluster => "Redis Cluster (many nodes)",
                 (Some(_), None) => "Redis (many nodes)",
                 (None, Some(_)) => "DynamoDB with sessions in memory (one node)",
                 (None, None) => "in memory (one node; history and sessions end with the process)",

@@ -1,14 +1,21 @@
-//! Live delivery on this node. The store's feed arrives here in append order; a dispatcher hands
-//! each message to the shard its room hashes to, and the shard sends it, encoded once, to the
-//! room's local members ([`shard`]). A published message thus goes route → store → feed →
-//! shard → outboxes, one way.
+//! Live delivery on this node. The store's feed carries the rooms this node serves, in append
+//! order; a dispatcher hands each message to the shard its room hashes to, and the shard sends
+//! it, encoded once, to the room's local members ([`shard`]). A published message thus goes
+//! route → store → feed → shard → outboxes, one way.
 //!
-//! Joins and recoveries are cut against that same per-shard order, so a joining connection gets
-//! live exactly the messages after its cut, and a recovering one is held (its live messages
-//! buffered) while it replays up to the cut, with no gap and no duplicate at the seam. No store
-//! round trip ever happens inside a shard: when a join needs the store, the room is pinned first
-//! and the store is read by the joining connection.
+//! A room is fed to this node from its first local member (or recovering connection) to its last:
+//! the first join makes the feed carry it, then reads where the room stands, so nothing appended
+//! after that cut is missed. Joins and recoveries are cut against the same per-shard order, so a
+//! joining connection gets live exactly the messages after its cut, and a recovering one is held
+//! (its live messages buffered) while it replays up to the cut, with no gap and no duplicate at
+//! the seam. No store round trip ever happens inside a shard.
+//!
+//! What the feed missed (it was interrupted, or this node fell behind and the feed's budget was
+//! full) is read back from the history by position, room by room ([`catch_up`]).
 
+mod catch_up;
+mod lag;
+mod members;
 pub mod shard;
 
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -18,20 +25,18 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 use socketioxide::socket::Sid;
 use tokio::sync::{mpsc, oneshot};
-use twine_store::{Feed, FeedEvent, History, Message, PageLimit, Position, StoreError};
+use twine_store::{Feed, FeedBudget, FeedEvent, History, Listen, Position, StoreError};
 
 use crate::metrics::Metrics;
-use shard::{Command, Lag, Member, Released, Shard};
-
-/// Messages read per page when catching up after a feed gap.
-const CATCH_UP_PAGE: usize = 1000;
-/// Attempts at each catch-up read before giving up on a room.
-const CATCH_UP_ATTEMPTS: u32 = 10;
+use lag::Lag;
+use shard::{Command, Member, Released, Shard, ShardContext};
 
 /// This node's live delivery.
 pub struct Fanout {
     shards: Vec<(mpsc::UnboundedSender<Command>, Arc<Lag>)>,
     history: Arc<dyn History>,
+    rooms: Arc<dyn Listen>,
+    budget: Arc<FeedBudget>,
     hasher: BuildHasherDefault<DefaultHasher>,
 }
 
@@ -59,20 +64,37 @@ impl Fanout {
         hold_bytes: usize,
         metrics: Arc<Metrics>,
     ) -> Arc<Fanout> {
+        let Feed {
+            events,
+            rooms,
+            budget,
+        } = feed;
+        let (catch_up, wanted) = mpsc::unbounded_channel();
         let shards = (0..shards.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let lag = Arc::new(Lag::default());
-                tokio::spawn(Shard::new(hold_bytes, lag.clone(), metrics.clone()).run(rx));
+                let cx = ShardContext {
+                    hold_bytes,
+                    lag: lag.clone(),
+                    metrics: metrics.clone(),
+                    budget: budget.clone(),
+                    rooms: rooms.clone(),
+                    catch_up: catch_up.clone(),
+                };
+                tokio::spawn(Shard::new(cx).run(rx));
                 (tx, lag)
             })
             .collect();
         let fanout = Arc::new(Fanout {
             shards,
             history,
+            rooms,
+            budget,
             hasher: BuildHasherDefault::default(),
         });
-        tokio::spawn(fanout.clone().dispatch(feed));
+        tokio::spawn(fanout.clone().dispatch(events));
+        tokio::spawn(catch_up::run(Arc::downgrade(&fanout), wanted));
         fanout
     }
 
@@ -93,11 +115,9 @@ impl Fanout {
             .unwrap_or_default()
     }
 
-    fn deliver(&self, message: Message) {
-        let index = self.shard_index(&message.room);
-        let (shard, lag) = &self.shards[index];
-        lag.queued();
-        let _ = shard.send(Command::Deliver(message, Instant::now()));
+    /// The feed's budget and counts, for the node's metrics.
+    pub fn budget(&self) -> &Arc<FeedBudget> {
+        &self.budget
     }
 
     async fn ask<T>(
@@ -110,26 +130,36 @@ impl Fanout {
         answer.await.map_err(|_| Stopped)
     }
 
-    /// Joins `member` to `room` live. Returns the cut: the member gets every message after it.
-    pub async fn join(&self, room: &Arc<str>, member: Member) -> Result<Position, JoinError> {
+    /// Pins `room` on its shard and makes sure the feed carries it. Returns the newest position
+    /// the store has when the shard did not know it (read once the feed carries the room).
+    async fn track(&self, room: &Arc<str>) -> Result<Option<Position>, JoinError> {
         let known = self
             .ask(room, |reply| Command::Track {
                 room: room.clone(),
                 reply,
             })
             .await?;
-        let floor = match known {
-            Some(_) => None,
-            None => match self.history.last_position(room).await {
-                Ok(last) => Some(last),
-                Err(e) => {
-                    let _ = self
-                        .shard(room)
-                        .send(Command::Untrack { room: room.clone() });
-                    return Err(e.into());
-                }
-            },
+        if known.is_some() {
+            return Ok(None);
+        }
+        let floor = async {
+            self.rooms.listen(room).await?;
+            self.history.last_position(room).await
         };
+        match floor.await {
+            Ok(last) => Ok(Some(last)),
+            Err(e) => {
+                let _ = self
+                    .shard(room)
+                    .send(Command::Untrack { room: room.clone() });
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Joins `member` to `room` live. Returns the cut: the member gets every message after it.
+    pub async fn join(&self, room: &Arc<str>, member: Member) -> Result<Position, JoinError> {
+        let floor = self.track(room).await?;
         let cut = self
             .ask(room, |reply| Command::Join {
                 room: room.clone(),
@@ -150,13 +180,16 @@ impl Fanout {
 
     /// Starts buffering `room`'s live messages for `member`, which then replays it from the
     /// store and calls [`Fanout::release`].
-    pub async fn hold(&self, room: &Arc<str>, member: Member) -> Result<(), Stopped> {
+    pub async fn hold(&self, room: &Arc<str>, member: Member) -> Result<(), JoinError> {
+        let floor = self.track(room).await?;
         self.ask(room, |reply| Command::Hold {
             room: room.clone(),
             member,
+            floor,
             reply,
         })
-        .await
+        .await?;
+        Ok(())
     }
 
     /// Ends a hold once `room` was replayed up to `replayed`.
@@ -198,61 +231,30 @@ impl Fanout {
     }
 
     /// Hands the feed to the shards until it closes.
-    async fn dispatch(self: Arc<Self>, mut feed: Feed) {
-        while let Some(event) = feed.recv().await {
+    async fn dispatch(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<FeedEvent>) {
+        while let Some(event) = events.recv().await {
             match event {
-                FeedEvent::Message(message) => self.deliver(message),
-                FeedEvent::Gap => self.catch_up().await,
+                FeedEvent::Message { message, prev } => {
+                    let index = self.shard_index(&message.room);
+                    let (shard, lag) = &self.shards[index];
+                    lag.queued();
+                    let _ = shard.send(Command::Deliver {
+                        message,
+                        prev,
+                        arrived: Instant::now(),
+                    });
+                }
+                FeedEvent::Gap(room) => {
+                    let _ = self.shard(&room).send(Command::Gap(Arc::from(room)));
+                }
+                FeedEvent::GapAll => {
+                    tracing::info!("live feed resumed; rooms catch up from history");
+                    for (shard, _) in &self.shards {
+                        let _ = shard.send(Command::GapAll);
+                    }
+                }
             }
         }
         tracing::warn!("the store's live feed closed; live delivery stopped");
-    }
-
-    /// After the feed was interrupted: hands the shards, in order, what each room tracked here
-    /// missed. The feed is already back, and waits meanwhile; what it then repeats is skipped.
-    async fn catch_up(&self) {
-        let mut rooms = Vec::new();
-        for (shard, _) in &self.shards {
-            let (reply, answer) = oneshot::channel();
-            if shard.send(Command::Rooms { reply }).is_ok()
-                && let Ok(listed) = answer.await
-            {
-                rooms.extend(listed);
-            }
-        }
-        tracing::info!(
-            rooms = rooms.len(),
-            "live feed resumed; catching up from history"
-        );
-        for (room, mut after) in rooms {
-            let mut attempts = 0;
-            loop {
-                let page = self
-                    .history
-                    .read_page(&room, after, Position::MAX, PageLimit::count(CATCH_UP_PAGE))
-                    .await;
-                let page = match page {
-                    Ok(page) => page,
-                    Err(e) if attempts < CATCH_UP_ATTEMPTS => {
-                        attempts += 1;
-                        tracing::warn!(%room, "catch-up read failed, retrying: {e}");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::error!(%room, "catch-up gave up; live clients may have missed messages until they reconnect: {e}");
-                        break;
-                    }
-                };
-                let more = page.more;
-                for message in page.messages {
-                    after = message.position;
-                    self.deliver(message);
-                }
-                if !more {
-                    break;
-                }
-            }
-        }
     }
 }

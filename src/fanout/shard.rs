@@ -2,18 +2,25 @@
 //! connections recovering into it. A shard is one task working through one ordered queue, so a
 //! join, a hold or a release is an exact cut between two messages of the room, with no lock; the
 //! shards share nothing, so rooms on different shards are delivered in parallel.
+//!
+//! Every decision is by position: a member gets the room's messages after its cut, a holder
+//! buffers those after the hold began, and a message at or before what the room delivered is
+//! skipped. A room whose feed missed a message (the message's `prev` is past what the room
+//! delivered, or the store said so) catches up from the history by position: live messages are
+//! set aside meanwhile (they are in the history too) and the catch-up reads until it has passed
+//! every one of them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 use socketioxide::socket::Sid;
 use tokio::sync::{mpsc, oneshot};
-use twine_store::{Message, Position};
+use twine_store::{FeedBudget, Listen, Message, Position};
 
+use super::lag::{Lag, MIN_SAMPLED};
+use super::members::Indexed;
 use crate::metrics::Metrics;
 use crate::outbox::acks::Slot;
 use crate::outbox::{Encoded, Gone, Outbox};
@@ -79,10 +86,27 @@ impl Member {
 
 /// What a shard is asked to do, in order.
 pub enum Command {
-    /// A message from the store's feed (or read back after a gap in it).
-    Deliver(Message, Instant),
-    /// Pins `room` until a `Join` or `Untrack`; answers its newest position if the shard knows
-    /// it, or `None` (the caller reads it from the store).
+    /// A message from the store's feed; `prev` is its room's message before it.
+    Deliver {
+        message: Message,
+        prev: Position,
+        arrived: Instant,
+    },
+    /// The feed may have missed messages of this room.
+    Gap(Arc<str>),
+    /// The feed may have missed messages of every room.
+    GapAll,
+    /// A page of a room's catch-up, read from the history after what it delivered; `more`
+    /// when the history holds more after it. Answers where to read on, or that it is done.
+    CatchUp {
+        room: Arc<str>,
+        messages: Vec<Message>,
+        more: bool,
+        reply: oneshot::Sender<CatchUp>,
+    },
+    /// Pins `room` until a `Join`, `Hold` or `Untrack`; answers its newest position if the shard
+    /// knows it (the room is fed to this node), or `None` (the caller makes the feed carry it
+    /// and reads its newest position from the store).
     Track {
         room: Arc<str>,
         reply: oneshot::Sender<Option<Position>>,
@@ -96,18 +120,14 @@ pub enum Command {
         reply: oneshot::Sender<Position>,
     },
     /// Ends a `Track` without joining.
-    Untrack {
-        room: Arc<str>,
-    },
-    Leave {
-        room: Arc<str>,
-        sid: Sid,
-    },
-    /// Buffers the room's messages for `member`, which is about to replay it; answers once in
-    /// place, so whatever the replay does not read from the store is buffered.
+    Untrack { room: Arc<str> },
+    Leave { room: Arc<str>, sid: Sid },
+    /// Ends a `Track`: buffers the room's messages for `member`, which is about to replay it;
+    /// answers once in place, so whatever the replay does not read from the store is buffered.
     Hold {
         room: Arc<str>,
         member: Member,
+        floor: Option<Position>,
         reply: oneshot::Sender<()>,
     },
     /// Ends a hold: `member` has replayed the room up to `replayed` and goes live.
@@ -118,20 +138,13 @@ pub enum Command {
         reply: oneshot::Sender<Released>,
     },
     /// Ends a hold without going live.
-    Unhold {
-        room: Arc<str>,
-        sid: Sid,
-    },
+    Unhold { room: Arc<str>, sid: Sid },
     /// An event for the room's live members that is not a message (a presence change).
     Announce {
         room: Arc<str>,
         event: &'static str,
         data: Arc<RawValue>,
         arrived: Instant,
-    },
-    /// The rooms this shard tracks with their newest positions (to catch up after a feed gap).
-    Rooms {
-        reply: oneshot::Sender<Vec<(Arc<str>, Position)>>,
     },
 }
 
@@ -147,18 +160,37 @@ pub enum Released {
     Gone,
 }
 
+/// What a room's catch-up does next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CatchUp {
+    /// Read on, after this position.
+    After(Position),
+    Done,
+}
+
 /// One room on this shard.
 struct Room {
     name: Arc<str>,
-    /// Newest position delivered here (repeats of the feed after a gap are skipped by it).
+    /// Newest position delivered here (repeats are skipped by it).
     last: Position,
-    /// A join cut the room against the store since it is tracked here, so any message after
-    /// `last` reaches this node through the feed: a join can cut at `last`.
+    /// A join or hold cut the room against the store since it is tracked here, so the feed
+    /// carries it from `last` on: a message whose `prev` is past `last` shows a gap.
     known: bool,
-    members: Vec<Member>,
-    holders: Vec<Holder>,
+    /// The feed missed messages before the room was known: catch up once it is.
+    gap_pending: bool,
+    /// A catch-up from the history is under way.
+    catching: Option<Catching>,
+    members: Indexed<Member>,
+    holders: Indexed<Holder>,
     /// `Track`s not yet ended.
     pending: u32,
+}
+
+struct Catching {
+    /// Newest position the feed brought meanwhile (set aside: the catch-up must pass it).
+    seen: Position,
+    /// The feed reported another gap meanwhile.
+    again: bool,
 }
 
 struct Holder {
@@ -185,8 +217,10 @@ impl Room {
             name,
             last: Position::ZERO,
             known: false,
-            members: Vec::new(),
-            holders: Vec::new(),
+            gap_pending: false,
+            catching: None,
+            members: Indexed::default(),
+            holders: Indexed::default(),
             pending: 0,
         }
     }
@@ -196,76 +230,30 @@ impl Room {
     }
 }
 
-/// How far behind a shard is, for publishing to decline when delivery falls behind.
-#[derive(Default)]
-pub struct Lag {
-    /// Microseconds between a message's arrival on this node and its delivery by the shard, as
-    /// last measured.
-    delay_us: AtomicU64,
-    /// Messages handed to the shard and not yet delivered.
-    queued: AtomicU64,
-    /// Microseconds the members of the last large room delivered to had been waiting for their
-    /// previous messages to be written (the tenth most behind in a hundred: a few stalled
-    /// clients do not make the node refuse publishes; most of them behind does). Small rooms
-    /// are left out for the same reason: their slow clients are cut by their send queues.
-    behind_us: AtomicU64,
-    /// When `behind_us` was measured (ms since the epoch). An old measure is ignored: while
-    /// publishes are refused nothing is delivered to measure again, so it must not outlive
-    /// [`BEHIND_FRESH`].
-    behind_at_ms: AtomicU64,
-}
-
-/// Members a room needs for their backlog to count towards the shard's lag.
-const MIN_SAMPLED: usize = 20;
-/// How long a measure of members' backlog stands.
-const BEHIND_FRESH: Duration = Duration::from_secs(1);
-
-impl Lag {
-    /// A message was queued for the shard.
-    pub fn queued(&self) {
-        self.queued.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// How far behind the shard's deliveries run: the wait in its queue, or the writing its
-    /// members are waiting for, whichever is longer.
-    pub fn delay(&self) -> Duration {
-        let queue = if self.queued.load(Ordering::Relaxed) == 0 {
-            0
-        } else {
-            self.delay_us.load(Ordering::Relaxed)
-        };
-        let measured = self.behind_at_ms.load(Ordering::Relaxed);
-        let fresh = Position::now_ms().saturating_sub(measured) < BEHIND_FRESH.as_millis() as u64;
-        let behind = if fresh {
-            self.behind_us.load(Ordering::Relaxed)
-        } else {
-            0
-        };
-        Duration::from_micros(queue.max(behind))
-    }
-
-    fn delivered(&self, delay: Duration) {
-        self.delay_us
-            .store(delay.as_micros() as u64, Ordering::Relaxed);
-        self.queued.fetch_sub(1, Ordering::Relaxed);
-    }
+/// What a shard needs besides its rooms.
+pub struct ShardContext {
+    /// Most bytes buffered per held connection; beyond it the holder catches up from the store.
+    pub hold_bytes: usize,
+    pub lag: Arc<Lag>,
+    pub metrics: Arc<Metrics>,
+    /// What the feed's messages took, given back as they are delivered.
+    pub budget: Arc<FeedBudget>,
+    /// The rooms the feed carries: a room this shard forgets is no longer needed here.
+    pub rooms: Arc<dyn Listen>,
+    /// Where a room that must catch up from the history is announced, with where from.
+    pub catch_up: mpsc::UnboundedSender<(Arc<str>, Position)>,
 }
 
 pub struct Shard {
     rooms: HashMap<Arc<str>, Room>,
-    metrics: Arc<Metrics>,
-    /// Most bytes buffered per held connection; beyond it the holder catches up from the store.
-    hold_bytes: usize,
-    lag: Arc<Lag>,
+    cx: ShardContext,
 }
 
 impl Shard {
-    pub fn new(hold_bytes: usize, lag: Arc<Lag>, metrics: Arc<Metrics>) -> Shard {
+    pub fn new(cx: ShardContext) -> Shard {
         Shard {
             rooms: HashMap::new(),
-            metrics,
-            hold_bytes,
-            lag,
+            cx,
         }
     }
 
@@ -285,14 +273,42 @@ impl Shard {
     fn drop_if_unused(&mut self, name: &str) {
         if self.rooms.get(name).is_some_and(Room::unused) {
             self.rooms.remove(name);
+            self.cx.rooms.unlisten(name);
         }
     }
 
     pub fn handle(&mut self, command: Command) {
         match command {
-            Command::Deliver(message, arrived) => {
-                self.lag.delivered(arrived.elapsed());
-                self.deliver(&message);
+            Command::Deliver {
+                message,
+                prev,
+                arrived,
+            } => {
+                self.cx.lag.delivered(arrived.elapsed());
+                self.fed(&message, prev);
+                self.cx.budget.release(message.size());
+            }
+            Command::Gap(room) => {
+                if let Some(entry) = self.rooms.get_mut(&room) {
+                    gap(entry, &self.cx);
+                }
+            }
+            Command::GapAll => {
+                for entry in self.rooms.values_mut() {
+                    gap(entry, &self.cx);
+                }
+            }
+            Command::CatchUp {
+                room,
+                messages,
+                more,
+                reply,
+            } => {
+                let next = self.caught_up(&room, &messages, more);
+                for message in &messages {
+                    self.cx.budget.release(message.size());
+                }
+                let _ = reply.send(next);
             }
             Command::Track { room, reply } => {
                 let room = self.room(room);
@@ -305,15 +321,11 @@ impl Shard {
                 floor,
                 reply,
             } => {
-                let entry = self.room(room);
-                entry.pending = entry.pending.saturating_sub(1);
-                entry.known |= floor.is_some();
-                // The store can be ahead of this node's feed: what lies between arrives later and
-                // is before this member's cut, so it is skipped for this member alone.
-                let cut = entry.last.max(floor.unwrap_or(Position::ZERO));
+                let cut = self.cut(room.clone(), floor);
                 member.after = cut;
+                let entry = self.room(room);
                 if reply.send(cut).is_ok() && !member.outbox.is_closed() {
-                    entry.members.push(member);
+                    entry.members.insert(member.sid, member);
                 }
             }
             Command::Untrack { room } => {
@@ -324,18 +336,22 @@ impl Shard {
             }
             Command::Leave { room, sid } => {
                 if let Some(entry) = self.rooms.get_mut(&room) {
-                    entry.members.retain(|m| m.sid != sid);
+                    entry.members.remove(sid);
                 }
                 self.drop_if_unused(&room);
             }
             Command::Hold {
                 room,
                 member,
+                floor,
                 reply,
             } => {
+                self.cut(room.clone(), floor);
                 if reply.send(()).is_ok() {
-                    self.room(room).holders.push(Holder::new(member));
+                    let holder = Holder::new(member);
+                    self.room(room.clone()).holders.insert(holder.member.sid, holder);
                 }
+                self.drop_if_unused(&room);
             }
             Command::Release {
                 room,
@@ -349,7 +365,7 @@ impl Shard {
             }
             Command::Unhold { room, sid } => {
                 if let Some(entry) = self.rooms.get_mut(&room) {
-                    entry.holders.retain(|h| h.member.sid != sid);
+                    entry.holders.remove(sid);
                 }
                 self.drop_if_unused(&room);
             }
@@ -359,87 +375,89 @@ impl Shard {
                 data,
                 arrived,
             } => {
-                self.lag.delivered(arrived.elapsed());
+                self.cx.lag.delivered(arrived.elapsed());
                 if let Some(entry) = self.rooms.get_mut(&room) {
                     entry
                         .members
                         .retain(|m| m.outbox.announce(event, &data).is_ok());
                 }
             }
-            Command::Rooms { reply } => {
-                let rooms = self
-                    .rooms
-                    .iter()
-                    .map(|(name, room)| (name.clone(), room.last))
-                    .collect();
-                let _ = reply.send(rooms);
-            }
         }
     }
 
-    fn deliver(&mut self, message: &Message) {
-        let hold_bytes = self.hold_bytes;
+    /// Ends a `Track` with the room cut at the newer of what it delivered and `floor` (from the
+    /// store, which can be ahead of the feed: what lies between arrives later and is skipped
+    /// by the member alone).
+    fn cut(&mut self, room: Arc<str>, floor: Option<Position>) -> Position {
+        let cx_catch_up = self.cx.catch_up.clone();
+        let entry = self.room(room);
+        entry.pending = entry.pending.saturating_sub(1);
+        let cut = entry.last.max(floor.unwrap_or(Position::ZERO));
+        if floor.is_some() && !entry.known {
+            entry.known = true;
+            entry.last = cut;
+            if std::mem::take(&mut entry.gap_pending) {
+                start_catching(entry, &cx_catch_up, cut);
+            }
+        }
+        cut
+    }
+
+    /// A message from the feed.
+    fn fed(&mut self, message: &Message, prev: Position) {
         let Some(room) = self.rooms.get_mut(message.room.as_str()) else {
             return; // nobody here listens to it
         };
         if message.position <= room.last {
-            return; // delivered already (read back after a feed gap), or before a join's cut
+            return; // delivered already, or before a join's cut
         }
-        room.last = message.position;
-        if room.members.is_empty() && room.holders.is_empty() {
+        if let Some(catching) = &mut room.catching {
+            catching.seen = catching.seen.max(message.position);
+            return; // the catch-up reads it from the history
+        }
+        if room.known && prev > room.last {
+            tracing::debug!(room = %room.name, last = %room.last, %prev, "the feed missed messages; catching up from history");
+            let from = room.last;
+            start_catching(room, &self.cx.catch_up, from);
+            if let Some(catching) = &mut room.catching {
+                catching.seen = message.position;
+            }
             return;
         }
-        let encoded = Arc::new(Encoded::with_room(room.name.clone(), message));
-        let since_stored = Position::now_ms().saturating_sub(message.position.0);
-        self.metrics
-            .delivery_seconds
-            .observe(since_stored as f64 / 1000.0);
-        let mut ages: Vec<Duration> = Vec::new();
-        let sampled = room.members.len() >= MIN_SAMPLED;
-        let sample_every = (room.members.len() / 100).max(1);
-        let mut n = 0;
-        room.members.retain(|m| {
-            n += 1;
-            if sampled && n % sample_every == 0 {
-                ages.push(m.outbox.backlog_age());
-            }
-            m.deliver(&encoded).is_ok()
-        });
-        self.metrics.delivered.inc_by(room.members.len() as u64);
-        if !ages.is_empty() {
-            // The tenth most behind of the sample.
-            let rank = ages.len() / 10;
-            let (_, age, _) = ages.select_nth_unstable_by(rank, |a, b| b.cmp(a));
-            self.lag
-                .behind_us
-                .store(age.as_micros() as u64, Ordering::Relaxed);
-            self.lag
-                .behind_at_ms
-                .store(Position::now_ms(), Ordering::Relaxed);
-        }
-        let size = encoded.json().len();
-        for holder in room.holders.iter_mut().filter(|h| !h.overflowed) {
-            holder.bytes += size;
-            if holder.bytes > hold_bytes {
-                holder.overflowed = true;
-                holder.buffer = Vec::new();
-            } else {
-                holder.buffer.push(encoded.clone());
+        deliver(room, message, &self.cx);
+    }
+
+    /// A page of a room's catch-up.
+    fn caught_up(&mut self, room: &str, messages: &[Message], more: bool) -> CatchUp {
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return CatchUp::Done;
+        };
+        for message in messages {
+            if message.position > entry.last {
+                deliver(entry, message, &self.cx);
             }
         }
+        let Some(catching) = &mut entry.catching else {
+            return CatchUp::Done;
+        };
+        if more || catching.seen > entry.last || catching.again {
+            catching.again = false;
+            return CatchUp::After(entry.last);
+        }
+        entry.catching = None;
+        CatchUp::Done
     }
 
     fn release(&mut self, room: &str, sid: Sid, replayed: Position) -> Released {
         let Some(entry) = self.rooms.get_mut(room) else {
             return Released::Gone;
         };
-        let Some(at) = entry.holders.iter().position(|h| h.member.sid == sid) else {
+        let Some(holder) = entry.holders.remove(sid) else {
             return Released::Gone;
         };
-        let holder = entry.holders.swap_remove(at);
         if holder.overflowed {
             let behind = entry.last;
-            entry.holders.push(Holder::new(holder.member));
+            entry.holders.insert(sid, Holder::new(holder.member));
             return Released::Behind(behind);
         }
         let mut member = holder.member;
@@ -449,14 +467,76 @@ impl Shard {
                 return Released::Gone;
             }
         }
-        entry.members.push(member);
+        entry.members.insert(sid, member);
         Released::Live
+    }
+}
+
+/// The feed may have missed messages of `room`.
+fn gap(room: &mut Room, cx: &ShardContext) {
+    if !room.known {
+        room.gap_pending = true;
+    } else if let Some(catching) = &mut room.catching {
+        catching.again = true;
+    } else {
+        let from = room.last;
+        start_catching(room, &cx.catch_up, from);
+    }
+}
+
+fn start_catching(
+    room: &mut Room,
+    catch_up: &mpsc::UnboundedSender<(Arc<str>, Position)>,
+    from: Position,
+) {
+    room.catching = Some(Catching {
+        seen: Position::ZERO,
+        again: false,
+    });
+    let _ = catch_up.send((room.name.clone(), from));
+}
+
+/// Sends `message` to the room's members, encoded once, and buffers it for its holders.
+fn deliver(room: &mut Room, message: &Message, cx: &ShardContext) {
+    room.last = message.position;
+    if room.members.is_empty() && room.holders.is_empty() {
+        return;
+    }
+    let encoded = Arc::new(Encoded::with_room(room.name.clone(), message));
+    let since_stored = Position::now_ms().saturating_sub(message.position.0);
+    cx.metrics
+        .delivery_seconds
+        .observe(since_stored as f64 / 1000.0);
+    let mut ages: Vec<Duration> = Vec::new();
+    let sampled = room.members.len() >= MIN_SAMPLED;
+    let sample_every = (room.members.len() / 100).max(1);
+    let mut n = 0;
+    room.members.retain(|m| {
+        n += 1;
+        if sampled && n % sample_every == 0 {
+            ages.push(m.outbox.backlog_age());
+        }
+        m.deliver(&encoded).is_ok()
+    });
+    cx.metrics.delivered.inc_by(room.members.len() as u64);
+    cx.lag.members_behind(&mut ages);
+    let size = encoded.json().len();
+    for holder in room.holders.iter_mut().filter(|h| !h.overflowed) {
+        holder.bytes += size;
+        if holder.bytes > cx.hold_bytes {
+            holder.overflowed = true;
+            holder.buffer = Vec::new();
+        } else {
+            holder.buffer.push(encoded.clone());
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
+
+    use twine_store::EveryRoom;
 
     use super::*;
 
@@ -495,17 +575,128 @@ mod tests {
         }
     }
 
-    fn shard() -> Shard {
-        Shard::new(1 << 20, Arc::default(), Metrics::new())
+    /// A shard, and what it asks to catch up.
+    struct Harness {
+        shard: Shard,
+        catch_ups: mpsc::UnboundedReceiver<(Arc<str>, Position)>,
+        budget: Arc<FeedBudget>,
     }
 
-    fn deliver(shard: &mut Shard, room: &str, position: u64) {
-        let message = Message {
+    fn harness_with(hold_bytes: usize, lag: Arc<Lag>) -> Harness {
+        let (catch_up, catch_ups) = mpsc::unbounded_channel();
+        let budget = FeedBudget::new(1 << 30);
+        let cx = ShardContext {
+            hold_bytes,
+            lag,
+            metrics: Metrics::new(),
+            budget: budget.clone(),
+            rooms: Arc::new(EveryRoom),
+            catch_up,
+        };
+        Harness {
+            shard: Shard::new(cx),
+            catch_ups,
+            budget,
+        }
+    }
+
+    fn harness() -> Harness {
+        harness_with(1 << 20, Arc::default())
+    }
+
+    fn message(room: &str, position: u64) -> Message {
+        Message {
             room: room.into(),
             position: Position(position),
             payload: "{}".into(),
-        };
-        shard.handle(Command::Deliver(message, Instant::now()));
+        }
+    }
+
+    impl Harness {
+        /// A message from the feed, whose room's previous message was at `prev`.
+        fn fed(&mut self, room: &str, position: u64, prev: u64) {
+            let message = message(room, position);
+            self.budget.force(message.size());
+            self.shard.handle(Command::Deliver {
+                message,
+                prev: Position(prev),
+                arrived: Instant::now(),
+            });
+        }
+
+        /// Messages fed one after the other, each the one before's successor.
+        fn fed_in_order(&mut self, room: &str, positions: &[u64]) {
+            for (i, p) in positions.iter().enumerate() {
+                let prev = if i == 0 { p - 1 } else { positions[i - 1] };
+                self.fed(room, *p, prev);
+            }
+        }
+
+        fn track(&mut self, room: &str) -> Option<Position> {
+            let (reply, mut answer) = oneshot::channel();
+            self.shard.handle(Command::Track {
+                room: Arc::from(room),
+                reply,
+            });
+            answer.try_recv().unwrap()
+        }
+
+        fn join(&mut self, room: &str, member: Member, floor: Option<Position>) -> Position {
+            self.track(room);
+            let (reply, mut answer) = oneshot::channel();
+            self.shard.handle(Command::Join {
+                room: Arc::from(room),
+                member,
+                floor,
+                reply,
+            });
+            answer.try_recv().unwrap()
+        }
+
+        fn hold(&mut self, room: &str, member: Member, floor: Option<Position>) {
+            self.track(room);
+            let (reply, _answer) = oneshot::channel();
+            self.shard.handle(Command::Hold {
+                room: Arc::from(room),
+                member,
+                floor,
+                reply,
+            });
+        }
+
+        fn release(&mut self, room: &str, sid: Sid, replayed: u64) -> Released {
+            let (reply, mut answer) = oneshot::channel();
+            self.shard.handle(Command::Release {
+                room: Arc::from(room),
+                sid,
+                replayed: Position(replayed),
+                reply,
+            });
+            answer.try_recv().unwrap()
+        }
+
+        fn catch_up_page(&mut self, room: &str, positions: &[u64], more: bool) -> CatchUp {
+            let messages: Vec<Message> = positions.iter().map(|p| message(room, *p)).collect();
+            for m in &messages {
+                self.budget.force(m.size());
+            }
+            let (reply, mut answer) = oneshot::channel();
+            self.shard.handle(Command::CatchUp {
+                room: Arc::from(room),
+                messages,
+                more,
+                reply,
+            });
+            answer.try_recv().unwrap()
+        }
+
+        fn asked_to_catch_up(&mut self) -> Vec<(String, u64)> {
+            let mut asked = Vec::new();
+            while let Ok((room, from)) = self.catch_ups.try_recv() {
+                asked.push((room.to_string(), from.0));
+            }
+            asked
+        }
     }
 
     fn member(record: &Arc<Record>) -> (Sid, Member) {
@@ -513,108 +704,66 @@ mod tests {
         (sid, Member::new(sid, record.clone(), 0))
     }
 
-    fn track(shard: &mut Shard, room: &str) -> Option<Position> {
-        let (reply, mut answer) = oneshot::channel();
-        shard.handle(Command::Track {
-            room: Arc::from(room),
-            reply,
-        });
-        answer.try_recv().unwrap()
-    }
-
-    fn join(shard: &mut Shard, room: &str, member: Member, floor: Option<Position>) -> Position {
-        let (reply, mut answer) = oneshot::channel();
-        shard.handle(Command::Join {
-            room: Arc::from(room),
-            member,
-            floor,
-            reply,
-        });
-        answer.try_recv().unwrap()
-    }
-
-    fn hold(shard: &mut Shard, room: &str, member: Member) {
-        let (reply, _answer) = oneshot::channel();
-        shard.handle(Command::Hold {
-            room: Arc::from(room),
-            member,
-            reply,
-        });
-    }
-
-    fn release(shard: &mut Shard, room: &str, sid: Sid, replayed: u64) -> Released {
-        let (reply, mut answer) = oneshot::channel();
-        shard.handle(Command::Release {
-            room: Arc::from(room),
-            sid,
-            replayed: Position(replayed),
-            reply,
-        });
-        answer.try_recv().unwrap()
-    }
-
-    fn room_of(shard: &mut Shard, room: &str, members: usize, behind: Duration) {
+    fn room_of(h: &mut Harness, room: &str, members: usize, behind: Duration) {
         let record = Arc::new(Record {
             behind,
             ..Record::default()
         });
         for _ in 0..members {
-            track(shard, room);
-            join(shard, room, member(&record).1, Some(Position(0)));
+            h.join(room, member(&record).1, Some(Position(0)));
         }
     }
 
     #[test]
     fn only_most_of_a_large_room_behind_counts_as_lag_and_only_while_fresh() {
         let lag = Arc::new(Lag::default());
-        let mut shard = Shard::new(1 << 20, lag.clone(), Metrics::new());
+        let mut h = harness_with(1 << 20, lag.clone());
         let stalled = Duration::from_secs(5);
-        room_of(&mut shard, "small", 5, stalled);
-        deliver(&mut shard, "small", 1);
+        room_of(&mut h, "small", 5, stalled);
+        h.fed("small", 1, 0);
         assert_eq!(
             lag.delay(),
             Duration::ZERO,
             "a small room's slow clients are cut instead"
         );
-        room_of(&mut shard, "large", 5, stalled);
-        room_of(&mut shard, "large", 95, Duration::ZERO);
-        deliver(&mut shard, "large", 1);
+        room_of(&mut h, "large", 5, stalled);
+        room_of(&mut h, "large", 95, Duration::ZERO);
+        h.fed("large", 1, 0);
         assert_eq!(lag.delay(), Duration::ZERO, "one in twenty behind");
-        room_of(&mut shard, "late", 30, stalled);
-        deliver(&mut shard, "late", 1);
+        room_of(&mut h, "late", 30, stalled);
+        h.fed("late", 1, 0);
         assert_eq!(lag.delay(), stalled, "all of a large room behind");
-        lag.behind_at_ms
-            .store(Position::now_ms() - 2_000, Ordering::Relaxed);
+        lag.age_measure(Duration::from_secs(2));
         assert_eq!(lag.delay(), Duration::ZERO, "nothing measured for a while");
+        assert_eq!(h.budget.in_flight(), 0, "what was fed is given back");
     }
 
     #[test]
     fn a_joiner_gets_live_exactly_what_comes_after_its_cut() {
-        let mut shard = shard();
-        deliver(&mut shard, "a", 5); // nobody here: not even tracked
-        assert_eq!(track(&mut shard, "a"), None, "unknown: read the store");
+        let mut h = harness();
+        h.fed("a", 5, 4); // nobody here: not even tracked
+        assert_eq!(h.track("a"), None, "unknown: read the store");
+        h.shard.handle(Command::Untrack {
+            room: Arc::from("a"),
+        });
         let record = Arc::new(Record::default());
         let (_, m) = member(&record);
-        assert_eq!(join(&mut shard, "a", m, Some(Position(7))), Position(7));
-        deliver(&mut shard, "a", 7); // the store was ahead of the feed: before the cut
-        deliver(&mut shard, "a", 8);
+        assert_eq!(h.join("a", m, Some(Position(7))), Position(7));
+        h.fed("a", 7, 6); // the store was ahead of the feed: before the cut
+        h.fed("a", 8, 7);
         assert_eq!(record.positions(), vec![8]);
-        assert_eq!(track(&mut shard, "a"), Some(Position(8)), "known now");
+        assert_eq!(h.track("a"), Some(Position(8)), "known now");
     }
 
     #[test]
     fn a_cut_ahead_of_the_feed_skips_only_for_the_joiner() {
-        let mut shard = shard();
+        let mut h = harness();
         let early = Arc::new(Record::default());
         let late = Arc::new(Record::default());
-        track(&mut shard, "a");
-        join(&mut shard, "a", member(&early).1, Some(Position(1)));
-        track(&mut shard, "a");
+        h.join("a", member(&early).1, Some(Position(1)));
         // A second node tracked nothing: its joiner reads the store, which is ahead of the feed.
-        join(&mut shard, "a", member(&late).1, Some(Position(3)));
-        for p in [2, 3, 4] {
-            deliver(&mut shard, "a", p);
-        }
+        h.join("a", member(&late).1, Some(Position(3)));
+        h.fed_in_order("a", &[2, 3, 4]);
         assert_eq!(
             early.positions(),
             vec![2, 3, 4],
@@ -625,68 +774,135 @@ mod tests {
 
     #[test]
     fn a_held_connection_gets_after_its_replay_exactly_what_it_did_not_read() {
-        let mut shard = shard();
+        let mut h = harness();
         let record = Arc::new(Record::default());
         let (sid, m) = member(&record);
-        hold(&mut shard, "a", m);
-        for p in [10, 11, 12] {
-            deliver(&mut shard, "a", p);
-        }
+        h.hold("a", m, Some(Position(9)));
+        h.fed_in_order("a", &[10, 11, 12]);
         assert!(record.positions().is_empty(), "buffered while held");
-        // The replay read the store up to 11, and the store was ahead of the feed up to 13.
-        assert_eq!(release(&mut shard, "a", sid, 13), Released::Live);
+        // The replay read the store up to 13, which was ahead of the feed.
+        assert_eq!(h.release("a", sid, 13), Released::Live);
         assert!(record.positions().is_empty(), "all of it was replayed");
-        deliver(&mut shard, "a", 13); // arriving late through the feed: replayed already
-        deliver(&mut shard, "a", 14);
+        h.fed_in_order("a", &[13, 14]); // 13 arrives late through the feed: replayed already
         assert_eq!(record.positions(), vec![14]);
 
         let second = Arc::new(Record::default());
         let (sid, m) = member(&second);
-        hold(&mut shard, "a", m);
-        deliver(&mut shard, "a", 15);
-        deliver(&mut shard, "a", 16);
-        assert_eq!(release(&mut shard, "a", sid, 15), Released::Live);
+        h.hold("a", m, None);
+        h.fed_in_order("a", &[15, 16]);
+        assert_eq!(h.release("a", sid, 15), Released::Live);
         assert_eq!(second.positions(), vec![16], "the seam: no gap, no repeat");
     }
 
     #[test]
     fn a_hold_that_overflows_sends_its_holder_back_to_the_store() {
-        let mut shard = Shard::new(200, Arc::default(), Metrics::new()); // room for seven of these
+        let mut h = harness_with(200, Arc::default()); // room for seven of these
         let record = Arc::new(Record::default());
         let (sid, m) = member(&record);
-        hold(&mut shard, "a", m);
-        for p in 1..=20 {
-            deliver(&mut shard, "a", p);
-        }
-        assert_eq!(
-            release(&mut shard, "a", sid, 3),
-            Released::Behind(Position(20))
-        );
-        deliver(&mut shard, "a", 21);
-        assert_eq!(release(&mut shard, "a", sid, 20), Released::Live);
+        h.hold("a", m, Some(Position(0)));
+        let all: Vec<u64> = (1..=20).collect();
+        h.fed_in_order("a", &all);
+        assert_eq!(h.release("a", sid, 3), Released::Behind(Position(20)));
+        h.fed("a", 21, 20);
+        assert_eq!(h.release("a", sid, 20), Released::Live);
         assert_eq!(record.positions(), vec![21]);
     }
 
     #[test]
-    fn repeats_after_a_feed_gap_are_skipped_and_unused_rooms_forgotten() {
-        let mut shard = shard();
+    fn repeats_are_skipped_and_unused_rooms_forgotten() {
+        let mut h = harness();
         let record = Arc::new(Record::default());
         let (sid, m) = member(&record);
-        track(&mut shard, "a");
-        join(&mut shard, "a", m, Some(Position::ZERO));
-        for p in [1, 2, 2, 1, 3] {
-            deliver(&mut shard, "a", p);
+        h.join("a", m, Some(Position::ZERO));
+        for (p, prev) in [(1, 0), (2, 1), (2, 1), (1, 0), (3, 2)] {
+            h.fed("a", p, prev);
         }
         assert_eq!(record.positions(), vec![1, 2, 3]);
-        shard.handle(Command::Leave {
+        h.shard.handle(Command::Leave {
             room: Arc::from("a"),
             sid,
         });
-        assert!(shard.rooms.is_empty());
-        track(&mut shard, "b");
-        shard.handle(Command::Untrack {
+        assert!(h.shard.rooms.is_empty());
+        h.track("b");
+        h.shard.handle(Command::Untrack {
             room: Arc::from("b"),
         });
-        assert!(shard.rooms.is_empty(), "an abandoned track lets go too");
+        assert!(h.shard.rooms.is_empty(), "an abandoned track lets go too");
+    }
+
+    #[test]
+    fn a_message_whose_predecessor_never_came_makes_the_room_catch_up_in_order() {
+        let mut h = harness();
+        let record = Arc::new(Record::default());
+        h.join("a", member(&record).1, Some(Position(0)));
+        h.fed_in_order("a", &[1, 2]);
+        h.fed("a", 5, 4); // 3 and 4 were missed
+        assert_eq!(h.asked_to_catch_up(), [("a".to_owned(), 2)]);
+        h.fed("a", 6, 5); // live meanwhile: set aside, it is in the history
+        assert_eq!(record.positions(), vec![1, 2], "nothing out of order");
+        assert_eq!(
+            h.catch_up_page("a", &[3, 4, 5], false),
+            CatchUp::After(Position(5)),
+            "the history's end was before 6: read on"
+        );
+        assert_eq!(h.catch_up_page("a", &[6], false), CatchUp::Done);
+        h.fed("a", 7, 6);
+        assert_eq!(record.positions(), vec![1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(h.budget.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_gap_reported_by_the_feed_catches_up_every_room_it_names_and_waits_for_joins() {
+        let mut h = harness();
+        let record = Arc::new(Record::default());
+        h.join("a", member(&record).1, Some(Position(10)));
+        h.fed("a", 11, 10);
+        // A room tracked but not yet cut: its join catches up from the cut.
+        h.track("b");
+        h.shard.handle(Command::GapAll);
+        assert_eq!(h.asked_to_catch_up(), [("a".to_owned(), 11)]);
+        h.shard.handle(Command::Gap(Arc::from("a")));
+        assert!(h.asked_to_catch_up().is_empty(), "one catch-up at a time");
+        assert_eq!(
+            h.catch_up_page("a", &[12], false),
+            CatchUp::After(Position(12)),
+            "a gap reported meanwhile reads on"
+        );
+        assert_eq!(h.catch_up_page("a", &[], false), CatchUp::Done);
+        let late = Arc::new(Record::default());
+        let (reply, _) = oneshot::channel();
+        h.shard.handle(Command::Join {
+            room: Arc::from("b"),
+            member: member(&late).1,
+            floor: Some(Position(50)),
+            reply,
+        });
+        assert_eq!(h.asked_to_catch_up(), [("b".to_owned(), 50)]);
+        assert_eq!(record.positions(), vec![11, 12]);
+    }
+
+    #[test]
+    fn members_leave_one_room_in_any_order_and_the_rest_stay() {
+        let mut h = harness();
+        let records: Vec<Arc<Record>> = (0..200).map(|_| Arc::new(Record::default())).collect();
+        let sids: Vec<Sid> = records
+            .iter()
+            .map(|record| {
+                let (sid, m) = member(record);
+                h.join("big", m, Some(Position(0)));
+                sid
+            })
+            .collect();
+        for sid in sids.iter().step_by(3).chain(sids.iter().skip(1).step_by(3)) {
+            h.shard.handle(Command::Leave {
+                room: Arc::from("big"),
+                sid: *sid,
+            });
+        }
+        h.fed("big", 1, 0);
+        for (i, record) in records.iter().enumerate() {
+            let expected: Vec<u64> = if i % 3 == 2 { vec![1] } else { vec![] };
+            assert_eq!(record.positions(), expected, "member {i}");
+        }
     }
 }

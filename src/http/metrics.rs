@@ -30,6 +30,7 @@ pub async fn metrics(
     metrics
         .delivery_lag_seconds
         .set(app.fanout.delay().as_secs_f64());
+    metrics.feed(&app.fanout.budget().stats);
     Ok((
         [(
             header::CONTENT_TYPE,

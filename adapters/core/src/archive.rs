@@ -129,8 +129,8 @@ impl History for Tiered {
         }
     }
 
-    async fn subscribe(&self) -> Result<Feed, StoreError> {
-        self.recent.subscribe().await
+    async fn feed(&self, limit: usize) -> Result<Feed, StoreError> {
+        self.recent.feed(limit).await
     }
 
     async fn check(&self) -> Result<(), StoreError> {

@@ -32,6 +32,8 @@ pub async fn run_all(factory: impl StoreFactory) {
     let (h, _) = factory();
     the_feed_carries_every_append_in_order(h).await;
     let (h, _) = factory();
+    a_full_feed_reports_the_room_instead_and_the_history_has_it(h).await;
+    let (h, _) = factory();
     a_repeated_key_stores_nothing_and_answers_the_first_append(h).await;
     let (h, _) = factory();
     an_append_past_its_deadline_is_not_stored(h).await;
@@ -221,26 +223,107 @@ pub async fn rooms_are_independent(h: Arc<dyn History>) {
 }
 
 async fn next_event(feed: &mut crate::Feed) -> FeedEvent {
-    tokio::time::timeout(Duration::from_secs(5), feed.recv())
+    let event = tokio::time::timeout(Duration::from_secs(5), feed.events.recv())
         .await
         .expect("the feed delivers within 5 s")
-        .expect("the feed stays open")
+        .expect("the feed stays open");
+    if let FeedEvent::Message { message, .. } = &event {
+        feed.budget.release(message.size());
+    }
+    event
+}
+
+/// A feed of `rooms`, in place.
+async fn feed_of(h: &dyn History, rooms: &[&str]) -> crate::Feed {
+    let feed = h.feed(1 << 20).await.unwrap();
+    for room in rooms {
+        feed.rooms.listen(room).await.unwrap();
+    }
+    feed
+}
+
+/// The next message of `room` on the feed (stores that feed every room feed others too).
+async fn next_of(feed: &mut crate::Feed, room: &str) -> Message {
+    loop {
+        match next_event(feed).await {
+            FeedEvent::Message { message, .. } if message.room == room => return message,
+            FeedEvent::Message { .. } => {}
+            other => panic!("a message, not {other:?}"),
+        }
+    }
 }
 
 pub async fn the_feed_carries_every_append_in_order(h: Arc<dyn History>) {
-    let mut feed = h.subscribe().await.unwrap();
+    let mut feed = feed_of(&*h, &["even", "odd"]).await;
     let mut appended = Vec::new();
     for i in 0..50 {
         let room = if i % 2 == 0 { "even" } else { "odd" };
         appended.push(append(&*h, room, &format!("{{\"i\":{i}}}")).await);
     }
-    for expected in appended {
-        assert_eq!(next_event(&mut feed).await, FeedEvent::Message(expected));
+    // Order is promised within a room: rooms may come over different connections.
+    let mut fed: std::collections::HashMap<String, Vec<FeedEvent>> = Default::default();
+    for _ in 0..appended.len() {
+        let event = next_event(&mut feed).await;
+        let FeedEvent::Message { message, .. } = &event else {
+            panic!("a message, not {event:?}");
+        };
+        fed.entry(message.room.clone()).or_default().push(event);
+    }
+    for room in ["even", "odd"] {
+        let mut prev = Position::ZERO;
+        let expected: Vec<FeedEvent> = appended
+            .iter()
+            .filter(|m| m.room == room)
+            .map(|m| {
+                let event = FeedEvent::Message {
+                    message: m.clone(),
+                    prev,
+                };
+                prev = m.position;
+                event
+            })
+            .collect();
+        assert_eq!(
+            fed[room], expected,
+            "{room}: in order, each naming the one before it"
+        );
     }
 }
 
+pub async fn a_full_feed_reports_the_room_instead_and_the_history_has_it(h: Arc<dyn History>) {
+    let first = append(&*h, "full", "{\"n\":0}").await;
+    let feed = h.feed(first.size() * 2).await.unwrap();
+    feed.rooms.listen("full").await.unwrap();
+    let mut feed = feed;
+    let mut appended = Vec::new();
+    for n in 1..=5 {
+        appended.push(append(&*h, "full", &format!("{{\"n\":{n}}}")).await);
+    }
+    let mut events = Vec::new();
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(500), feed.events.recv()).await
+    {
+        events.push(event);
+    }
+    let messages: Vec<Message> = events
+        .iter()
+        .filter_map(|e| match e {
+            FeedEvent::Message { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(messages, appended[..2], "what fits is fed, in order");
+    assert_eq!(
+        events.last(),
+        Some(&FeedEvent::Gap("full".into())),
+        "the rest is reported once, as the room's gap"
+    );
+    let read = read_all(&*h, "full", messages[1].position, PageLimit::count(10)).await;
+    assert_eq!(read, appended[2..], "and the history has it");
+}
+
 pub async fn a_repeated_key_stores_nothing_and_answers_the_first_append(h: Arc<dyn History>) {
-    let mut feed = h.subscribe().await.unwrap();
+    let mut feed = feed_of(&*h, &["room"]).await;
     let first = h
         .append(Publish::new("room", "{\"n\":1}").with_key(Some("k-1")))
         .await
@@ -262,6 +345,11 @@ pub async fn a_repeated_key_stores_nothing_and_answers_the_first_append(h: Arc<d
         matches!(other, Err(StoreError::KeyReused)),
         "a key reused for another message is refused: {other:?}"
     );
+    let elsewhere = h
+        .append(Publish::new("another room", "{\"n\":1}").with_key(Some("k-1")))
+        .await
+        .unwrap();
+    assert!(!elsewhere.repeated, "a key is its room's own");
     let next = append(&*h, "room", "{\"n\":3}").await;
     let read = read_all(&*h, "room", Position::ZERO, PageLimit::count(10)).await;
     assert_eq!(
@@ -269,15 +357,8 @@ pub async fn a_repeated_key_stores_nothing_and_answers_the_first_append(h: Arc<d
         vec![first.message.clone(), next.clone()],
         "stored once"
     );
-    assert_eq!(
-        next_event(&mut feed).await,
-        FeedEvent::Message(first.message)
-    );
-    assert_eq!(
-        next_event(&mut feed).await,
-        FeedEvent::Message(next),
-        "fed once"
-    );
+    assert_eq!(next_of(&mut feed, "room").await, first.message);
+    assert_eq!(next_of(&mut feed, "room").await, next, "fed once");
 }
 
 pub async fn an_append_past_its_deadline_is_not_stored(h: Arc<dyn History>) {
@@ -490,7 +571,7 @@ fn enter(id: &str, name: &str) -> Update {
 
 /// The next batch of changes fed, as (room, [(change, member id, member info)]).
 async fn next_batch(feed: &mut crate::PresenceFeed) -> (String, Vec<(Change, String, String)>) {
-    let event = tokio::time::timeout(Duration::from_secs(5), feed.recv())
+    let event = tokio::time::timeout(Duration::from_secs(5), feed.events.recv())
         .await
         .expect("a presence change within 5 s")
         .expect("the presence feed is open");
@@ -503,12 +584,21 @@ async fn next_batch(feed: &mut crate::PresenceFeed) -> (String, Vec<(Change, Str
 }
 
 async fn nothing_fed(feed: &mut crate::PresenceFeed, why: &str) {
-    let next = tokio::time::timeout(Duration::from_millis(300), feed.recv()).await;
+    let next = tokio::time::timeout(Duration::from_millis(300), feed.events.recv()).await;
     assert!(next.is_err(), "{why}: {next:?}");
 }
 
+/// A presence feed of `rooms`, in place.
+async fn presence_feed_of(p: &dyn Presence, rooms: &[&str]) -> crate::PresenceFeed {
+    let feed = p.subscribe().await.unwrap();
+    for room in rooms {
+        feed.rooms.listen(room).await.unwrap();
+    }
+    feed
+}
+
 pub async fn presence_changes_reach_every_node(a: Arc<dyn Presence>, b: Arc<dyn Presence>) {
-    let mut feed = b.subscribe().await.unwrap();
+    let mut feed = presence_feed_of(&*b, &["r", "other"]).await;
     let ttl = Duration::from_secs(60);
     let refused = a.apply("r", &[enter("m1", "ann")], ttl, 10).await.unwrap();
     assert!(refused.is_empty());
@@ -564,7 +654,7 @@ pub async fn members_without_a_heartbeat_expire_once(a: Arc<dyn Presence>, b: Ar
     a.apply("r", &[enter("kept", "k"), enter("dies", "d")], short, 10)
         .await
         .unwrap();
-    let mut feed = b.subscribe().await.unwrap();
+    let mut feed = presence_feed_of(&*b, &["r"]).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
     a.refresh(&[("r", "kept")], Duration::from_secs(60))
         .await
@@ -601,7 +691,7 @@ pub async fn members_without_a_heartbeat_expire_once(a: Arc<dyn Presence>, b: Ar
 
 pub async fn a_room_holds_a_bounded_number_of_members(p: Arc<dyn Presence>) {
     let ttl = Duration::from_secs(60);
-    let mut feed = p.subscribe().await.unwrap();
+    let mut feed = presence_feed_of(&*p, &["r"]).await;
     let refused = p
         .apply(
             "r",

@@ -14,6 +14,11 @@ pub enum StoreError {
     /// The store is up but refuses more work until a backlog drains.
     #[error("store full: {0}")]
     Full(String),
+    /// The message was stored, but not confirmed as copied to as many replicas as asked in
+    /// time: it is kept unless the store fails over now. A retry with the same idempotency key
+    /// settles it.
+    #[error("store did not confirm in time: {0}")]
+    Unconfirmed(String),
     /// An idempotency key was reused for a different message.
     #[error("idempotency key reused for another message")]
     KeyReused,

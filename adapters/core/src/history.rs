@@ -3,9 +3,8 @@
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
 
-use crate::{Position, StoreError};
+use crate::{Feed, Position, StoreError};
 
 /// One published message as stored: its room, its position and the publisher's payload, a JSON
 /// object kept as text.
@@ -29,8 +28,8 @@ pub struct Publish<'a> {
     pub room: &'a str,
     /// A JSON object, as text.
     pub payload: &'a str,
-    /// The publisher's idempotency key: an append repeated with the same key stores nothing and
-    /// answers with the message the first one stored.
+    /// The publisher's idempotency key: an append to the same room repeated with the same key
+    /// stores nothing and answers with the message the first one stored.
     pub key: Option<&'a str>,
     /// When the publisher stops waiting. A store that would run the append after this instant
     /// refuses it ([`StoreError::Expired`]) instead, so a publisher that gave up can be told the
@@ -56,6 +55,13 @@ impl<'a> Publish<'a> {
     pub fn with_deadline(mut self, deadline: Option<SystemTime>) -> Self {
         self.deadline = deadline;
         self
+    }
+
+    /// The idempotency key as the room's own: keys are remembered per room, so two rooms (which
+    /// may live on different Redis primaries) never share one.
+    pub fn scoped_key(&self) -> Option<String> {
+        self.key
+            .map(|key| format!("{}:{}{key}", self.room.len(), self.room))
     }
 
     /// A fingerprint of room and payload, so a key reused for another message is told apart
@@ -117,19 +123,6 @@ pub struct ReplayStart {
     pub truncated: bool,
 }
 
-/// What a [`History`] subscription yields.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FeedEvent {
-    /// A message just appended; a room's messages arrive in position order.
-    Message(Message),
-    /// The subscription was interrupted and is back: messages appended meanwhile were not
-    /// yielded, and must be read from the history.
-    Gap,
-}
-
-/// Every message appended to a [`History`], in append order within each room.
-pub type Feed = mpsc::UnboundedReceiver<FeedEvent>;
-
 /// A per-room, append-only message log with positions assigned by the store.
 #[async_trait]
 pub trait History: Send + Sync + 'static {
@@ -159,9 +152,10 @@ pub trait History: Send + Sync + 'static {
     /// The position of the newest message of `room`, or [`Position::ZERO`] when it has none.
     async fn last_position(&self, room: &str) -> Result<Position, StoreError>;
 
-    /// Every message appended from now on, in append order within each room. Resolves once the
-    /// subscription is in place.
-    async fn subscribe(&self) -> Result<Feed, StoreError>;
+    /// A live feed of the messages appended from now on, of the rooms it is told to listen to,
+    /// in append order within each room, holding at most `limit` bytes of them in flight (see
+    /// [`crate::feed`]).
+    async fn feed(&self, limit: usize) -> Result<Feed, StoreError>;
 
     /// Whether the store answers now; a load balancer is told through `GET /`.
     async fn check(&self) -> Result<(), StoreError>;

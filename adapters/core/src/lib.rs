@@ -8,7 +8,7 @@
 //! - [`History`]: the per-room message log. `append` assigns the position (so a shared backend can
 //!   assign it on its own side, one clock for every node) and honours idempotency keys,
 //!   `read_page` pages through it oldest first, `replay_start` finds where a capped replay
-//!   begins, and `subscribe` yields every appended message in append order per room.
+//!   begins, and `feed` yields the messages appended to the rooms a node listens to ([`feed`]).
 //! - [`SessionStore`]: a session's rooms, their join positions and handled positions, with a
 //!   bound on the rooms one session holds.
 //! - [`Archive`]: the long-window tier, and [`Tiered`], a recent tier in front of it.
@@ -21,6 +21,7 @@
 mod archive;
 pub mod conformance;
 mod error;
+pub mod feed;
 mod history;
 pub mod memory;
 mod position;
@@ -30,9 +31,8 @@ mod write_through;
 
 pub use archive::{Archive, Tiered};
 pub use error::StoreError;
-pub use history::{
-    Appended, Feed, FeedEvent, History, Message, Page, PageLimit, Publish, ReplayStart,
-};
+pub use feed::{EveryRoom, Feed, FeedBudget, FeedEvent, FeedSender, Listen};
+pub use history::{Appended, History, Message, Page, PageLimit, Publish, ReplayStart};
 pub use memory::{MemoryArchive, MemoryOptions, MemoryStore};
 pub use position::Position;
 pub use presence::{Change, Member, MemoryPresence, Presence, PresenceEvent, PresenceFeed, Update};

@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::{
-    Appended, Archive, Feed, FeedEvent, History, Joined, Message, Page, PageLimit, Position,
+    Appended, Archive, EveryRoom, Feed, FeedSender, History, Joined, Message, Page, PageLimit,
+    Position,
     Progress, Publish, ReplayStart, RoomCursor, Session, SessionStore, StoreError,
 };
 
@@ -76,7 +76,7 @@ struct Inner {
     recency: BTreeMap<u64, Arc<str>>,
     activity: u64,
     session_bytes: usize,
-    feeds: Vec<mpsc::UnboundedSender<FeedEvent>>,
+    feeds: Vec<FeedSender>,
     last_sweep: Instant,
 }
 
@@ -371,8 +371,9 @@ impl History for MemoryStore {
         }
         let options = &self.options;
         let mut inner = self.lock();
-        if let Some(key) = publish.key
-            && let Some(record) = inner.keys.get(key)
+        let scoped = publish.scoped_key();
+        if let Some(key) = &scoped
+            && let Some(record) = inner.keys.get(key.as_str())
         {
             if record.fingerprint != publish.fingerprint() {
                 return Err(StoreError::KeyReused);
@@ -395,12 +396,13 @@ impl History for MemoryStore {
         }
         let now = Instant::now();
         let (room, log) = inner.room_entry(publish.room);
-        let position = Position::next(log.last, Position::now_ms());
+        let prev = log.last;
+        let position = Position::next(prev, Position::now_ms());
         log.last = position;
         let entry = Entry {
             position,
             payload: Arc::from(publish.payload),
-            key: publish.key.map(Box::from),
+            key: scoped.as_deref().map(Box::from),
             stored_at: now,
         };
         let size = entry.size(&room);
@@ -408,14 +410,14 @@ impl History for MemoryStore {
         let over = log.entries.len() > options.max_per_room;
         inner.history_bytes += size;
         inner.oldest.insert((position, room.clone()));
-        if let Some(key) = publish.key {
+        if let Some(key) = scoped {
             let fingerprint = publish.fingerprint();
             let record = KeyRecord {
                 room: room.clone(),
                 position,
                 fingerprint,
             };
-            inner.keys.insert(Box::from(key), record);
+            inner.keys.insert(Box::from(key.as_str()), record);
         }
         if over {
             inner.drop_front(&room);
@@ -431,7 +433,7 @@ impl History for MemoryStore {
         // Sent under the lock, so every subscriber sees a room's messages in position order.
         inner
             .feeds
-            .retain(|feed| feed.send(FeedEvent::Message(message.clone())).is_ok());
+            .retain(|feed| feed.message(message.clone(), prev).is_ok());
         Ok(Appended {
             message,
             repeated: false,
@@ -516,10 +518,10 @@ impl History for MemoryStore {
             .map_or(Position::ZERO, |l| l.last))
     }
 
-    async fn subscribe(&self) -> Result<Feed, StoreError> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.lock().feeds.push(tx);
-        Ok(rx)
+    async fn feed(&self, limit: usize) -> Result<Feed, StoreError> {
+        let (sender, feed) = crate::feed::channel(limit, Arc::new(EveryRoom));
+        self.lock().feeds.push(sender);
+        Ok(feed)
     }
 
     async fn check(&self) -> Result<(), StoreError> {

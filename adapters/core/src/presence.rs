@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::StoreError;
+use crate::{EveryRoom, Listen, StoreError};
 
 /// One member's entry: its id (unique across nodes) and what the room is told about it, a JSON
 /// object as text.
@@ -78,8 +78,12 @@ pub struct PresenceEvent {
     pub changes: Vec<(Change, Member)>,
 }
 
-/// Every presence change, from every node.
-pub type PresenceFeed = mpsc::UnboundedReceiver<PresenceEvent>;
+/// The presence changes, from every node, of the rooms `rooms` listens to (a node's live feed
+/// listens to the rooms it serves, for both).
+pub struct PresenceFeed {
+    pub events: mpsc::UnboundedReceiver<PresenceEvent>,
+    pub rooms: Arc<dyn Listen>,
+}
 
 /// Room membership shared by the nodes.
 #[async_trait]
@@ -106,7 +110,7 @@ pub trait Presence: Send + Sync + 'static {
     /// first.
     async fn expire(&self) -> Result<(), StoreError>;
 
-    /// Every change from now on.
+    /// Every change from now on, of the rooms listened to.
     async fn subscribe(&self) -> Result<PresenceFeed, StoreError>;
 }
 
@@ -268,9 +272,12 @@ impl Presence for MemoryPresence {
     }
 
     async fn subscribe(&self) -> Result<PresenceFeed, StoreError> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, events) = mpsc::unbounded_channel();
         self.lock().subscribers.push(tx);
-        Ok(rx)
+        Ok(PresenceFeed {
+            events,
+            rooms: Arc::new(EveryRoom),
+        })
     }
 }
 

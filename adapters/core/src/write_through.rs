@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::Mutex;
 
 use crate::{
-    Appended, Archive, Feed, FeedEvent, History, Message, Page, PageLimit, Position, Publish,
+    Appended, Archive, EveryRoom, Feed, FeedSender, History, Message, Page, PageLimit, Position, Publish,
     ReplayStart, StoreError,
 };
 
@@ -21,7 +21,7 @@ pub struct WriteThrough {
     /// Newest position per room (loaded from the archive on first use), each behind its own lock
     /// so a room's appends are ordered without holding up other rooms.
     rooms: StdMutex<HashMap<String, Arc<Mutex<Option<Position>>>>>,
-    feeds: StdMutex<Vec<mpsc::UnboundedSender<FeedEvent>>>,
+    feeds: StdMutex<Vec<FeedSender>>,
     keys: StdMutex<Keys>,
 }
 
@@ -76,10 +76,10 @@ impl WriteThrough {
     }
 
     fn repeated(&self, publish: &Publish<'_>) -> Result<Option<Appended>, StoreError> {
-        let Some(key) = publish.key else {
+        let Some(key) = publish.scoped_key() else {
             return Ok(None);
         };
-        match self.keys().get(key) {
+        match self.keys().get(&key) {
             Some((fingerprint, _)) if *fingerprint != publish.fingerprint() => {
                 Err(StoreError::KeyReused)
             }
@@ -115,13 +115,13 @@ impl History for WriteThrough {
         };
         self.archive.put(std::slice::from_ref(&message)).await?;
         *last = Some(message.position);
-        if let Some(key) = publish.key {
+        if let Some(key) = publish.scoped_key() {
             self.keys()
-                .insert(key, publish.fingerprint(), message.clone());
+                .insert(&key, publish.fingerprint(), message.clone());
         }
         // Still under the room's lock, so the feed carries the room in position order.
         let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
-        feeds.retain(|f| f.send(FeedEvent::Message(message.clone())).is_ok());
+        feeds.retain(|f| f.message(message.clone(), previous).is_ok());
         Ok(Appended {
             message,
             repeated: false,
@@ -156,13 +156,13 @@ impl History for WriteThrough {
         }
     }
 
-    async fn subscribe(&self) -> Result<Feed, StoreError> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    async fn feed(&self, limit: usize) -> Result<Feed, StoreError> {
+        let (sender, feed) = crate::feed::channel(limit, Arc::new(EveryRoom));
         self.feeds
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(tx);
-        Ok(rx)
+            .push(sender);
+        Ok(feed)
     }
 
     async fn check(&self) -> Result<(), StoreError> {

@@ -1,30 +1,59 @@
 //! Write-behind to the archive. A publish is accepted once it is in Redis; the append script
-//! also queues it on a stream (`<prefix>:archive`). Every node runs an archiver in one consumer
-//! group: it reads a batch, writes it to the archive, then acknowledges and deletes it from the
-//! queue. A batch whose archiver died before acknowledging stays pending and is claimed by
-//! another archiver (or the node's successor) once idle, so nothing accepted is lost; writing a
-//! message twice is harmless because the archive keys it by room and position.
+//! also queues it on its partition's queue (`<prefix>:{<tag>}:archive`, on the same primary as the
+//! room). Every node runs an archiver in one consumer group per queue: it reads a batch, writes
+//! it to the archive, then acknowledges and deletes it from the queue. A batch whose archiver died
+//! before acknowledging stays pending and is claimed by another archiver (or the node's
+//! successor) once idle, so nothing accepted is lost; writing a message twice is harmless because
+//! the archive keys it by room and position.
+//!
+//! A node archives the partitions it appended to at once (it is told so by its appends) and looks
+//! at every partition every [`SWEEP_EVERY`], for what other nodes left behind.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
+use futures_util::StreamExt;
 use redis::{RedisError, Value};
+use tokio::sync::Notify;
 use twine_store::{Archive, History, Message, Position, StoreError};
 
+use crate::keys::PARTITIONS;
 use crate::{RedisStore, unavailable};
 
 const GROUP: &str = "archivers";
 /// Messages per archive write.
 const BATCH: usize = 200;
-/// How long a read waits for new messages.
-const BLOCK_MS: usize = 1000;
+/// How often every partition is looked at, appended to here or not.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// Partitions archived at once.
+const CONCURRENCY: usize = 8;
 /// A batch pending this long is taken over from an archiver presumed dead.
 const CLAIM_IDLE_MS: u64 = 10_000;
 /// Longest pause between attempts while the archive is failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often a non-empty backlog is logged.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// The partitions this node appended to since its archiver last looked.
+#[derive(Default)]
+pub struct Hints {
+    partitions: Mutex<BTreeSet<usize>>,
+    wake: Notify,
+}
+
+impl Hints {
+    pub fn appended(&self, partition: usize) {
+        let mut partitions = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        if partitions.insert(partition) {
+            self.wake.notify_one();
+        }
+    }
+
+    fn take(&self) -> BTreeSet<usize> {
+        std::mem::take(&mut *self.partitions.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
 
 impl RedisStore {
     /// Starts this node's archiver, moving queued messages to `archive` until the process ends.
@@ -34,10 +63,11 @@ impl RedisStore {
     }
 
     async fn archive_forever(self, archive: Arc<dyn Archive>) {
-        let consumer = format!("node-{:016x}", rand_u64());
+        let consumer = format!("node-{:016x}", crate::rand_u64());
         let mut backoff = Duration::from_millis(100);
-        let mut conn: Option<MultiplexedConnection> = None;
         let mut last_report = Instant::now();
+        let mut last_sweep: Option<Instant> = None;
+        let mut grouped = vec![false; PARTITIONS];
         loop {
             if last_report.elapsed() >= REPORT_EVERY {
                 last_report = Instant::now();
@@ -47,27 +77,52 @@ impl RedisStore {
                     tracing::info!(backlog = n, "archive backlog");
                 }
             }
-            let result = match conn.as_mut() {
-                Some(c) => self.archive_batch(c, &consumer, &*archive).await,
-                None => match self.archiver_connection().await {
-                    Ok(c) => {
-                        conn = Some(c);
-                        continue;
+            let mut partitions = self.hints.take();
+            if last_sweep.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
+                last_sweep = Some(Instant::now());
+                partitions.extend(0..PARTITIONS);
+            }
+            let results: Vec<(usize, Result<usize, StoreError>)> =
+                futures_util::stream::iter(partitions)
+                    .map(|partition| {
+                        let created = grouped[partition];
+                        let (store, consumer, archive) = (&self, &consumer, &*archive);
+                        async move {
+                            let done = store
+                                .archive_batch(partition, created, consumer, archive)
+                                .await;
+                            (partition, done)
+                        }
+                    })
+                    .buffer_unordered(CONCURRENCY)
+                    .collect()
+                    .await;
+            let mut failed = None;
+            for (partition, result) in results {
+                match result {
+                    Ok(archived) => {
+                        grouped[partition] = true;
+                        if archived == BATCH {
+                            self.hints.appended(partition); // more waits
+                        }
                     }
-                    Err(e) => Err(e),
-                },
-            };
-            match result {
-                Ok(_) => backoff = Duration::from_millis(100),
-                Err(e) => {
+                    Err(e) => failed = Some(e),
+                }
+            }
+            match failed {
+                None => {
+                    backoff = Duration::from_millis(100);
+                    let until_sweep = SWEEP_EVERY.saturating_sub(
+                        last_sweep.map_or(Duration::ZERO, |at| at.elapsed()),
+                    );
+                    let _ = tokio::time::timeout(until_sweep, self.hints.wake.notified()).await;
+                }
+                Some(e) => {
                     let backlog = self.backlog().await.ok().flatten();
                     tracing::warn!(
                         ?backlog,
                         "archive write-behind failed, retrying in {backoff:?}: {e}"
                     );
-                    if matches!(e, StoreError::Unavailable(ref m) if m.starts_with("redis")) {
-                        conn = None;
-                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -75,44 +130,37 @@ impl RedisStore {
         }
     }
 
-    /// A connection of its own: blocking reads would hold up everything else on a shared one.
-    async fn archiver_connection(&self) -> Result<MultiplexedConnection, StoreError> {
-        // Longer than a blocking read waits, or every read of an idle queue would time out.
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(crate::RESPONSE_TIMEOUT))
-            .set_response_timeout(Some(
-                Duration::from_millis(BLOCK_MS as u64) + crate::RESPONSE_TIMEOUT,
-            ));
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(redis_unavailable)?;
+    /// Makes the partition's consumer group (and queue) when it has none.
+    async fn create_group(&self, queue: &str) -> Result<(), StoreError> {
         let created: Result<(), RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")
-            .arg(self.queue_key())
+            .arg(queue)
             .arg(GROUP)
             .arg("0")
             .arg("MKSTREAM")
-            .query_async(&mut conn)
+            .query_async(&mut self.link.clone())
             .await;
         match created {
-            Ok(()) => Ok(conn),
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(conn),
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
             Err(e) => Err(redis_unavailable(e)),
         }
     }
 
-    /// Archives one batch: this archiver's own unacknowledged messages first, then ones left
-    /// by a dead archiver, then new ones. Returns how many were archived.
+    /// Archives one batch of a partition: this archiver's own unacknowledged messages first,
+    /// then ones left by a dead archiver, then new ones. Returns how many were archived.
     async fn archive_batch(
         &self,
-        conn: &mut MultiplexedConnection,
+        partition: usize,
+        grouped: bool,
         consumer: &str,
         archive: &dyn Archive,
     ) -> Result<usize, StoreError> {
-        let queue = self.queue_key();
-        let mut entries = self.read_group(conn, consumer, "0", None).await?;
+        let queue = self.keys.archive(partition);
+        if !grouped {
+            self.create_group(&queue).await?;
+        }
+        let mut entries = self.read_group(&queue, consumer, "0").await?;
         if entries.is_empty() {
             let claimed: Value = redis::cmd("XAUTOCLAIM")
                 .arg(&queue)
@@ -122,7 +170,7 @@ impl RedisStore {
                 .arg("0-0")
                 .arg("COUNT")
                 .arg(BATCH)
-                .query_async(conn)
+                .query_async(&mut self.link.clone())
                 .await
                 .map_err(redis_unavailable)?;
             entries = match claimed {
@@ -131,7 +179,7 @@ impl RedisStore {
             };
         }
         if entries.is_empty() {
-            entries = self.read_group(conn, consumer, ">", Some(BLOCK_MS)).await?;
+            entries = self.read_group(&queue, consumer, ">").await?;
         }
         if entries.is_empty() {
             return Ok(0);
@@ -144,32 +192,32 @@ impl RedisStore {
             .ignore()
             .xdel(&queue, &ids)
             .ignore()
-            .query_async(conn)
+            .query_async(&mut self.link.clone())
             .await
             .map_err(redis_unavailable)?;
-        tracing::debug!(count = messages.len(), "archived");
-        Ok(messages.len())
+        tracing::debug!(partition, count = messages.len(), "archived");
+        Ok(entries.len())
     }
 
     async fn read_group(
         &self,
-        conn: &mut MultiplexedConnection,
+        queue: &str,
         consumer: &str,
         from: &str,
-        block_ms: Option<usize>,
     ) -> Result<Vec<(String, Option<Message>)>, StoreError> {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
+        let reply: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
             .arg(GROUP)
             .arg(consumer)
             .arg("COUNT")
-            .arg(BATCH);
-        if let Some(ms) = block_ms {
-            cmd.arg("BLOCK").arg(ms);
-        }
-        cmd.arg("STREAMS").arg(self.queue_key()).arg(from);
-        let reply: Value = cmd.query_async(conn).await.map_err(redis_unavailable)?;
-        // [[queue, [[id, fields], ...]]], or nil when nothing arrived in time.
+            .arg(BATCH)
+            .arg("STREAMS")
+            .arg(queue)
+            .arg(from)
+            .query_async(&mut self.link.clone())
+            .await
+            .map_err(redis_unavailable)?;
+        // [[queue, [[id, fields], ...]]], or nil when nothing is there.
         Ok(match reply {
             Value::Array(mut streams) if !streams.is_empty() => match streams.swap_remove(0) {
                 Value::Array(mut stream) if stream.len() == 2 => {
@@ -177,6 +225,7 @@ impl RedisStore {
                 }
                 _ => Vec::new(),
             },
+            Value::Map(mut streams) if !streams.is_empty() => parse_entries(streams.swap_remove(0).1),
             _ => Vec::new(),
         })
     }
@@ -226,18 +275,6 @@ fn message_from_fields(fields: &[String]) -> Option<Message> {
         position: Position(get("t")?.parse().ok()?),
         payload: get("p")?,
     })
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
 }
 
 #[cfg(test)]

@@ -1,35 +1,30 @@
-//! The Redis store: history and sessions shared by every node of a deployment.
+//! The Redis store: history, sessions and presence shared by every node of a deployment, on one
+//! Redis primary or a Redis Cluster.
 //!
-//! # Key layout (all under a configurable prefix, default `twine`)
+//! # Layout
 //!
-//! - `<prefix>:h:<room>`: a stream per room, one entry per message, id `<timestamp>-0`, field `p`
-//!   the payload. Trimmed by Redis on every append (entries older than the window, and beyond
-//!   the per-room count) and expiring a window after the room's last message.
-//! - `<prefix>:k:<idempotency key>`: a string, `<fingerprint>:<timestamp>`: the fingerprint of
-//!   the room and payload first published with the key, and the timestamp that message got.
-//!   Written by the append that stores the message, expiring after the history window.
-//! - `<prefix>:s:<session id>`: a hash per session, room → `<joined_at>:<acked>`, with `:1`
-//!   appended once the session acknowledges the room's messages one by one (listened). Expires a
-//!   window after the session's last activity.
-//! - `<prefix>:archive`: with an archive behind Redis, the write-behind queue (see
-//!   [`RedisStore::spawn_archiver`]).
-//! - `<prefix>:feed`: the pub/sub channel every node listens to for new messages.
-//! - `<prefix>:p:<room>`, `<prefix>:p-until` and `<prefix>:presence`: presence (see
-//!   [`presence`]).
+//! - [`keys`]: where everything lives; every key and channel of a room shares its partition's
+//!   hash slot.
+//! - [`link`]: the connection commands go over, to a primary or a cluster (found out at start).
+//! - [`scripts`]: the Lua scripts; each is atomic on the Redis side.
+//! - [`subscriber`]: live delivery, one subscription per room a node serves.
+//! - [`archiver`]: the write-behind queue to the archive.
+//! - [`presence`]: who is present in which room.
 //!
 //! # Appending
 //!
 //! Appending is one Lua script: it reads Redis's own clock (`TIME`), makes the timestamp
-//! `max(now, last + 1)` for the room, adds the entry, trims, and publishes it on the feed. Scripts
-//! run atomically, so every node sees each room's messages in timestamp order, with one clock for
-//! the whole deployment. Every step of the script costs the same whatever the room's history
-//! depth (trimming reads only what it drops), so publishing into a deep room is as cheap as into
-//! an empty one.
+//! `max(now, last + 1)` for the room, adds the entry, trims, and publishes it on the room's
+//! channel with the timestamp before it. Scripts run atomically, so every node sees each room's
+//! messages in timestamp order, with one clock for the whole deployment.
 //!
 //! An append with an idempotency key first looks the key up: a key already stored answers with
 //! the message it stored (nothing is added or fed again), or fails with
-//! [`StoreError::KeyReused`] when it came with another room or payload. Keys are remembered for
+//! [`StoreError::KeyReused`] when it came with another payload. Keys are remembered per room for
 //! the history window, across every node.
+//!
+//! With `min_replicas`, an append then waits (`WAIT`) for that many replicas of its primary to
+//! hold it; one not confirmed in time is reported as [`StoreError::Unconfirmed`].
 //!
 //! # Deadlines and clocks
 //!
@@ -45,28 +40,35 @@
 //! 1 s after a timely append still makes its caller report an unknown outcome.
 
 mod archiver;
+pub mod keys;
+pub mod link;
 mod presence;
+mod resp;
 mod scripts;
+mod subscriber;
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Client, ErrorKind, RedisError};
-use tokio::sync::mpsc;
+use redis::{ErrorKind, RedisError, ScriptInvocation};
 use twine_store::{
-    Appended, Feed, FeedEvent, History, Joined, Message, Page, PageLimit, Position, Progress,
-    Publish, ReplayStart, RoomCursor, Session, SessionStore, StoreError,
+    Appended, Feed, History, Joined, Message, Page, PageLimit, Position, Progress, Publish,
+    ReplayStart, RoomCursor, Session, SessionStore, StoreError,
 };
 
-/// How long a command may take before Redis counts as unavailable. Publish deadlines are set
-/// shorter than this (see the crate docs), so an append that times out here is one Redis refuses
-/// if it ever runs it.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Pause between attempts to re-establish the feed.
-const FEED_RETRY: Duration = Duration::from_millis(500);
+use keys::{Keys, PARTITIONS, partition_of, partition_slot};
+use link::Link;
+use subscriber::{Reach, Subscriber};
+
+pub use link::RESPONSE_TIMEOUT;
+
+/// Appends retried when a cluster redirected them (a slot moving): the script did not run.
+const REDIRECT_ATTEMPTS: u32 = 4;
+/// Sessions stored at once on a cluster (their keys live on different primaries).
+const SESSION_CONCURRENCY: usize = 32;
 
 /// Settings of a [`RedisStore`].
 #[derive(Clone, Debug)]
@@ -81,17 +83,43 @@ pub struct RedisOptions {
     pub max_per_room: usize,
     /// Most rooms one session may hold; joining another is refused ([`Joined::Full`]).
     pub max_rooms_per_session: usize,
-    /// With an archive behind Redis: the most messages waiting to be archived. Publishing is
-    /// refused (not lost) while the backlog is at this size.
+    /// With an archive behind Redis: the most messages waiting to be archived, split evenly
+    /// over the partitions. Publishing into a partition is refused (not lost) while its share of
+    /// the backlog is full.
     pub archive_backlog_max: Option<u64>,
+    /// Replicas that must hold an append before it is reported stored (`0`: none, Redis's own
+    /// asynchronous replication).
+    pub min_replicas: u32,
+    /// How long an append waits for them.
+    pub min_replicas_timeout: Duration,
 }
 
-/// History and sessions in Redis. Cloning shares the connection.
+impl RedisOptions {
+    /// Options for a store with nothing behind it and no replicas waited for.
+    pub fn new(prefix: impl Into<String>, window: Duration, max_per_room: usize) -> RedisOptions {
+        RedisOptions {
+            prefix: prefix.into(),
+            history_window: window,
+            session_window: window,
+            max_per_room,
+            max_rooms_per_session: 1000,
+            archive_backlog_max: None,
+            min_replicas: 0,
+            min_replicas_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// History, sessions and presence in Redis. Cloning shares the connections.
 #[derive(Clone)]
 pub struct RedisStore {
-    client: Client,
-    conn: ConnectionManager,
+    link: Link,
+    keys: Keys,
     options: RedisOptions,
+    reach: Reach,
+    subscriber: Arc<OnceLock<Subscriber>>,
+    /// Partitions appended to, for this node's archiver.
+    hints: Arc<archiver::Hints>,
 }
 
 fn unavailable(e: RedisError) -> StoreError {
@@ -141,7 +169,7 @@ fn upper_bound(until: Position) -> String {
     }
 }
 
-/// Accepts a `redis://` or `rediss://` URL, or the original's bare `host[:port]` endpoint.
+/// Accepts a `redis://` URL, or the original's bare `host[:port]` endpoint.
 pub fn normalize_url(endpoint: &str) -> String {
     if endpoint.contains("://") {
         endpoint.to_owned()
@@ -152,55 +180,78 @@ pub fn normalize_url(endpoint: &str) -> String {
     }
 }
 
+/// A random number, for names that must differ between processes.
+pub(crate) fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
 impl RedisStore {
-    /// Connects, failing when Redis cannot be reached now. Later outages are survived: calls fail
-    /// with [`StoreError::Unavailable`] and the connection comes back by itself.
-    pub async fn connect(url: &str, options: RedisOptions) -> Result<RedisStore, StoreError> {
-        let client = Client::open(normalize_url(url))
-            .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(unavailable)?;
+    /// Connects to `urls` (one URL, or a comma-separated list of a cluster's seeds), failing
+    /// when Redis cannot be reached now. Later outages are survived: calls fail with
+    /// [`StoreError::Unavailable`] and the connections come back by themselves.
+    pub async fn connect(urls: &str, options: RedisOptions) -> Result<RedisStore, StoreError> {
+        let seeds = link::seeds(urls);
+        if seeds.is_empty() {
+            return Err(StoreError::Unavailable("no Redis URL given".into()));
+        }
+        let reach = Reach::from_urls(&seeds)?;
+        let link = Link::connect(&seeds).await.map_err(unavailable)?;
         let store = RedisStore {
-            client,
-            conn,
+            link,
+            keys: Keys::new(options.prefix.clone()),
             options,
+            reach,
+            subscriber: Arc::default(),
+            hints: Arc::default(),
         };
         store.check().await?;
         Ok(store)
+    }
+
+    /// Whether the Redis behind is a cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.link.is_cluster()
     }
 
     /// The same connection under another key prefix (another deployment, or another test).
     pub fn with_prefix(&self, prefix: impl Into<String>) -> RedisStore {
         let mut store = self.clone();
         store.options.prefix = prefix.into();
+        store.keys = Keys::new(store.options.prefix.clone());
+        store.subscriber = Arc::default();
         store
     }
 
-    fn history_key(&self, room: &str) -> String {
-        format!("{}:h:{room}", self.options.prefix)
+    /// The same store, waiting for `replicas` replicas to hold each append.
+    pub fn with_min_replicas(&self, replicas: u32) -> RedisStore {
+        let mut store = self.clone();
+        store.options.min_replicas = replicas;
+        store
     }
 
-    fn key_record(&self, key: &str) -> String {
-        format!("{}:k:{key}", self.options.prefix)
+    /// The subscriber this store's feeds share, started on first use.
+    fn subscriber(&self) -> &Subscriber {
+        self.subscriber.get_or_init(|| {
+            Subscriber::start(self.keys.clone(), self.link.clone(), self.reach.clone())
+        })
     }
 
-    fn session_key(&self, id: &str) -> String {
-        format!("{}:s:{id}", self.options.prefix)
-    }
-
-    fn queue_key(&self) -> String {
-        format!("{}:archive", self.options.prefix)
-    }
-
-    fn feed_channel(&self) -> String {
-        format!("{}:feed", self.options.prefix)
+    /// The command a script publishes with: sharded on a cluster, so a message goes only to the
+    /// primary that owns its room.
+    fn publish_command(&self) -> &'static str {
+        if self.link.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
     }
 
     fn history_ms(&self) -> u64 {
@@ -210,78 +261,62 @@ impl RedisStore {
     fn session_ms(&self) -> u64 {
         self.options.session_window.as_millis() as u64
     }
-}
 
-/// Forwards `channel` into `tx`, decoded, until the receiver is dropped, re-subscribing after
-/// any interruption and then sending `gap` (when there is one) to say messages may be missed.
-async fn pump<T>(
-    client: Client,
-    channel: String,
-    mut pubsub: redis::aio::PubSub,
-    tx: mpsc::UnboundedSender<T>,
-    decode: fn(&[u8]) -> Option<T>,
-    gap: Option<fn() -> T>,
-) {
-    loop {
-        {
-            let mut messages = pubsub.on_message();
-            while let Some(msg) = messages.next().await {
-                let decoded = msg
-                    .get_payload::<Vec<u8>>()
-                    .ok()
-                    .and_then(|bytes| decode(&bytes));
-                let Some(event) = decoded else {
-                    tracing::warn!(%channel, "ignoring an unreadable message");
-                    continue;
-                };
-                if tx.send(event).is_err() {
-                    return;
-                }
-            }
+    /// Each partition's share of the archive backlog (0: no archive behind Redis).
+    fn partition_backlog_max(&self) -> u64 {
+        self.options
+            .archive_backlog_max
+            .map_or(0, |max| (max / PARTITIONS as u64).max(1))
+    }
+
+    /// Waits for the replicas asked for to hold what was written to `room`'s primary.
+    async fn confirm(&self, room: &str) -> Result<(), StoreError> {
+        let wanted = self.options.min_replicas;
+        if wanted == 0 {
+            return Ok(());
         }
-        tracing::warn!(%channel, "Redis subscription interrupted; re-subscribing");
-        pubsub = loop {
-            if tx.is_closed() {
-                return;
-            }
-            tokio::time::sleep(FEED_RETRY).await;
-            match subscribe(&client, &channel).await {
-                Ok(p) => break p,
-                Err(e) => tracing::debug!("Redis subscription not back yet: {e}"),
-            }
-        };
-        tracing::info!(%channel, "Redis re-subscribed");
-        if let Some(gap) = gap
-            && tx.send(gap()).is_err()
-        {
-            return;
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(wanted)
+            .arg(self.options.min_replicas_timeout.as_millis() as u64);
+        let slot = partition_slot(partition_of(room));
+        let reply = self
+            .link
+            .clone()
+            .on_slot(wait, slot)
+            .await
+            .map_err(|e| StoreError::Unconfirmed(e.to_string()))?;
+        let held: u32 = redis::from_redis_value(reply).map_err(|e| corrupt(e.to_string()))?;
+        if held < wanted {
+            return Err(StoreError::Unconfirmed(format!(
+                "{held} of {wanted} replicas confirmed the message in time"
+            )));
         }
+        Ok(())
     }
 }
 
-async fn subscribe(client: &Client, channel: &str) -> Result<redis::aio::PubSub, RedisError> {
-    let mut pubsub = tokio::time::timeout(RESPONSE_TIMEOUT, client.get_async_pubsub())
+/// The `ADVANCE` script call for one session.
+fn advance_call(store: &RedisStore, id: &str, progress: &[Progress]) -> ScriptInvocation<'static> {
+    let mut invocation = scripts::ADVANCE.key(store.keys.session(id));
+    invocation.arg(store.session_ms());
+    for p in progress {
+        invocation
+            .arg(&p.room)
+            .arg(p.handled.0)
+            .arg(if p.listened { "1" } else { "0" });
+    }
+    invocation
+}
+
+/// Stores one session's progress (on a cluster, where sessions are not pipelined together).
+async fn advance_one(
+    (store, id, progress): (RedisStore, String, Vec<Progress>),
+) -> Result<(), StoreError> {
+    let _: i64 = advance_call(&store, &id, &progress)
+        .invoke_async(&mut store.link.clone())
         .await
-        .map_err(|_| RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
-    pubsub.subscribe(channel).await?;
-    Ok(pubsub)
-}
-
-/// A feed message is `<timestamp>:<room length>:<room><payload>`, built by the append script.
-fn decode_feed(bytes: &[u8]) -> Option<Message> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let (position, rest) = text.split_once(':')?;
-    let (room_len, rest) = rest.split_once(':')?;
-    let room_len: usize = room_len.parse().ok()?;
-    if rest.len() < room_len || !rest.is_char_boundary(room_len) {
-        return None;
-    }
-    let (room, payload) = rest.split_at(room_len);
-    Some(Message {
-        room: room.to_owned(),
-        position: Position(position.parse().ok()?),
-        payload: payload.to_owned(),
-    })
+        .map_err(classify)?;
+    Ok(())
 }
 
 fn parse_position(id: &str) -> Option<Position> {
@@ -291,27 +326,42 @@ fn parse_position(id: &str) -> Option<Position> {
 #[async_trait]
 impl History for RedisStore {
     async fn append(&self, publish: Publish<'_>) -> Result<Appended, StoreError> {
-        let mut invocation = scripts::APPEND.key(self.history_key(publish.room));
-        invocation.key(self.queue_key());
+        let mut invocation = scripts::APPEND.key(self.keys.history(publish.room));
+        invocation.key(self.keys.archive(partition_of(publish.room)));
         if let Some(key) = publish.key {
-            invocation.key(self.key_record(key));
+            invocation.key(self.keys.key_record(publish.room, key));
         }
         invocation
             .arg(publish.payload)
             .arg(self.history_ms())
             // A room keeps at least the message just appended.
             .arg(self.options.max_per_room.max(1))
-            .arg(self.feed_channel())
+            .arg(self.keys.channel(publish.room))
             .arg(publish.room)
-            .arg(self.options.archive_backlog_max.unwrap_or(0))
-            .arg(publish.deadline.map_or(0, deadline_ms));
+            .arg(self.partition_backlog_max())
+            .arg(publish.deadline.map_or(0, deadline_ms))
+            .arg(self.publish_command());
         if publish.key.is_some() {
             invocation.arg(publish.fingerprint());
         }
-        let (position, repeated): (u64, i64) = invocation
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(classify)?;
+        let mut attempt = 0;
+        let (position, repeated): (u64, i64) = loop {
+            attempt += 1;
+            match invocation.invoke_async(&mut self.link.clone()).await {
+                Ok(answer) => break answer,
+                // A slot on the move: the script did not run; its deadline still holds.
+                Err(e) if e.is_cluster_error() && attempt < REDIRECT_ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(classify(e)),
+            }
+        };
+        if repeated == 0 {
+            if self.options.archive_backlog_max.is_some() {
+                self.hints.appended(partition_of(publish.room));
+            }
+            self.confirm(publish.room).await?;
+        }
         // A repeat matched the fingerprint of this room and payload, so the first append's
         // message is this one: Redis keeps only its timestamp.
         Ok(Appended {
@@ -332,12 +382,12 @@ impl History for RedisStore {
         limit: PageLimit,
     ) -> Result<Page, StoreError> {
         let (truncated, more, entries): (i64, i64, Vec<(String, String)>) = scripts::READ_PAGE
-            .key(self.history_key(room))
+            .key(self.keys.history(room))
             .arg(after.0)
             .arg(upper_bound(until))
             .arg(limit.count)
             .arg(limit.bytes)
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.link.clone())
             .await
             .map_err(classify)?;
         let messages = entries
@@ -367,11 +417,11 @@ impl History for RedisStore {
         max: usize,
     ) -> Result<ReplayStart, StoreError> {
         let (start, dropped): (String, i64) = scripts::REPLAY_START
-            .key(self.history_key(room))
+            .key(self.keys.history(room))
             .arg(after.0)
             .arg(upper_bound(until))
             .arg(max)
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.link.clone())
             .await
             .map_err(classify)?;
         if start.is_empty() {
@@ -389,35 +439,23 @@ impl History for RedisStore {
 
     async fn last_position(&self, room: &str) -> Result<Position, StoreError> {
         let last: u64 = scripts::LAST
-            .key(self.history_key(room))
-            .invoke_async(&mut self.conn.clone())
+            .key(self.keys.history(room))
+            .invoke_async(&mut self.link.clone())
             .await
             .map_err(classify)?;
         Ok(Position(last))
     }
 
-    async fn subscribe(&self) -> Result<Feed, StoreError> {
-        let channel = self.feed_channel();
-        let pubsub = subscribe(&self.client, &channel)
-            .await
-            .map_err(unavailable)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let decode = |bytes: &[u8]| decode_feed(bytes).map(FeedEvent::Message);
-        let gap = || FeedEvent::Gap;
-        tokio::spawn(pump(
-            self.client.clone(),
-            channel,
-            pubsub,
-            tx,
-            decode,
-            Some(gap),
-        ));
-        Ok(rx)
+    async fn feed(&self, limit: usize) -> Result<Feed, StoreError> {
+        let subscriber = self.subscriber();
+        let (sender, feed) = twine_store::feed::channel(limit, Arc::new(subscriber.clone()));
+        subscriber.attach_feed(sender);
+        Ok(feed)
     }
 
     async fn check(&self) -> Result<(), StoreError> {
         let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.link.clone())
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -427,13 +465,26 @@ impl History for RedisStore {
         if self.options.archive_backlog_max.is_none() {
             return Ok(None);
         }
-        let len: u64 = self
-            .conn
-            .clone()
-            .xlen(self.queue_key())
-            .await
-            .map_err(unavailable)?;
-        Ok(Some(len))
+        let lengths: Vec<Result<u64, StoreError>> = futures_util::stream::iter(0..PARTITIONS)
+            .map(|partition| async move {
+                let mut xlen = redis::cmd("XLEN");
+                xlen.arg(self.keys.archive(partition));
+                let reply = self
+                    .link
+                    .clone()
+                    .on_slot(xlen, partition_slot(partition))
+                    .await
+                    .map_err(unavailable)?;
+                redis::from_redis_value::<u64>(reply).map_err(|e| corrupt(e.to_string()))
+            })
+            .buffer_unordered(SESSION_CONCURRENCY)
+            .collect()
+            .await;
+        let mut total = 0;
+        for length in lengths {
+            total += length?;
+        }
+        Ok(Some(total))
     }
 }
 
@@ -461,11 +512,11 @@ fn parse_cursor(value: &str) -> Option<RoomCursor> {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn load(&self, id: &str) -> Result<Option<Session>, StoreError> {
-        let key = self.session_key(id);
+        let key = self.keys.session(id);
         let (fields, _): (BTreeMap<String, String>, i64) = redis::pipe()
             .hgetall(&key)
             .pexpire(&key, self.session_ms() as i64)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.link.clone())
             .await
             .map_err(classify)?;
         if fields.is_empty() {
@@ -484,12 +535,12 @@ impl SessionStore for RedisStore {
 
     async fn join(&self, id: &str, room: &str, at: Position) -> Result<Joined, StoreError> {
         let joined: i64 = scripts::JOIN
-            .key(self.session_key(id))
+            .key(self.keys.session(id))
             .arg(room)
             .arg(format!("{}:0", at.0))
             .arg(self.options.max_rooms_per_session)
             .arg(self.session_ms())
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.link.clone())
             .await
             .map_err(classify)?;
         match joined {
@@ -501,11 +552,11 @@ impl SessionStore for RedisStore {
     }
 
     async fn leave(&self, id: &str, room: &str) -> Result<(), StoreError> {
-        let key = self.session_key(id);
+        let key = self.keys.session(id);
         let _: (i64, i64) = redis::pipe()
             .hdel(&key, room)
             .pexpire(&key, self.session_ms() as i64)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.link.clone())
             .await
             .map_err(classify)?;
         Ok(())
@@ -516,23 +567,28 @@ impl SessionStore for RedisStore {
     }
 
     async fn advance_many(&self, batch: &[(&str, &[Progress])]) -> Result<(), StoreError> {
+        if self.link.is_cluster() {
+            // Sessions live on every primary: a call each, a bounded number at once.
+            let calls: Vec<(RedisStore, String, Vec<Progress>)> = batch
+                .iter()
+                .map(|(id, progress)| (self.clone(), id.to_string(), progress.to_vec()))
+                .collect();
+            let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(calls)
+                .map(advance_one)
+                .buffer_unordered(SESSION_CONCURRENCY)
+                .collect()
+                .await;
+            return results.into_iter().collect();
+        }
         // One pipeline for the whole batch: the node stores every connection's acknowledgements
         // each flush, and a round trip per session would cost more than the rest together.
         let mut pipe = redis::pipe();
         pipe.load_script(&scripts::ADVANCE).ignore();
         for (id, progress) in batch {
-            let mut invocation = scripts::ADVANCE.key(self.session_key(id));
-            invocation.arg(self.session_ms());
-            for p in *progress {
-                invocation
-                    .arg(&p.room)
-                    .arg(p.handled.0)
-                    .arg(if p.listened { "1" } else { "0" });
-            }
-            pipe.invoke_script(&invocation).ignore();
+            pipe.invoke_script(&advance_call(self, id, progress)).ignore();
         }
         let () = pipe
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.link.clone())
             .await
             .map_err(classify)?;
         Ok(())
@@ -542,15 +598,6 @@ impl SessionStore for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn feed_messages_round_trip_rooms_with_separators() {
-        let m = decode_feed("1795593690279:5:a:b\n{\"x\":\"y:z\"}".as_bytes()).unwrap();
-        assert_eq!(m.position, Position(1_795_593_690_279));
-        assert_eq!(m.room, "a:b\n{");
-        assert_eq!(m.payload, "\"x\":\"y:z\"}");
-        assert_eq!(decode_feed(b"12:99:short"), None);
-    }
 
     #[test]
     fn cursors_are_read_with_and_without_the_listened_flag() {
@@ -578,6 +625,6 @@ mod tests {
             normalize_url("cache.example:7000"),
             "redis://cache.example:7000"
         );
-        assert_eq!(normalize_url("rediss://x:1/2"), "rediss://x:1/2");
+        assert_eq!(normalize_url("redis://x:1/2"), "redis://x:1/2");
     }
 }

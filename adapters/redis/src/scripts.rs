@@ -30,10 +30,11 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{HELPERS}{body}"))
 }
 
-/// KEYS[1] the room's stream, KEYS[2] the write-behind queue, KEYS[3] (only with an idempotency
-/// key) the key's record; ARGV payload, window ms, max entries, feed channel, room, queue limit
-/// (0: no archive behind Redis), deadline in ms since the epoch (0: none), and with a key the
-/// message's fingerprint.
+/// KEYS[1] the room's stream, KEYS[2] its partition's write-behind queue, KEYS[3] (only with an
+/// idempotency key) the key's record; ARGV payload, window ms, max entries, the room's channel,
+/// room, queue limit (0: no archive behind Redis), deadline in ms since the epoch (0: none), the
+/// publish command (`PUBLISH`, or `SPUBLISH` on a cluster), and with a key the message's
+/// fingerprint. Publishes `m<timestamp>:<previous timestamp>:<payload>` on the channel.
 ///
 /// Returns `{timestamp, repeated (0/1)}`, or an error `KEYREUSED`, `EXPIRED` or `BACKLOG`.
 pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
@@ -42,7 +43,7 @@ pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
 local key, queue, record = KEYS[1], KEYS[2], KEYS[3]
 local payload, window, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local channel, room, queue_max = ARGV[4], ARGV[5], tonumber(ARGV[6])
-local deadline, fingerprint = tonumber(ARGV[7]), ARGV[8]
+local deadline, publish, fingerprint = tonumber(ARGV[7]), ARGV[8], ARGV[9]
 -- A repeat is answered even past the deadline: it changes nothing, and tells the publisher the
 -- truth (stored) where EXPIRED would say "not stored".
 if record then
@@ -124,7 +125,7 @@ if queue_max > 0 then
 else
   redis.call('PEXPIRE', key, window)
 end
-redis.call('PUBLISH', channel, id .. ':' .. string.len(room) .. ':' .. room .. payload)
+redis.call(publish, channel, 'm' .. id .. ':' .. string.format('%d', last) .. ':' .. payload)
 return {ts, 0}
 "#,
     )
@@ -259,10 +260,10 @@ return 0
     )
 });
 
-/// Presence scripts share this: the current time on Redis's clock, the key of a member in the
-/// expiry set (`<room length>:<room><member id>`), and how a batch of changes to one room is
-/// fed: `<room length>:<room>` then, per change, its code (`e`, `u`, `l`), `<id length>:<id>`
-/// and `<info length>:<info>`.
+/// Presence scripts share this: the current time on Redis's clock, the key of a member in its
+/// partition's expiry set (`<room length>:<room><member id>`), and how a batch of changes to one
+/// room is published on the room's channel: `p` then, per change, its code (`e`, `u`, `l`),
+/// `<id length>:<id>` and `<info length>:<info>`.
 const PRESENCE_HELPERS: &str = r#"
 local function now_ms()
   local t = redis.call('TIME')
@@ -271,8 +272,8 @@ end
 local function entry(room, id)
   return string.len(room) .. ':' .. room .. id
 end
-local function batch(room)
-  return {string.len(room), ':', room}
+local function batch()
+  return {'p'}
 end
 local function add(out, code, id, info)
   out[#out + 1] = code .. string.len(id) .. ':' .. id .. string.len(info) .. ':' .. info
@@ -283,19 +284,21 @@ fn presence_script(body: &str) -> Script {
     Script::new(&format!("{PRESENCE_HELPERS}{body}"))
 }
 
-/// KEYS[1] the room's member hash, KEYS[2] the expiry set; ARGV room, ttl ms, most members,
-/// channel, then per change its code (`e` to enter or update, `l` to leave), member id and info
-/// (empty for a leave). Applies the changes in order and feeds those that took effect as one
-/// batch. Returns the ids of newcomers refused because the room was full.
+/// KEYS[1] the room's member hash, KEYS[2] its partition's expiry set; ARGV room, ttl ms, most
+/// members, the room's channel, the publish command, then per change its code (`e` to enter or
+/// update, `l` to leave), member id and info (empty for a leave). Applies the changes in order
+/// and publishes those that took effect as one batch. Returns the ids of newcomers refused
+/// because the room was full.
 pub static PRESENCE_APPLY: LazyLock<Script> = LazyLock::new(|| {
     presence_script(
         r#"
 local members, expiry = KEYS[1], KEYS[2]
 local room, ttl, max, channel = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local publish = ARGV[5]
 local now = now_ms()
-local out = batch(room)
+local out = batch()
 local changed, refused = false, {}
-for i = 5, #ARGV, 3 do
+for i = 6, #ARGV, 3 do
   local op, id, info = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   if op == 'e' then
     local code = 'e'
@@ -322,7 +325,7 @@ for i = 5, #ARGV, 3 do
     end
   end
 end
-if changed then redis.call('PUBLISH', channel, table.concat(out)) end
+if changed then redis.call(publish, channel, table.concat(out)) end
 return refused
 "#,
     )
@@ -364,13 +367,14 @@ return 0
     )
 });
 
-/// KEYS[1] the expiry set; ARGV member hash key prefix, channel, most members to drop. Drops
-/// expired members, feeding them as leaving, one batch per room. Returns how many it dropped.
+/// KEYS[1] a partition's expiry set; ARGV its member hash key prefix, its channel prefix, the
+/// publish command, most members to drop. Drops expired members, publishing them as leaving,
+/// one batch per room. Returns how many it dropped.
 pub static PRESENCE_EXPIRE: LazyLock<Script> = LazyLock::new(|| {
     presence_script(
         r#"
-local expiry, prefix, channel = KEYS[1], ARGV[1], ARGV[2]
-local gone = redis.call('ZRANGEBYSCORE', expiry, '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[3]))
+local expiry, prefix, channels, publish = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local gone = redis.call('ZRANGEBYSCORE', expiry, '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[4]))
 local batches, rooms = {}, {}
 for _, e in ipairs(gone) do
   redis.call('ZREM', expiry, e)
@@ -382,7 +386,7 @@ for _, e in ipairs(gone) do
     if info then
       redis.call('HDEL', prefix .. room, id)
       if not batches[room] then
-        batches[room] = batch(room)
+        batches[room] = batch()
         rooms[#rooms + 1] = room
       end
       add(batches[room], 'l', id, info)
@@ -390,7 +394,7 @@ for _, e in ipairs(gone) do
   end
 end
 for _, room in ipairs(rooms) do
-  redis.call('PUBLISH', channel, table.concat(batches[room]))
+  redis.call(publish, channels .. room, table.concat(batches[room]))
 end
 return #gone
 "#,

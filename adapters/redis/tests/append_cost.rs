@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use redis_server::RedisServer;
 use twine_store::{History, Position, Publish};
+use twine_store_redis::keys::Keys;
 use twine_store_redis::{RedisOptions, RedisStore};
 
 const DEPTH: usize = 10_000;
@@ -15,17 +16,12 @@ const CALLS: usize = 300;
 const PAYLOAD: &str = r#"{"event":"cost","body":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#;
 
 fn options(prefix: &str, max_per_room: usize) -> RedisOptions {
-    RedisOptions {
-        prefix: prefix.into(),
-        history_window: Duration::from_secs(3600),
-        session_window: Duration::from_secs(3600),
-        max_per_room,
-        max_rooms_per_session: 100,
-        archive_backlog_max: None,
-    }
+    let mut options = RedisOptions::new(prefix, Duration::from_secs(3600), max_per_room);
+    options.max_rooms_per_session = 100;
+    options
 }
 
-/// Fills `<prefix>:h:<room>` with `DEPTH` entries from the last few seconds, so none is old
+/// Fills a room's stream with `DEPTH` entries from the last few seconds, so none is old
 /// enough for the window to trim: the case that once walked the whole stream on every append.
 async fn fill(server: &RedisServer, key: &str) {
     let client = redis::Client::open(server.url()).unwrap();
@@ -85,8 +81,8 @@ async fn appending_to_a_deep_room_costs_what_appending_to_an_empty_one_does() {
     let full = RedisStore::connect(&server.url(), options("full", DEPTH))
         .await
         .unwrap();
-    fill(&server, "deep:h:room").await;
-    fill(&server, "full:h:room").await;
+    fill(&server, &Keys::new("deep").history("room")).await;
+    fill(&server, &Keys::new("full").history("room")).await;
     // Loads the script, so every measured call is one run of it.
     unbounded.append(Publish::new("warm", "{}")).await.unwrap();
 

@@ -14,14 +14,9 @@ use twine_store::{
 use twine_store_redis::{RedisOptions, RedisStore};
 
 fn options(prefix: &str) -> RedisOptions {
-    RedisOptions {
-        prefix: prefix.into(),
-        history_window: Duration::from_secs(3600),
-        session_window: Duration::from_secs(3600),
-        max_per_room: 1000,
-        max_rooms_per_session: twine_store::conformance::SESSION_ROOM_LIMIT,
-        archive_backlog_max: None,
-    }
+    let mut options = RedisOptions::new(prefix, Duration::from_secs(3600), 1000);
+    options.max_rooms_per_session = twine_store::conformance::SESSION_ROOM_LIMIT;
+    options
 }
 
 async fn append(store: &RedisStore, room: &str, payload: &str) -> Message {
@@ -198,7 +193,8 @@ async fn accepted_messages_are_written_behind_to_the_archive() {
 async fn a_full_backlog_refuses_publishes_instead_of_losing_them() {
     let server = RedisServer::start();
     let mut opts = options("full");
-    opts.archive_backlog_max = Some(5);
+    // Each partition holds its share of the backlog: five for the room's.
+    opts.archive_backlog_max = Some(5 * twine_store_redis::keys::PARTITIONS as u64);
     let store = RedisStore::connect(&server.url(), opts).await.unwrap();
     for _ in 0..5 {
         append(&store, "room", "{}").await;

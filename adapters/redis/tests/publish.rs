@@ -8,31 +8,37 @@ use std::time::{Duration, SystemTime};
 
 use redis_server::RedisServer;
 use twine_store::{Feed, FeedEvent, History, Message, PageLimit, Position, Publish, StoreError};
+use twine_store_redis::keys::Keys;
 use twine_store_redis::{RedisOptions, RedisStore};
 
 fn options(prefix: &str) -> RedisOptions {
-    RedisOptions {
-        prefix: prefix.into(),
-        history_window: Duration::from_secs(3600),
-        session_window: Duration::from_secs(3600),
-        max_per_room: 1000,
-        max_rooms_per_session: 100,
-        archive_backlog_max: None,
-    }
+    let mut options = RedisOptions::new(prefix, Duration::from_secs(3600), 1000);
+    options.max_rooms_per_session = 100;
+    options
 }
 
-/// The next message on the feed; a re-subscription notice (a pause can provoke one) is skipped,
-/// since it carries no message.
+/// The next message on the feed; a gap notice (a pause can provoke one) is skipped, since it
+/// carries no message.
 async fn next_message(feed: &mut Feed) -> Message {
     loop {
-        let event = tokio::time::timeout(Duration::from_secs(5), feed.recv())
+        let event = tokio::time::timeout(Duration::from_secs(5), feed.events.recv())
             .await
             .expect("the feed delivers within 5 s")
             .expect("the feed stays open");
-        if let FeedEvent::Message(m) = event {
-            return m;
+        if let FeedEvent::Message { message, .. } = event {
+            feed.budget.release(message.size());
+            return message;
         }
     }
+}
+
+/// A feed of `rooms`, in place.
+async fn feed_of(store: &RedisStore, rooms: &[&str]) -> Feed {
+    let feed = store.feed(1 << 20).await.unwrap();
+    for room in rooms {
+        feed.rooms.listen(room).await.unwrap();
+    }
+    feed
 }
 
 /// How many scripts Redis has run (or refused to run): every store call is one.
@@ -64,7 +70,7 @@ async fn a_keyed_publish_retried_through_another_node_is_stored_and_fed_once() {
     let node_b = RedisStore::connect(&server.url(), options("keys"))
         .await
         .unwrap();
-    let mut feed = node_a.subscribe().await.unwrap();
+    let mut feed = feed_of(&node_a, &["room"]).await;
     let publish = Publish::new("room", "{\"n\":1}").with_key(Some("order 17/~!"));
 
     let first = node_a.append(publish).await.unwrap();
@@ -72,7 +78,7 @@ async fn a_keyed_publish_retried_through_another_node_is_stored_and_fed_once() {
     assert!(!first.repeated && retried.repeated);
     assert_eq!(retried.message, first.message, "answered with the original");
     let reused = node_b
-        .append(Publish::new("other", "{\"n\":1}").with_key(publish.key))
+        .append(Publish::new("room", "{\"n\":9}").with_key(publish.key))
         .await;
     assert!(matches!(reused, Err(StoreError::KeyReused)), "{reused:?}");
 
@@ -91,7 +97,7 @@ async fn a_keyed_publish_retried_through_another_node_is_stored_and_fed_once() {
     let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let ttl_ms: i64 = redis::cmd("PTTL")
-        .arg("keys:k:order 17/~!")
+        .arg(Keys::new("keys").key_record("room", "order 17/~!"))
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -110,7 +116,7 @@ async fn an_append_redis_runs_after_its_deadline_is_neither_stored_nor_fed() {
     let store = RedisStore::connect(&server.url(), options("paused"))
         .await
         .unwrap();
-    let mut feed = store.subscribe().await.unwrap();
+    let mut feed = feed_of(&store, &["warm", "room"]).await;
     // Loads the script, so the frozen call is the append itself rather than a script upload.
     let warm = store.append(Publish::new("warm", "{}")).await.unwrap();
     assert_eq!(next_message(&mut feed).await, warm.message);

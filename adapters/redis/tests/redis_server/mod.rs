@@ -1,5 +1,7 @@
 //! Starts a real `redis-server` on a free port for a test and stops it when dropped; can also
-//! freeze it (SIGSTOP), as a stalled or overloaded Redis would be, and read its statistics.
+//! freeze it (SIGSTOP), as a stalled or overloaded Redis would be, and read its statistics; and a
+//! real Redis Cluster.
+#![allow(dead_code, reason = "each test binary uses some of these")]
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -36,7 +38,6 @@ impl RedisServer {
     }
 }
 
-#[allow(dead_code, reason = "each test binary uses some of these")]
 impl RedisServer {
     /// The server's process id, to signal it.
     pub fn pid(&self) -> u32 {
@@ -85,5 +86,131 @@ impl Drop for RedisServer {
         // cleans up.
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A real Redis Cluster on free ports: three primaries with a replica each, stopped (and its
+/// files removed) when dropped.
+pub struct RedisCluster {
+    nodes: Vec<Child>,
+    pub ports: Vec<u16>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let dir = std::env::temp_dir().join(format!(
+            "twine-cluster-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).expect("a temporary folder");
+        let listeners: Vec<TcpListener> = (0..6)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
+            .collect();
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        drop(listeners);
+        let nodes = ports
+            .iter()
+            .map(|port| {
+                Command::new("redis-server")
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args(["--save", "", "--appendonly", "no"])
+                    .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                    .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                    .arg("--dir")
+                    .arg(&dir)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("redis-server is installed")
+            })
+            .collect();
+        let cluster = RedisCluster { nodes, ports, dir };
+        for port in &cluster.ports {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli runs");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.ports.iter().all(|p| cluster_ok(*p)) {
+            assert!(Instant::now() < deadline, "the cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Replicas in sync, so a write can be confirmed by one.
+        while !cluster.primaries().iter().all(|p| {
+            cluster
+                .cli(*p, &["INFO", "replication"])
+                .contains("state=online")
+        }) {
+            assert!(Instant::now() < deadline, "the replicas did not sync");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    /// The seeds, as `--redis-url` takes them.
+    pub fn url(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The primaries' ports.
+    pub fn primaries(&self) -> Vec<u16> {
+        self.ports
+            .iter()
+            .copied()
+            .filter(|p| {
+                let out = Command::new("redis-cli")
+                    .args(["-p", &p.to_string(), "ROLE"])
+                    .output()
+                    .expect("redis-cli runs");
+                String::from_utf8_lossy(&out.stdout).starts_with("master")
+            })
+            .collect()
+    }
+
+    /// What `redis-cli -p port args…` prints.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+fn cluster_ok(port: u16) -> bool {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "CLUSTER", "INFO"])
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok"))
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
