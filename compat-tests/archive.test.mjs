@@ -34,8 +34,12 @@ after(async () => {
 });
 
 const view = (m) => `${m.room}/${m.timestamp}/${m.n}`;
-const redisLen = (room) =>
-  Number(execFileSync('redis-cli', ['-p', String(redis.port), 'XLEN', `twine:h:${room}`]).toString().trim());
+/** Messages Redis holds for `room` (its stream's name carries its partition's tag). */
+function redisLen(room) {
+  const cli = (...args) => execFileSync('redis-cli', ['-p', String(redis.port), ...args]).toString().trim();
+  const stream = cli('--scan', '--pattern', `twine:*:h:${room}`);
+  return stream ? Number(cli('XLEN', stream)) : 0;
+}
 const backlog = async (node) => {
   const text = await (await fetch(`${node.url}/metrics`)).text();
   return Number(text.match(/^twine_archive_backlog (\d+)$/m)?.[1]);

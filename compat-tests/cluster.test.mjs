@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { startTwine } from '../js-fixtures/server.mjs';
 import { startRedis } from '../js-fixtures/services.mjs';
 import { connect, fetchCookie, publish, subscribe, until, sleep } from '../js-fixtures/clients.mjs';
@@ -277,5 +278,59 @@ test('a session with 10,000 rooms reconnecting does not stall the node for its o
     healthy.close();
   } finally {
     await node.stop();
+  }
+});
+
+test('a node paused under load (SIGSTOP) catches up from history when it resumes: its clients get everything once, in order; its memory stays bounded', async (t) => {
+  const room = 'paused-node';
+  const paused = await startTwine({ args: ['--redis-url', redis.url, '--feed-memory', '1MiB'] });
+  const clients = await Promise.all(Array.from({ length: 5 }, () => connect(paused.url)));
+  try {
+    for (const c of clients) await subscribe(c, room);
+    const rssMB = () => Number(readFileSync(`/proc/${paused.proc.pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]) / 1024;
+    const before = rssMB();
+    let n = 0;
+    const pad = 'x'.repeat(2000);
+    const sending = setInterval(() => publish(nodes[0], room, { n: n++, pad }), 5);
+    await sleep(500);
+    paused.proc.kill('SIGSTOP');
+    await sleep(3000); // about 600 messages, 1.2 MB, published meanwhile
+    paused.proc.kill('SIGCONT');
+    await sleep(1500);
+    clearInterval(sending);
+    const count = n;
+    await until(() => clients.every((c) => c.messages.length === count), 15000, `all ${count} messages`);
+    await sleep(300);
+    const grew = rssMB() - before;
+    const dropped = await fetch(`${paused.url}/metrics`).then((r) => r.text()).then((m) => Number(m.match(/^twine_feed_dropped_total (\d+)/m)?.[1] ?? 0));
+    t.diagnostic(`${count} messages; ${dropped} not fed live (read back from history); RSS grew ${grew.toFixed(0)} MB`);
+    for (const c of clients) assert.deepEqual(c.messages.map((m) => m.n), [...Array(count).keys()]);
+    assert.ok(grew < 60, `RSS grew ${grew.toFixed(0)} MB`);
+  } finally {
+    for (const c of clients) c.close();
+    await paused.stop('SIGKILL');
+  }
+});
+
+test('--role publish takes publishes and holds no sockets; --role edge holds sockets and takes no publishes', async () => {
+  const publisher = await startTwine({ args: ['--redis-url', redis.url, '--role', 'publish'] });
+  const edge = await startTwine({ args: ['--redis-url', redis.url, '--role', 'edge'] });
+  const client = await connect(edge.url);
+  try {
+    const handshake = await fetch(`${publisher.url}/socket.io/?EIO=4&transport=polling`);
+    assert.equal(handshake.status, 404, 'no Socket.IO on a publishing node');
+    assert.equal((await publish(edge, 'roles', { n: 0 })).status, 404, 'no publishing on an edge');
+    await subscribe(client, 'roles');
+    for (let n = 1; n <= 5; n++) assert.equal((await publish(publisher, 'roles', { n })).status, 201);
+    await until(() => client.messages.length === 5, 3000, 'delivered through the edge');
+    const metrics = await fetch(`${publisher.url}/metrics`).then((r) => r.text());
+    assert.match(metrics, /^twine_redis_messages_received_total 0$/m, 'the publishing node subscribes to nothing');
+    assert.doesNotMatch(metrics, /client_events_total\{event="subscribe"\}/, 'nor names socket events');
+    const history = await fetch(`${publisher.url}/api/rooms/roles/messages`, { headers: { Authorization: publisher.apiKey } });
+    assert.equal((await history.json()).messages.length, 5, 'history is served');
+  } finally {
+    client.close();
+    await publisher.stop();
+    await edge.stop();
   }
 });

@@ -11,6 +11,7 @@ import { startRedisCluster, redisCli } from '../js-fixtures/services.mjs';
 import { connect, fetchCookie, publish, subscribe, until, sleep } from '../js-fixtures/clients.mjs';
 
 let cluster;
+const ports = () => cluster.ports;
 let nodes;
 before(async () => {
   cluster = await startRedisCluster();
@@ -35,7 +36,8 @@ async function streamOf(room) {
     const found = (await redisCli(port, '--scan', '--pattern', `twine:*:h:${room}`)).split('\n').filter(Boolean);
     if (found.length) return found[0];
   }
-  throw new Error(`no stream for ${room}`);
+  const all = await Promise.all(ports().map((p) => redisCli(p, "--scan", "--pattern", `twine:*:${room}`).catch((e) => e.message)));
+  throw new Error(`no stream for ${room} on ${await cluster.primaries()}: ${JSON.stringify(all)}`);
 }
 
 /** Publishes `{n, run}` for n = 0, 1, … every `everyMs` through `node` until stopped; records answers. */

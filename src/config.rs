@@ -238,6 +238,13 @@ pub struct Config {
     #[arg(long, env = "TWINE_REDIS_MIN_REPLICAS_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
     pub redis_min_replicas_timeout: Duration,
 
+    /// What this node does: `both` (the default) holds sockets and takes publishes; `publish`
+    /// takes `POST /api/twine` and serves history and health, but holds no sockets (no
+    /// `/socket.io/`) and subscribes to nothing; `edge` holds sockets and does not take
+    /// publishes. Publishing nodes and socket nodes then scale apart.
+    #[arg(long, env = "TWINE_ROLE", value_enum, default_value = "both")]
+    pub role: Role,
+
     /// Prefix of every Redis key and channel, so several deployments can share one Redis.
     #[arg(long, env = "TWINE_REDIS_PREFIX", default_value = "twine")]
     pub redis_prefix: String,
@@ -279,6 +286,24 @@ pub struct Config {
     /// Log lines as text, or as one JSON object per line (for log collectors).
     #[arg(long, env = "TWINE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// What a node does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    Both,
+    Publish,
+    Edge,
+}
+
+impl Role {
+    pub fn holds_sockets(self) -> bool {
+        self != Role::Publish
+    }
+
+    pub fn publishes(self) -> bool {
+        self != Role::Edge
+    }
 }
 
 /// Who may read `GET /metrics`.

@@ -114,7 +114,12 @@ impl Server {
             .build_layer();
         let (api_key, generated_key) = ApiKey::configured_or_generated(config.api_key.as_deref());
         let metrics = Metrics::new();
-        metrics.name_surface(&socket::EVENTS, &http::served(config.demo));
+        let events: &[&str] = if config.role.holds_sockets() {
+            &socket::EVENTS
+        } else {
+            &[]
+        };
+        metrics.name_surface(events, &http::served(config.demo, config.role));
         let stores = stores.metered(&metrics);
         let feed = stores.history.feed(config.feed_memory as usize).await?;
         let shards = tokio::runtime::Handle::current().metrics().num_workers();
@@ -158,16 +163,28 @@ impl Server {
         let app = Arc::new(AppState::new(
             config, api_key, stores, fanout, presence, meters, metrics,
         ));
-        socket::register(&io, app.clone());
-        // Socket.IO sits outside the router, so an Engine.IO request carries nothing of the
-        // router's (engineioxide keeps the handshake request for the socket's whole life).
-        let app_service = ServiceBuilder::new()
-            .layer(http::cors(origins))
-            .layer(axum::middleware::from_fn_with_state(gate, net::gate::gate))
-            .layer(layer)
-            .service(http::routes(app.clone()));
+        let routes = http::routes(app.clone());
+        let app_service = if app.config.role.holds_sockets() {
+            socket::register(&io, app.clone());
+            // Socket.IO sits outside the router, so an Engine.IO request carries nothing of the
+            // router's (engineioxide keeps the handshake request for the socket's whole life).
+            BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .layer(http::cors(origins))
+                    .layer(axum::middleware::from_fn_with_state(gate, net::gate::gate))
+                    .layer(layer)
+                    .service(routes),
+            )
+        } else {
+            // A publishing node holds no sockets: `/socket.io/` is not served at all.
+            BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .layer(http::cors(origins))
+                    .service(routes),
+            )
+        };
         Ok(Server {
-            app_service: BoxCloneSyncService::new(app_service),
+            app_service,
             io,
             app,
             generated_key,

@@ -70,7 +70,8 @@ impl Lag {
         let (_, age, _) = ages.select_nth_unstable_by(rank, |a, b| b.cmp(a));
         self.behind_us
             .store(age.as_micros() as u64, Ordering::Relaxed);
-        self.behind_at_ms.store(Position::now_ms(), Ordering::Relaxed);
+        self.behind_at_ms
+            .store(Position::now_ms(), Ordering::Relaxed);
     }
 
     #[cfg(test)]

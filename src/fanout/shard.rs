@@ -120,8 +120,13 @@ pub enum Command {
         reply: oneshot::Sender<Position>,
     },
     /// Ends a `Track` without joining.
-    Untrack { room: Arc<str> },
-    Leave { room: Arc<str>, sid: Sid },
+    Untrack {
+        room: Arc<str>,
+    },
+    Leave {
+        room: Arc<str>,
+        sid: Sid,
+    },
     /// Ends a `Track`: buffers the room's messages for `member`, which is about to replay it;
     /// answers once in place, so whatever the replay does not read from the store is buffered.
     Hold {
@@ -138,7 +143,10 @@ pub enum Command {
         reply: oneshot::Sender<Released>,
     },
     /// Ends a hold without going live.
-    Unhold { room: Arc<str>, sid: Sid },
+    Unhold {
+        room: Arc<str>,
+        sid: Sid,
+    },
     /// An event for the room's live members that is not a message (a presence change).
     Announce {
         room: Arc<str>,
@@ -349,7 +357,9 @@ impl Shard {
                 self.cut(room.clone(), floor);
                 if reply.send(()).is_ok() {
                     let holder = Holder::new(member);
-                    self.room(room.clone()).holders.insert(holder.member.sid, holder);
+                    self.room(room.clone())
+                        .holders
+                        .insert(holder.member.sid, holder);
                 }
                 self.drop_if_unused(&room);
             }

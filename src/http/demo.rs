@@ -25,10 +25,15 @@ const MAX_TEXT: usize = 500;
 /// files.
 pub const ROUTES: [(&str, &str); 2] = [("POST", "/demo/publish"), ("GET", "/demo/")];
 
-pub fn routes(dir: &Path) -> Router<Arc<AppState>> {
+pub fn routes(dir: &Path, publishes: bool) -> Router<Arc<AppState>> {
     let modules = dir.join("node_modules");
-    Router::new()
-        .route("/demo/publish", post(publish))
+    let router = Router::new();
+    let router = if publishes {
+        router.route("/demo/publish", post(publish))
+    } else {
+        router
+    };
+    router
         .nest_service(
             "/demo/vendor/twine-client-library",
             ServeDir::new(modules.join("twine-client-library/dist")),

@@ -21,6 +21,7 @@ use axum::routing::{MethodRouter, get, post};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 
+use crate::config::Role;
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -38,13 +39,17 @@ pub const ROUTES: [(&str, &str); 8] = [
     ("GET", "/api/rooms/{room}/presence"),
 ];
 
+/// Routes only a node that takes publishes serves (`--role both` or `publish`).
+const PUBLISHING: [&str; 2] = ["/api/twine", "/demo/publish"];
+
 /// The paths of the routes this configuration serves.
-pub fn served(demo: bool) -> Vec<&'static str> {
+pub fn served(demo: bool, role: Role) -> Vec<&'static str> {
     let demo_routes = demo.then_some(demo::ROUTES.iter()).into_iter().flatten();
     ROUTES
         .iter()
         .chain(demo_routes)
         .map(|(_, path)| *path)
+        .filter(|path| role.publishes() || !PUBLISHING.contains(path))
         .collect()
 }
 
@@ -66,12 +71,15 @@ fn handler(path: &str) -> MethodRouter<Arc<AppState>> {
 /// The routes, each held to `request_timeout` (Socket.IO is not a route here: its long-polling
 /// requests wait by design) and counted by name.
 pub fn routes(app: Arc<AppState>) -> Router {
+    let role = app.config.role;
     let mut router = Router::new();
     for (_, path) in ROUTES {
-        router = router.route(path, handler(path));
+        if role.publishes() || !PUBLISHING.contains(&path) {
+            router = router.route(path, handler(path));
+        }
     }
     let router = if app.config.demo {
-        router.merge(demo::routes(&app.config.demo_dir))
+        router.merge(demo::routes(&app.config.demo_dir, role.publishes()))
     } else {
         router
     };

@@ -13,8 +13,7 @@ use tokio::time::Instant;
 
 use crate::{
     Appended, Archive, EveryRoom, Feed, FeedSender, History, Joined, Message, Page, PageLimit,
-    Position,
-    Progress, Publish, ReplayStart, RoomCursor, Session, SessionStore, StoreError,
+    Position, Progress, Publish, ReplayStart, RoomCursor, Session, SessionStore, StoreError,
 };
 
 /// How often, at most, an operation also sweeps out expired rooms and sessions.

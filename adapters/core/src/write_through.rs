@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 
 use crate::{
-    Appended, Archive, EveryRoom, Feed, FeedSender, History, Message, Page, PageLimit, Position, Publish,
-    ReplayStart, StoreError,
+    Appended, Archive, EveryRoom, Feed, FeedSender, History, Message, Page, PageLimit, Position,
+    Publish, ReplayStart, StoreError,
 };
 
 /// Idempotency keys remembered at most, oldest forgotten first.

@@ -67,7 +67,7 @@ impl RedisStore {
         let mut backoff = Duration::from_millis(100);
         let mut last_report = Instant::now();
         let mut last_sweep: Option<Instant> = None;
-        let mut grouped = vec![false; PARTITIONS];
+        let mut grouped = [false; PARTITIONS];
         loop {
             if last_report.elapsed() >= REPORT_EVERY {
                 last_report = Instant::now();
@@ -112,9 +112,8 @@ impl RedisStore {
             match failed {
                 None => {
                     backoff = Duration::from_millis(100);
-                    let until_sweep = SWEEP_EVERY.saturating_sub(
-                        last_sweep.map_or(Duration::ZERO, |at| at.elapsed()),
-                    );
+                    let until_sweep = SWEEP_EVERY
+                        .saturating_sub(last_sweep.map_or(Duration::ZERO, |at| at.elapsed()));
                     let _ = tokio::time::timeout(until_sweep, self.hints.wake.notified()).await;
                 }
                 Some(e) => {
@@ -225,7 +224,9 @@ impl RedisStore {
                 }
                 _ => Vec::new(),
             },
-            Value::Map(mut streams) if !streams.is_empty() => parse_entries(streams.swap_remove(0).1),
+            Value::Map(mut streams) if !streams.is_empty() => {
+                parse_entries(streams.swap_remove(0).1)
+            }
             _ => Vec::new(),
         })
     }

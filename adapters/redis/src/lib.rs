@@ -585,7 +585,8 @@ impl SessionStore for RedisStore {
         let mut pipe = redis::pipe();
         pipe.load_script(&scripts::ADVANCE).ignore();
         for (id, progress) in batch {
-            pipe.invoke_script(&advance_call(self, id, progress)).ignore();
+            pipe.invoke_script(&advance_call(self, id, progress))
+                .ignore();
         }
         let () = pipe
             .query_async(&mut self.link.clone())

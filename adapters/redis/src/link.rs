@@ -59,7 +59,9 @@ impl ClusterLink {
         tokio::spawn(async move {
             match link.client.get_async_connection().await {
                 Ok(fresh) => {
-                    tracing::info!("Redis Cluster commands timed out; connected anew to read the slots");
+                    tracing::info!(
+                        "Redis Cluster commands timed out; connected anew to read the slots"
+                    );
                     *link.conn.write().unwrap_or_else(|e| e.into_inner()) = fresh;
                 }
                 Err(e) => tracing::warn!("Redis Cluster connection not made anew: {e}"),

@@ -62,7 +62,10 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Frame, usize)>, Malformed> {
             if buf.len() < after + len + 2 {
                 return Ok(None);
             }
-            Ok(Some((Frame::Bulk(buf[after..after + len].to_vec()), after + len + 2)))
+            Ok(Some((
+                Frame::Bulk(buf[after..after + len].to_vec()),
+                after + len + 2,
+            )))
         }
         Some(b'*') => {
             let count = number()?;
@@ -112,7 +115,10 @@ mod tests {
                 Frame::Bulk(b"m1:0:".to_vec()),
             ])
         );
-        assert_eq!(parse(&message[used..]).unwrap().unwrap().0, Frame::Simple("OK".into()));
+        assert_eq!(
+            parse(&message[used..]).unwrap().unwrap().0,
+            Frame::Simple("OK".into())
+        );
         for cut in 1..used {
             assert_eq!(parse(&message[..cut]).unwrap(), None, "cut at {cut}");
         }

@@ -452,7 +452,8 @@ impl Task {
             tokio::time::sleep(retry).await;
             match open(&node, &reach).await {
                 Ok(stream) => {
-                    let (writer, reader) = spawn_connection(stream, node.clone(), id, events.clone());
+                    let (writer, reader) =
+                        spawn_connection(stream, node.clone(), id, events.clone());
                     let _ = events.send(Event::Connected {
                         node,
                         id,
@@ -561,8 +562,10 @@ impl Task {
         tokio::spawn(async move {
             let mut retry = FIRST_RETRY;
             loop {
-                let reply: Result<Value, _> =
-                    redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut data).await;
+                let reply: Result<Value, _> = redis::cmd("CLUSTER")
+                    .arg("SLOTS")
+                    .query_async(&mut data)
+                    .await;
                 match reply.map(|v| parse_slots(&v)) {
                     Ok(slots) if !slots.is_empty() => {
                         let _ = events.send(Event::Slots(slots));
@@ -616,10 +619,8 @@ impl Task {
                 self.message(channel, payload);
             }
             b"subscribe" | b"ssubscribe" => self.confirmed(channel),
-            b"unsubscribe" | b"sunsubscribe" => {
-                if !self.expected_unsubscribes.remove(channel) {
-                    self.unsubscribed(node, channel, batch);
-                }
+            b"unsubscribe" | b"sunsubscribe" if !self.expected_unsubscribes.remove(channel) => {
+                self.unsubscribed(node, channel, batch);
             }
             _ => {}
         }
@@ -762,11 +763,7 @@ impl Task {
         tokio::spawn(async move {
             let mut cmd = redis::cmd(command);
             cmd.arg(&channel).arg("1");
-            if data
-                .on_slot(cmd, partition_slot(partition))
-                .await
-                .is_ok()
-            {
+            if data.on_slot(cmd, partition_slot(partition)).await.is_ok() {
                 let _ = events.send(Event::HeartbeatSent(partition));
             }
         });
@@ -940,7 +937,8 @@ mod tests {
 
     #[test]
     fn messages_carry_their_position_and_the_one_before() {
-        let (message, prev) = decode_message("r", b"1795593690279:1795593690200:{\"a\":\"b:c\"}").unwrap();
+        let (message, prev) =
+            decode_message("r", b"1795593690279:1795593690200:{\"a\":\"b:c\"}").unwrap();
         assert_eq!(message.position, Position(1_795_593_690_279));
         assert_eq!(prev, Position(1_795_593_690_200));
         assert_eq!(message.payload, "{\"a\":\"b:c\"}");
@@ -957,6 +955,9 @@ mod tests {
             Value::Array(vec![bulk("127.0.0.1"), Value::Int(7000), bulk("id")]),
             Value::Array(vec![bulk("127.0.0.1"), Value::Int(7003), bulk("id2")]),
         ])]);
-        assert_eq!(parse_slots(&reply), [(0, 5460, "127.0.0.1:7000".to_owned())]);
+        assert_eq!(
+            parse_slots(&reply),
+            [(0, 5460, "127.0.0.1:7000".to_owned())]
+        );
     }
 }

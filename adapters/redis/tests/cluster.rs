@@ -72,7 +72,11 @@ async fn rooms_spread_over_every_primary_and_each_is_fed_where_listened(
             _ => 2,
         })
         .collect();
-    assert_eq!(owners.len(), 3, "the rooms' slots fall in every primary's range");
+    assert_eq!(
+        owners.len(),
+        3,
+        "the rooms' slots fall in every primary's range"
+    );
     assert_eq!(cluster.primaries().len(), 3);
     let mut feed = serving.feed(1 << 20).await.unwrap();
     for room in &rooms[..15] {
@@ -91,7 +95,10 @@ async fn rooms_spread_over_every_primary_and_each_is_fed_where_listened(
         }
     }
     let listened: BTreeSet<String> = rooms[..15].iter().cloned().collect();
-    assert_eq!(fed, listened, "every listened room, from every primary, and no other");
+    assert_eq!(
+        fed, listened,
+        "every listened room, from every primary, and no other"
+    );
     assert_eq!(feed.budget.stats.received.load(Ordering::Relaxed), 15);
 }
 

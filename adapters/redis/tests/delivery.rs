@@ -104,8 +104,5 @@ async fn a_subscription_redis_drops_is_made_again_and_its_rooms_catch_up() {
     assert_eq!(gaps, ["a", "b"], "both rooms catch up from the history");
     serving.append(Publish::new("a", "{}")).await.unwrap();
     assert_eq!(rooms_of(&drain(&mut feed, 500).await), ["a"], "fed again");
-    assert_eq!(
-        feed.budget.stats.resubscribed.load(Ordering::Relaxed),
-        1
-    );
+    assert_eq!(feed.budget.stats.resubscribed.load(Ordering::Relaxed), 1);
 }
