@@ -19,7 +19,8 @@ process.on('exit', () => {
  * Resolves once it listens: { url, port, apiKey, proc, logs(), stop(signal), exited }.
  */
 export async function startTwine({ args = [], env = {}, apiKey = 'test-key' } = {}) {
-  const proc = spawn(twineBin, ['--host', '127.0.0.1', '--port', '0', ...args], {
+  const chosenPort = args.includes('--port') ? [] : ['--port', '0'];
+  const proc = spawn(twineBin, ['--host', '127.0.0.1', ...chosenPort, ...args], {
     env: { PATH: process.env.PATH, TWINE_API_KEY: apiKey, TWINE_LOG: process.env.TWINE_TEST_LOG ?? 'info', NO_COLOR: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

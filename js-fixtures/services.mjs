@@ -121,22 +121,25 @@ export async function startDynalite() {
 
 /**
  * nginx in front of `upstreams` (ports) with compat-tests/nginx/twine-sticky.conf, which pins a
- * client to one node by its twineid cookie and proxies WebSocket upgrades.
+ * client to one node by its twineid cookie and proxies WebSocket upgrades. `serverOptions` go
+ * on each upstream's line (`max_fails=0`: never take a node out for having refused).
  */
-export async function startNginx(upstreams) {
+export async function startNginx(upstreams, { serverOptions = '' } = {}) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'twine-nginx-'));
   mkdirSync(path.join(dir, 'temp'));
   const port = await freePort();
   const template = readFileSync(new URL('../compat-tests/nginx/twine-sticky.conf', import.meta.url), 'utf8');
-  const servers = upstreams.map((p) => `server 127.0.0.1:${p};`).join('\n    ');
+  const servers = upstreams.map((p) => `server 127.0.0.1:${p} ${serverOptions};`).join('\n    ');
   const conf = template
     .replace('server 127.0.0.1:3005;\n    server 127.0.0.1:3006;', servers)
     .replace('listen 80;', `listen 127.0.0.1:${port};`);
+  // Two connections per proxied client (its own and the upstream's), for a few thousand clients.
   const wrapper = `daemon off;
 worker_processes 1;
+worker_rlimit_nofile 16384;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
-events { worker_connections 1024; }
+events { worker_connections 8192; }
 http {
   access_log off;
   client_body_temp_path ${dir}/temp/body;

@@ -279,6 +279,17 @@ pub struct Config {
     #[arg(long, env = "TWINE_DEMO_DIR", default_value = "js-fixtures")]
     pub demo_dir: std::path::PathBuf,
 
+    /// After the signal to stop, how long the node stays up unready (`GET /ready` answers `503`,
+    /// new connections are refused) before it closes its sockets: long enough for a load
+    /// balancer's readiness check to take it out of rotation.
+    #[arg(long, env = "TWINE_DRAIN_DELAY", default_value = "5s", value_parser = parse_duration_or_zero)]
+    pub drain_delay: Duration,
+
+    /// Over how long the node then closes its sockets, a few at a time, so the other nodes see a
+    /// steady trickle of reconnections instead of a spike. `0s` closes them all at once.
+    #[arg(long, env = "TWINE_DRAIN_PERIOD", default_value = "20s", value_parser = parse_duration_or_zero)]
+    pub drain_period: Duration,
+
     /// Log filter (`error`, `warn`, `info`, `debug`, or per-target directives).
     #[arg(long, env = "TWINE_LOG", default_value = "info")]
     pub log: String,

@@ -18,6 +18,7 @@
 //! - [`presence`]: who is present in each room, kept alive by this node's heartbeat and
 //!   announced to the room's members.
 //! - [`room`]: what a room name may be, for every entry point.
+//! - [`drain`]: the slow drain between the signal to stop and the exit.
 //! - [`session`]: the `twineid` cookie, the session store calls made for a connection, and the
 //!   flusher that stores acknowledged positions.
 //! - [`metrics`]: the node's figures for `GET /metrics`, and the store decorators that time
@@ -27,6 +28,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod drain;
 pub mod error;
 pub mod fanout;
 pub mod http;
@@ -56,6 +58,7 @@ use twine_store::StoreError;
 
 use crate::auth::ApiKey;
 use crate::config::Config;
+use crate::drain::Draining;
 use crate::fanout::Fanout;
 use crate::metrics::Metrics;
 use crate::net::gate::Gate;
@@ -99,6 +102,11 @@ pub struct Server {
 }
 
 impl Server {
+    /// What a second signal calls: the drain closes everything at once.
+    pub fn hurry(&self) -> Arc<Draining> {
+        self.app.draining.clone()
+    }
+
     /// Wires the routes, Socket.IO and live delivery over `stores`.
     pub async fn build(config: Config, stores: Stores) -> Result<Server, StoreError> {
         let send_queue = config.send_queue as usize;
@@ -142,6 +150,7 @@ impl Server {
             metrics.clone(),
         );
         let meters = Arc::new(Meters::default());
+        let draining = Arc::new(Draining::default());
         let origins = config
             .cors_origins()
             .expect("the configuration was checked when it was loaded");
@@ -159,9 +168,10 @@ impl Server {
                 config.max_pending_sessions_per_ip as usize,
             ),
             metrics: metrics.clone(),
+            draining: draining.clone(),
         });
         let app = Arc::new(AppState::new(
-            config, api_key, stores, fanout, presence, meters, metrics,
+            config, api_key, stores, fanout, presence, meters, metrics, draining,
         ));
         let routes = http::routes(app.clone());
         let app_service = if app.config.role.holds_sockets() {
@@ -191,23 +201,24 @@ impl Server {
         })
     }
 
-    /// Serves on `listener` until `shutdown` completes, then closes every socket (clients see
-    /// their transport close and reconnect, to another node if there is one) and returns.
+    /// Serves on `listener` until `stop` completes, then drains ([`drain`]): unready, new
+    /// connections refused, sockets closed paced (clients see their transport close and
+    /// reconnect, to another node if there is one); a second signal ([`Server::hurry`]) closes
+    /// everything at once. Returns once the node has drained.
     pub async fn serve(
         self,
         listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
+        stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let config = &self.app.config;
         let limits = ConnectionLimits::new(
             config.max_connections() as usize,
             config.max_connections_per_ip as usize,
         );
-        let io = self.io;
+        let (io, app) = (self.io, self.app.clone());
         let shutdown = async move {
-            shutdown.await;
-            tracing::info!("shutting down: closing sockets");
-            io.close().await;
+            stop.await;
+            drain::drain(&app, &io).await;
         };
         let timeouts = net::Timeouts {
             header: config.header_timeout,

@@ -1,5 +1,5 @@
 //! The `twine` binary: reads the configuration, picks the stores, serves until SIGTERM or
-//! SIGINT, then closes every socket and exits 0.
+//! SIGINT, then drains (a second signal hurries it) and exits 0.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -42,12 +42,22 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("could not listen on {addr}"))?;
     tracing::info!("listening on {}", listener.local_addr()?);
-    server.serve(listener, shutdown_signal()).await?;
+    let draining = server.hurry();
+    let stop = async move {
+        signal().await;
+        // A second signal cuts the drain short.
+        tokio::spawn(async move {
+            signal().await;
+            draining.hurry();
+        });
+    };
+    server.serve(listener, stop).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// The next SIGTERM or SIGINT.
+async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

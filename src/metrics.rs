@@ -156,6 +156,10 @@ pub struct Metrics {
     pub store_up: Gauge,
     pub archive_backlog: Gauge,
     pub delivery_lag_seconds: Gauge<f64, AtomicU64>,
+    /// 1 while the node drains before it stops.
+    pub draining: Gauge,
+    /// Sockets a drain closed.
+    pub drain_closed: Counter,
     /// Messages this node took from Redis pub/sub (only the rooms it serves).
     pub redis_received: Counter,
     /// Live messages not fed because the feed's budget was full (their rooms caught up).
@@ -243,6 +247,8 @@ impl Metrics {
             store_up: Gauge::default(),
             archive_backlog: Gauge::default(),
             delivery_lag_seconds: Gauge::default(),
+            draining: Gauge::default(),
+            drain_closed: Counter::default(),
             redis_received: Counter::default(),
             feed_dropped: Counter::default(),
             redis_silent: Counter::default(),
@@ -316,6 +322,16 @@ impl Metrics {
             "delivery_lag_seconds",
             "How far live delivery on this node runs behind",
             metrics.delivery_lag_seconds.clone(),
+        );
+        registry.register(
+            "draining",
+            "Whether the node is draining before it stops (1) or not (0)",
+            metrics.draining.clone(),
+        );
+        registry.register(
+            "drain_closed",
+            "Sockets closed by this node's drain",
+            metrics.drain_closed.clone(),
         );
         registry.register(
             "redis_messages_received",

@@ -139,23 +139,28 @@ impl Flusher {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
-            let batch: Vec<(Arc<str>, Vec<Progress>)> = dirty
-                .into_iter()
-                .filter_map(|(id, outbox)| {
-                    // A connection that is gone stores its final positions itself.
-                    let outbox = outbox.upgrade()?;
-                    outbox.flushed();
-                    Some((id, outbox.progress(false)))
-                })
-                .filter(|(_, progress)| !progress.is_empty())
-                .collect();
-            for chunk in batch.chunks(FLUSH_BATCH) {
-                let chunk: Vec<(&str, &[Progress])> =
-                    chunk.iter().map(|(id, p)| (&**id, &p[..])).collect();
-                if let Err(e) = self.store.advance_many(&chunk).await {
-                    tracing::warn!(sessions = chunk.len(), "acknowledgements not stored: {e}");
-                }
+            self.flush().await;
+        }
+    }
+
+    /// Stores the acknowledgements waiting now.
+    pub async fn flush(&self) {
+        let dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
+        let batch: Vec<(Arc<str>, Vec<Progress>)> = dirty
+            .into_iter()
+            .filter_map(|(id, outbox)| {
+                // A connection that is gone stores its final positions itself.
+                let outbox = outbox.upgrade()?;
+                outbox.flushed();
+                Some((id, outbox.progress(false)))
+            })
+            .filter(|(_, progress)| !progress.is_empty())
+            .collect();
+        for chunk in batch.chunks(FLUSH_BATCH) {
+            let chunk: Vec<(&str, &[Progress])> =
+                chunk.iter().map(|(id, p)| (&**id, &p[..])).collect();
+            if let Err(e) = self.store.advance_many(&chunk).await {
+                tracing::warn!(sessions = chunk.len(), "acknowledgements not stored: {e}");
             }
         }
     }

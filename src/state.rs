@@ -10,6 +10,7 @@ use twine_store::{History, SessionStore};
 
 use crate::auth::{ApiKey, Signer, Tokens};
 use crate::config::Config;
+use crate::drain::Draining;
 use crate::error::AppError;
 use crate::fanout::Fanout;
 use crate::metrics::{Limit, Metrics};
@@ -38,6 +39,8 @@ pub struct AppState {
     pub meters: Arc<Meters>,
     pub flusher: Arc<Flusher>,
     pub metrics: Arc<Metrics>,
+    /// Whether the node is draining before it stops.
+    pub draining: Arc<Draining>,
     publishing: PublishLimiter,
 }
 
@@ -50,6 +53,7 @@ impl AppState {
         presence: Arc<PresenceHub>,
         meters: Arc<Meters>,
         metrics: Arc<Metrics>,
+        draining: Arc<Draining>,
     ) -> AppState {
         let rate = NonZeroU32::new(config.publish_rate).expect("checked by the config");
         let burst = NonZeroU32::new(config.publish_burst).expect("checked by the config");
@@ -81,6 +85,7 @@ impl AppState {
             meters,
             flusher,
             metrics,
+            draining,
             publishing,
         }
     }

@@ -1,7 +1,8 @@
 // The Twine contract on Node.js and socket.io 4.8, shared by the benchmark peers: the same HTTP
-// routes and Socket.IO events as the Rust server (`GET /`, `GET /set-cookie`, `POST /api/twine`,
-// `subscribe` / `unsubscribe` with `roomJoined` / `roomLeft`, `message`). Each peer script
-// (server.mjs, redis-adapter.mjs, redis-streams.mjs) calls `startPeer` with what it adds.
+// routes and Socket.IO events as the Rust server (`GET /`, `GET /ready`, `GET /set-cookie`,
+// `POST /api/twine`, `subscribe` / `unsubscribe` with `roomJoined` / `roomLeft`, `message`). Each
+// peer script (server.mjs, recovery.mjs, redis-adapter.mjs, redis-sharded.mjs, redis-streams.mjs)
+// calls `startPeer` with what it adds.
 //
 // Environment: PORT (default 3006, 0 = a free port), TWINE_HOST (default 0.0.0.0),
 // TWINE_API_KEY (default `test-key`). Prints `listening on <host>:<port>` once listening.
@@ -16,12 +17,18 @@ const MAX_BODY = 1_000_000;
 const COOKIE_MAX_AGE = 86400;
 
 let io;
+/** Set on the signal to stop: `GET /ready` answers 503 from then on, as a load balancer expects. */
+let stopping = false;
+/** Prometheus text lines for `GET /metrics`, when the peer script has any. */
+let metricsText;
 
 /**
  * Starts the peer: `options` are extra socket.io server options (e.g. connectionStateRecovery),
- * `adapter` an adapter factory, `close` what to end on shutdown (Redis clients).
+ * `adapter` an adapter factory, `close` what to end on shutdown (Redis clients), `metrics` a
+ * function returning Prometheus text for `GET /metrics` (404 without it).
  */
-export function startPeer({ options = {}, adapter, close = async () => {} } = {}) {
+export function startPeer({ options = {}, adapter, close = async () => {}, metrics } = {}) {
+  metricsText = metrics;
   const httpServer = http.createServer(handle);
   io = new Server(httpServer, {
     cors: { origin: true, credentials: true },
@@ -35,6 +42,7 @@ export function startPeer({ options = {}, adapter, close = async () => {} } = {}
   });
   for (const signal of ['SIGINT', 'SIGTERM']) {
     process.on(signal, () => {
+      stopping = true;
       io.close();
       close().catch(() => {});
       httpServer.close(() => process.exit(0));
@@ -67,6 +75,10 @@ function handle(req, res) {
   const path = req.url.split('?')[0];
   if (req.method === 'OPTIONS') return reply(res, 204, '');
   if (req.method === 'GET' && path === '/') return reply(res, 201, 'ok');
+  if (req.method === 'GET' && path === '/ready') {
+    return stopping ? reply(res, 503, 'not ready: stopping') : reply(res, 200, 'ready');
+  }
+  if (req.method === 'GET' && path === '/metrics' && metricsText) return reply(res, 200, metricsText());
   if (req.method === 'GET' && path === '/set-cookie') return setCookie(req, res);
   if (req.method === 'POST' && path === '/api/twine') return publish(req, res);
   reply(res, 404, 'Not Found');

@@ -14,7 +14,7 @@ use tokio::process::Command;
 
 use crate::report::{self, Group, Run};
 use crate::scenario::{self, Figures, Kind, RecoveryFlow};
-use crate::servers::{self, Deployment, Programs, Server};
+use crate::servers::{self, Deployment, Programs, Redis, Server};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scale {
@@ -29,7 +29,8 @@ pub struct Args {
     /// Our server's binary.
     #[arg(long, default_value = "target/release/twine")]
     pub twine: PathBuf,
-    /// The Node peers' folder (server.mjs, redis-adapter.mjs, redis-streams.mjs).
+    /// The Node peers' folder (server.mjs, recovery.mjs, redis-adapter.mjs, redis-sharded.mjs,
+    /// redis-streams.mjs).
     #[arg(long, default_value = "js-fixtures/node-peer")]
     pub peer_dir: PathBuf,
     /// Where the report goes; its charts and raw figures go beside it, in `bench/`.
@@ -67,7 +68,7 @@ fn scenario_args(kind: Kind) -> scenario::Args {
         scenario: kind,
         targets: Vec::new(),
         server_pids: Vec::new(),
-        redis: None,
+        redis: Vec::new(),
         connections: 1000,
         rooms: 1,
         rate: 20.0,
@@ -82,22 +83,27 @@ fn scenario_args(kind: Kind) -> scenario::Args {
         probe_seconds: 3.0,
         max_probes: 11,
         p99_limit_ms: 50.0,
+        members: 1,
+        every: 15.0,
+        restart: Vec::new(),
         // A progress line only where someone watches it.
         quiet: !std::io::stderr().is_terminal(),
     }
 }
 
-const fn deploy(server: Server, nodes: usize, redis: bool) -> Deployment {
+const fn deploy(server: Server, nodes: usize, redis: Redis) -> Deployment {
     Deployment {
         server,
         nodes,
         redis,
         pinned: true,
+        flags: &[],
     }
 }
 
-const TWINE: Deployment = deploy(Server::Twine, 1, false);
-const NODE: Deployment = deploy(Server::Node, 1, false);
+const TWINE: Deployment = deploy(Server::Twine, 1, Redis::None);
+const NODE: Deployment = deploy(Server::Node, 1, Redis::None);
+const NODE_RECOVERY: Deployment = deploy(Server::NodeRecovery, 1, Redis::None);
 
 fn point(
     group: Group,
@@ -243,8 +249,8 @@ pub fn plan(scale: Scale) -> Vec<Point> {
             Group::RedisPublish,
             format!("Redis: publishes per second, {what}"),
             a,
-            deploy(Server::Twine, 1, true),
-            deploy(Server::NodeRedisAdapter, 2, true),
+            deploy(Server::Twine, 1, Redis::One),
+            deploy(Server::NodeRedisAdapter, 2, Redis::One),
         ));
     }
 
@@ -259,8 +265,8 @@ pub fn plan(scale: Scale) -> Vec<Point> {
             a.connections
         ),
         a,
-        deploy(Server::Twine, 2, true),
-        deploy(Server::NodeRedisAdapter, 2, true),
+        deploy(Server::Twine, 2, Redis::One),
+        deploy(Server::NodeRedisAdapter, 2, Redis::One),
     ));
 
     // 5c. Redis: reconnect storm with recovery.
@@ -275,12 +281,147 @@ pub fn plan(scale: Scale) -> Vec<Point> {
             a.connections, a.missed
         ),
         a,
-        deploy(Server::Twine, 2, true),
-        deploy(Server::NodeRedisStreams, 2, true),
+        deploy(Server::Twine, 2, Redis::One),
+        deploy(Server::NodeRedisStreams, 2, Redis::One),
     );
     p.peer_recovery = Some(RecoveryFlow::SocketIo);
     points.push(p);
+
+    more_points(&mut points, full);
     points
+}
+
+/// Points 6–10: Redis Cluster, the quiet node, the rolling deploy, churn, mass disconnect.
+fn more_points(points: &mut Vec<Point>, full: bool) {
+    // 6. Redis Cluster: publishes accepted per second, as 5a, on three primaries.
+    for (rooms, prefill) in [(1, if full { 10_000 } else { 1_000 }), (1_000, 0)] {
+        let mut a = scenario_args(Kind::PublishRate);
+        (a.connections, a.rooms, a.prefill, a.rate, a.concurrency) =
+            (0, rooms, prefill, 50_000.0, 64);
+        a.seconds = if full { 5.0 } else { 1.5 };
+        let what = if rooms == 1 {
+            format!("one room holding {prefill} messages")
+        } else {
+            format!("spread over {rooms} rooms")
+        };
+        points.push(point(
+            Group::RedisCluster,
+            format!("Redis Cluster: publishes per second, {what}"),
+            a,
+            deploy(Server::Twine, 1, Redis::Cluster),
+            deploy(Server::NodeRedisSharded, 2, Redis::Cluster),
+        ));
+    }
+
+    // 7. A node whose rooms get no traffic, on one primary and on the cluster.
+    for (redis, peer, on) in [
+        (Redis::One, Server::NodeRedisAdapter, "one Redis"),
+        (Redis::Cluster, Server::NodeRedisSharded, "a Redis Cluster"),
+    ] {
+        let mut a = scenario_args(Kind::QuietNode);
+        (a.connections, a.rooms, a.rate, a.seconds) = if full {
+            (1_000, 100, 10_000.0, 8.0)
+        } else {
+            (200, 10, 500.0, 2.0)
+        };
+        points.push(point(
+            Group::QuietNode,
+            format!(
+                "quiet node: 2 nodes on {on}, {} publishes/s over {} rooms into node A, {} clients in other rooms on node B",
+                a.rate, a.rooms, a.connections
+            ),
+            a,
+            deploy(Server::Twine, 2, redis),
+            deploy(peer, 2, redis),
+        ));
+    }
+
+    // 8. Rolling deploy behind a load balancer, closing at once and paced.
+    let drains: &[(&'static [&'static str], &str)] = if full {
+        &[
+            (&["--drain-period", "0s"], "--drain-period 0s"),
+            (&[], "default drain (5 s delay, 20 s period)"),
+        ]
+    } else {
+        &[
+            // One point in CI: a short delay, then a paced close.
+            (
+                &["--drain-delay", "1s", "--drain-period", "2s"],
+                "--drain-delay 1s --drain-period 2s",
+            ),
+        ]
+    };
+    for &(flags, drain) in drains {
+        let mut a = scenario_args(Kind::Deploy);
+        (a.connections, a.rooms, a.rate, a.seconds) = if full {
+            (3_000, 30, 20.0, 3.0)
+        } else {
+            (300, 6, 20.0, 1.0)
+        };
+        let mut p = point(
+            Group::Deploy,
+            format!(
+                "deploy: 3 nodes behind a balancer, {} clients over {} rooms, 20 publishes/s, each node restarted in turn, {drain}",
+                a.connections, a.rooms
+            ),
+            a,
+            Deployment {
+                flags,
+                ..deploy(Server::Twine, 3, Redis::One)
+            },
+            deploy(Server::NodeRedisStreams, 3, Redis::One),
+        );
+        p.peer_recovery = Some(RecoveryFlow::SocketIo);
+        points.push(p);
+    }
+
+    // 9. Churn: every connection force-closed about every 15 s for a minute.
+    let mut a = scenario_args(Kind::Churn);
+    (a.connections, a.rooms, a.rate, a.seconds, a.every) = if full {
+        let n = 10_000.min(crate::addrs::connection_ceiling().saturating_sub(1_000));
+        (n, 50, 50.0, 60.0, 15.0)
+    } else {
+        (300, 10, 10.0, 6.0, 2.0)
+    };
+    let mut p = point(
+        Group::Churn,
+        format!(
+            "churn: {} clients each force-closed every ~{} s for {} s, 1 publish/s into each of {} rooms",
+            a.connections, a.every, a.seconds, a.rooms
+        ),
+        a,
+        TWINE,
+        NODE_RECOVERY,
+    );
+    p.peer_recovery = Some(RecoveryFlow::SocketIo);
+    points.push(p);
+
+    // 10. Mass disconnect and mass recovery of one room.
+    let sizes: Vec<usize> = if full {
+        let most = crate::addrs::connection_ceiling();
+        [5_000, 10_000, 18_000]
+            .into_iter()
+            .map(|n| n.min(most))
+            .collect()
+    } else {
+        vec![300]
+    };
+    for n in sizes {
+        let mut a = scenario_args(Kind::MassDrop);
+        (a.connections, a.rooms, a.missed) = (n, 2, 3);
+        let mut p = point(
+            Group::Mass,
+            format!(
+                "mass disconnect and recovery: {n} members of one room, {} missed messages each, another room published every 20 ms",
+                a.missed
+            ),
+            a,
+            TWINE,
+            NODE_RECOVERY,
+        );
+        p.peer_recovery = Some(RecoveryFlow::SocketIo);
+        points.push(p);
+    }
 }
 
 /// Other work on the machine (cores busy) above which a run is run again.
@@ -353,6 +494,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .as_ref()
                 .is_none_or(|o| p.title.contains(o.as_str()))
         })
+        .filter(|p| {
+            // A binary from before a flag existed (a "before" run) skips the points that need it.
+            let known = knows_flags(&args.twine, p.ours.flags);
+            if !known {
+                eprintln!(
+                    "== {}: skipped, {} does not take {}",
+                    p.title,
+                    args.twine.display(),
+                    p.ours.flags.join(" ")
+                );
+            }
+            known
+        })
         .collect();
     for p in &points {
         for repeat in 0..repeats {
@@ -365,7 +519,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 let mut a = p.args.clone();
                 a.targets = running.targets();
                 a.server_pids = running.pids();
-                a.redis = running.redis().map(|r| r.to_string());
+                a.redis = running.redis();
+                a.restart = running.recipes();
                 if side == report::Side::Peer
                     && let Some(flow) = p.peer_recovery
                 {
@@ -387,7 +542,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     let running = servers::start(deployment, &programs).await?;
                     a.targets = running.targets();
                     a.server_pids = running.pids();
-                    a.redis = running.redis().map(|r| r.to_string());
+                    a.redis = running.redis();
+                    a.restart = running.recipes();
                     figures = measure(&a, pin).await?;
                 }
                 runs.push(Run {
@@ -424,6 +580,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether our binary's `--help` lists every flag among `flags` (`--name value` pairs).
+fn knows_flags(twine: &std::path::Path, flags: &[&str]) -> bool {
+    if flags.is_empty() {
+        return true;
+    }
+    let help = std::process::Command::new(twine)
+        .arg("--help")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    flags
+        .iter()
+        .filter(|f| f.starts_with("--"))
+        .all(|f| help.contains(&format!("{f} ")))
+}
+
 /// Our binary's version line and when it was built (others may be changing the server while
 /// a benchmark runs: the report says which build it measured).
 fn server_version(twine: &std::path::Path) -> String {
@@ -441,37 +613,51 @@ fn server_version(twine: &std::path::Path) -> String {
     format!("`{}` ({version}, built {built})", twine.display())
 }
 
-/// `--strict`: our server lost, repeated and dropped nothing, answered every publish, and every
-/// session recovered.
-fn check(runs: &[Run]) -> anyhow::Result<()> {
-    let bad: Vec<&Run> = runs
-        .iter()
-        .filter(|r| r.server == Server::Twine)
-        .filter(|r| {
-            let f = &r.figures;
-            f.lost > 0
-                || f.duplicated > 0
-                || f.dropped > 0
-                || f.connect_errors > 0
-                || f.failed > 0
-                || (f.scenario == "ReconnectStorm" && f.recovery_seconds.is_none())
-        })
-        .collect();
-    for r in &bad {
-        let f = &r.figures;
-        eprintln!(
-            "{} ({}): lost {}, duplicated {}, dropped {}, connect errors {}, failed publishes {}, recovered {}",
-            r.title,
-            r.label,
-            f.lost,
-            f.duplicated,
-            f.dropped,
-            f.connect_errors,
-            f.failed,
-            f.recovery_seconds.is_some()
+/// What went wrong for our server in one run (nothing, for a clean run).
+fn trouble(f: &Figures) -> Vec<String> {
+    let mut t = Vec::new();
+    let mut flag = |what: &str, n: u64| {
+        if n > 0 {
+            t.push(format!("{what} {n}"));
+        }
+    };
+    flag("lost", f.lost);
+    flag("duplicated", f.duplicated);
+    flag("dropped", f.dropped as u64);
+    flag("connect errors", f.connect_errors as u64);
+    flag("failed publishes", f.failed);
+    if let Some(d) = &f.deploy {
+        flag("out of order", d.count.out_of_order);
+        flag("never came back", d.never_back as u64);
+    }
+    if let Some(c) = &f.churn {
+        flag("out of order", c.count.out_of_order);
+        flag("never came back", c.never_back as u64);
+    }
+    if let Some(m) = &f.mass {
+        flag(
+            "members without every missed message",
+            (m.members - m.complete) as u64,
         );
     }
-    if !bad.is_empty() {
+    if f.scenario == "ReconnectStorm" && f.recovery_seconds.is_none() {
+        t.push("not every session recovered".into());
+    }
+    t
+}
+
+/// `--strict`: our server lost, repeated, reordered and dropped nothing, answered every publish,
+/// and every session recovered and came back.
+fn check(runs: &[Run]) -> anyhow::Result<()> {
+    let mut bad = 0;
+    for r in runs.iter().filter(|r| r.server == Server::Twine) {
+        let t = trouble(&r.figures);
+        if !t.is_empty() {
+            bad += 1;
+            eprintln!("{} ({}): {}", r.title, r.label, t.join(", "));
+        }
+    }
+    if bad > 0 {
         bail!("our server lost, duplicated or dropped something");
     }
     Ok(())

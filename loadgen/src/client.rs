@@ -35,6 +35,8 @@ pub struct Delivered {
 pub enum Event {
     Message(Delivered),
     Joined,
+    /// The server disconnected the namespace (`41`): socket.io-client does not reconnect after it.
+    Kicked,
     Other,
 }
 
@@ -205,6 +207,9 @@ impl Client {
                 None => return Ok(None),
             },
         };
+        if text == "41" {
+            return Ok(Some(Event::Kicked));
+        }
         let Some(body) = text.strip_prefix("42") else {
             return Ok(Some(Event::Other));
         };
@@ -221,6 +226,13 @@ impl Client {
     /// the session for recovery.
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
+    }
+
+    /// Drops the connection as a client whose network went away does, with no WebSocket close:
+    /// what was already written (acknowledgements) goes out first, then the TCP connection
+    /// closes.
+    pub async fn abandon(mut self) {
+        let _ = self.ws.flush().await;
     }
 }
 

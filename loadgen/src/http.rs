@@ -1,6 +1,6 @@
-//! The plain HTTP/1.1 requests of the Twine flow: fetching the cookie, publishing and reading
-//! `/metrics`, over loopback, without an HTTP client library (one small request each, so the
-//! load generator spends little per publish).
+//! The plain HTTP/1.1 requests of the Twine flow: fetching the cookie, publishing, reading
+//! `/metrics` and asking `/ready`, over loopback, without an HTTP client library (one small
+//! request each, so the load generator spends little per publish).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -44,13 +44,33 @@ pub async fn fetch_cookie(source: IpAddr, target: SocketAddr) -> anyhow::Result<
 
 /// Our server's `twine_delivery_lag_seconds` from `GET /metrics`; `None` from a server without it.
 pub async fn delivery_lag(target: SocketAddr) -> Option<f64> {
+    metric(target, "twine_delivery_lag_seconds").await
+}
+
+/// A metric from `GET /metrics`, summed over its label sets; `None` from a server without it.
+pub async fn metric(target: SocketAddr, name: &str) -> Option<f64> {
     let response = get(target, None, "/metrics").await.ok()?;
-    response
+    let values: Vec<f64> = response
         .lines()
-        .find_map(|l| l.strip_prefix("twine_delivery_lag_seconds "))?
-        .trim()
-        .parse()
-        .ok()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = match rest.as_bytes().first() {
+                Some(b' ') => rest,
+                Some(b'{') => &rest[rest.find('}')? + 1..],
+                _ => return None,
+            };
+            value.split_whitespace().next()?.parse().ok()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// Whether `GET /ready` answers `200` within `patience`.
+pub async fn ready(target: SocketAddr, patience: std::time::Duration) -> bool {
+    match tokio::time::timeout(patience, get(target, None, "/ready")).await {
+        Ok(Ok(response)) => response.split_whitespace().nth(1) == Some("200"),
+        _ => false,
+    }
 }
 
 /// A kept-alive connection that publishes with `POST /api/twine`.

@@ -15,22 +15,34 @@
 //! - [`scenario`]: the scenarios' arguments and figures; `idle` and `fanout`.
 //! - [`search`], [`throughput`], [`storm`]: the latency search, the publish rate, the reconnect
 //!   storm.
-//! - [`servers`]: starting the servers, the Node peers and Redis, pinned to their cores.
+//! - [`quiet`], [`deploy`], [`churn`], [`mass`]: the node whose rooms get no traffic, the rolling
+//!   restart behind a load balancer, connections force-closed over and over, the mass disconnect
+//!   and recovery of one room.
+//! - [`session`]: clients that reconnect by themselves (socket.io-client's backoff) and recover.
+//! - [`balancer`]: the TCP load balancer of the rolling restart (ready nodes only).
+//! - [`servers`]: starting the servers, the Node peers and Redis (one primary or a cluster),
+//!   pinned to their cores; starting a node again.
 //! - [`bench`]: every point against both sides, repeated, then the report.
 //! - [`report`]: BENCHMARKS.md and its SVG charts.
 
 mod addrs;
+mod balancer;
 mod bench;
+mod churn;
 mod client;
+mod deploy;
 mod fleet;
 mod http;
+mod mass;
 mod procfs;
 mod publisher;
+mod quiet;
 mod redis;
 mod report;
 mod scenario;
 mod search;
 mod servers;
+mod session;
 mod stats;
 mod storm;
 mod throughput;
@@ -91,6 +103,10 @@ async fn run(args: &scenario::Args) -> anyhow::Result<scenario::Figures> {
         Kind::LatencySearch => search::run(args, &setup, &mut figures).await?,
         Kind::PublishRate => throughput::run(args, &setup, &mut figures).await?,
         Kind::ReconnectStorm => storm::run(args, &setup, &mut figures).await?,
+        Kind::QuietNode => quiet::run(args, &setup, &mut figures).await?,
+        Kind::Deploy => deploy::run(args, &setup, &mut figures).await?,
+        Kind::Churn => churn::run(args, &setup, &mut figures).await?,
+        Kind::MassDrop => mass::run(args, &setup, &mut figures).await?,
     }
     Ok(figures)
 }

@@ -46,62 +46,98 @@ pub fn machine_busy_seconds() -> anyhow::Result<f64> {
     Ok(busy as f64 / 100.0)
 }
 
+/// CPU time of a process's live threads in seconds, to the nanosecond (the first field of each
+/// thread's `schedstat`): where /proc/PID/stat's 10 ms ticks are too coarse, e.g. a burst of a
+/// few milliseconds. Threads that have exited no longer count, so this is for short windows of
+/// a process whose threads live on.
+pub fn precise_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let mut ns = 0u64;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("reading /proc/{pid}/task"))?;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(ns as f64 / 1e9)
+}
+
 /// Summed over several processes (the nodes of a deployment).
-pub fn total_cpu_seconds(pids: &[u32]) -> anyhow::Result<f64> {
-    pids.iter().map(|&p| cpu_seconds(p)).sum()
+pub fn total_precise_cpu_seconds(pids: &[u32]) -> anyhow::Result<f64> {
+    pids.iter().map(|&p| precise_cpu_seconds(p)).sum()
 }
 
 pub fn total_rss_bytes(pids: &[u32]) -> anyhow::Result<u64> {
     pids.iter().map(|&p| rss_bytes(p)).sum()
 }
 
-/// CPU time spent, over a window, by the servers, the load generator and Redis.
+/// CPU time spent, over a window, by the servers, the load generator and Redis (every primary).
 pub struct CpuWindow {
     servers: Vec<u32>,
-    redis: Option<u32>,
+    redis: Vec<u32>,
     started: std::time::Instant,
-    server0: f64,
+    server0: Vec<f64>,
     own0: f64,
-    redis0: f64,
+    redis0: Vec<f64>,
     machine0: f64,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct CpuSpent {
     pub wall: f64,
     pub server: f64,
+    /// Each server process's share, in the order given.
+    pub server_each: Vec<f64>,
     pub loadgen: f64,
     pub redis: f64,
+    /// Each Redis process's share (the primaries of a cluster), in the order given.
+    pub redis_each: Vec<f64>,
     /// Whether Redis's CPU time was read (the run has a Redis).
     pub measured_redis: bool,
     /// Everything else the machine ran meanwhile (other processes, the kernel's own work).
     pub other: f64,
 }
 
+fn each(pids: &[u32]) -> anyhow::Result<Vec<f64>> {
+    pids.iter().map(|&p| cpu_seconds(p)).collect()
+}
+
+fn less(now: Vec<f64>, then: &[f64]) -> Vec<f64> {
+    now.iter().zip(then).map(|(a, b)| a - b).collect()
+}
+
 impl CpuWindow {
-    pub fn start(servers: &[u32], redis: Option<u32>) -> anyhow::Result<CpuWindow> {
+    pub fn start(servers: &[u32], redis: &[u32]) -> anyhow::Result<CpuWindow> {
         Ok(CpuWindow {
             servers: servers.to_vec(),
-            redis,
+            redis: redis.to_vec(),
             started: std::time::Instant::now(),
-            server0: total_cpu_seconds(servers)?,
+            server0: each(servers)?,
             own0: cpu_seconds(std::process::id())?,
-            redis0: redis.map_or(Ok(0.0), cpu_seconds)?,
+            redis0: each(redis)?,
             machine0: machine_busy_seconds()?,
         })
     }
 
     pub fn spent(&self) -> anyhow::Result<CpuSpent> {
-        let server = total_cpu_seconds(&self.servers)? - self.server0;
+        let server_each = less(each(&self.servers)?, &self.server0);
+        let redis_each = less(each(&self.redis)?, &self.redis0);
+        let (server, redis) = (server_each.iter().sum(), redis_each.iter().sum());
         let loadgen = cpu_seconds(std::process::id())? - self.own0;
-        let redis = self.redis.map_or(Ok(0.0), cpu_seconds)? - self.redis0;
         let machine = machine_busy_seconds()? - self.machine0;
         Ok(CpuSpent {
             wall: self.started.elapsed().as_secs_f64(),
             server,
+            server_each,
             loadgen,
             redis,
-            measured_redis: self.redis.is_some(),
+            redis_each,
+            measured_redis: !self.redis.is_empty(),
             other: (machine - server - loadgen - redis).max(0.0),
         })
     }

@@ -29,15 +29,19 @@ pub enum Limit {
     Open,
 }
 
-/// What to send: at `rate` per second until `limit`, round-robin over `rooms`, numbered from
-/// `first_seq`, at most `concurrency` unanswered at once.
+/// What to send: at `rate` per second until `limit`, round-robin over `rooms` rooms from
+/// `first_room` on, numbered from `first_seq`, at most `concurrency` unanswered at once.
 #[derive(Clone, Copy)]
 pub struct Schedule {
     pub rate: f64,
     pub limit: Limit,
     pub rooms: usize,
+    pub first_room: usize,
     pub first_seq: u64,
     pub concurrency: usize,
+    /// A new connection for every publish, as through a load balancer that must be able to move
+    /// the next publish to another node.
+    pub fresh_connections: bool,
 }
 
 /// Counters a run reads while publishing goes on (backlog sampling) and after.
@@ -150,10 +154,19 @@ pub async fn publish(
                 continue;
             };
             let (pool, tally, api_key) = (pool.clone(), tally.clone(), api_key.clone());
-            let room = (seq % schedule.rooms.max(1) as u64) as usize;
+            let room = schedule.first_room + (seq % schedule.rooms.max(1) as u64) as usize;
+            let pooled = !schedule.fresh_connections;
             tally.owed_per_room[room].fetch_add(1, Ordering::Relaxed);
             tasks.spawn(async move {
-                one(target, &api_key, room, seq, &pool, &tally).await;
+                one(
+                    target,
+                    &api_key,
+                    room,
+                    seq,
+                    pooled.then_some(&*pool),
+                    &tally,
+                )
+                .await;
                 drop(permit);
             });
         }
@@ -174,16 +187,17 @@ pub async fn publish(
     ended
 }
 
-/// One publish on a pooled keep-alive connection (a new one when none is free).
+/// One publish on a pooled keep-alive connection (a new one when none is free, or always when
+/// there is no pool).
 async fn one(
     target: SocketAddr,
     api_key: &str,
     room: usize,
     seq: u64,
-    pool: &Mutex<Vec<Publisher>>,
+    pool: Option<&Mutex<Vec<Publisher>>>,
     tally: &Tally,
 ) {
-    let pooled = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    let pooled = pool.and_then(|p| p.lock().unwrap_or_else(|e| e.into_inner()).pop());
     let mut publisher = match pooled {
         Some(p) => p,
         None => match Publisher::connect(target).await {
@@ -211,7 +225,7 @@ async fn one(
                 }
                 _ => tally.fail(room),
             }
-            if answer.reusable {
+            if let Some(pool) = pool.filter(|_| answer.reusable) {
                 pool.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(publisher);

@@ -1,5 +1,6 @@
 //! What Redis spent, asked of Redis itself over a few lines of RESP: its process id (for its CPU
-//! time in /proc) and `INFO commandstats` (microseconds per call of each command).
+//! time in /proc) and `INFO commandstats` (microseconds per call of each command); and whether a
+//! cluster node is ready.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -61,6 +62,12 @@ pub async fn pid(addr: SocketAddr) -> anyhow::Result<u32> {
         .trim()
         .parse()
         .context("process_id")
+}
+
+/// Whether a cluster node reports `cluster_state:ok` (it knows every slot's owner).
+pub async fn cluster_ok(addr: SocketAddr) -> anyhow::Result<bool> {
+    let info = command(addr, &["CLUSTER", "INFO"]).await?;
+    Ok(info.lines().any(|l| l.trim() == "cluster_state:ok"))
 }
 
 pub async fn reset_stats(addr: SocketAddr) -> anyhow::Result<()> {

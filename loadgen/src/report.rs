@@ -11,7 +11,7 @@ use anyhow::Context;
 use plotters::prelude::*;
 
 use crate::scenario::Figures;
-use crate::servers::{Deployment, Server};
+use crate::servers::{Deployment, Redis, Server};
 use crate::stats::spread;
 
 /// The sections of the report, in order.
@@ -26,6 +26,11 @@ pub enum Group {
     RedisPublish,
     RedisFanout,
     RedisStorm,
+    RedisCluster,
+    QuietNode,
+    Deploy,
+    Churn,
+    Mass,
 }
 
 impl Group {
@@ -40,7 +45,90 @@ impl Group {
             Group::RedisPublish => "5a. Redis mode: publishes accepted per second",
             Group::RedisFanout => "5b. Redis mode: cross-node fan-out",
             Group::RedisStorm => "5c. Redis mode: reconnect storm with recovery",
+            Group::RedisCluster => "6. Redis Cluster: publishes accepted per second",
+            Group::QuietNode => "7. A node whose rooms get no traffic",
+            Group::Deploy => "8. Deploy: every node restarted in turn behind a load balancer",
+            Group::Churn => "9. Churn: connections force-closed by their clients",
+            Group::Mass => "10. Mass disconnect and mass recovery of one room",
         }
+    }
+
+    /// What the section's points have in common, said once above their tables.
+    fn intro(self) -> Option<&'static str> {
+        Some(match self {
+            Group::Cores => {
+                "Left: our server and the load generator unpinned, both free to use both cores. \
+                 Right: our server pinned to core 0, the load generator to core 1. The ratio of \
+                 \"server CPU, cores busy\" shows how much of a second core delivery used."
+            }
+            Group::RedisPublish => {
+                "No subscribers. Ours: one node; the peer: two nodes, all publishes into the first \
+                 (each is sent to the other over Redis pub/sub). Redis shares core 1 with the load \
+                 generator."
+            }
+            Group::RedisCluster => {
+                "As 5a, on a Redis Cluster of three primaries (no replicas), all three pinned to \
+                 core 1 with the load generator. Ours: one node given the three primaries as \
+                 seeds (it finds the cluster by itself and publishes with sharded pub/sub). The \
+                 peer: two nodes with `@socket.io/redis-adapter`'s `createShardedAdapter` \
+                 (`subscriptionMode: \"dynamic\"`, a channel per room) on a `redis` v4 \
+                 `createCluster` client (`js-fixtures/node-peer/redis-sharded.mjs`), all \
+                 publishes into the first. Redis CPU is read from /proc of each redis-server: per \
+                 primary and in total."
+            }
+            Group::QuietNode => {
+                "Two nodes on core 0. Node A holds one subscriber (acknowledging) in each busy \
+                 room and takes every publish; node B holds the other clients, in rooms nobody \
+                 publishes to. What node B spends meanwhile is the point: its CPU and the messages \
+                 it took from Redis pub/sub (`twine_redis_messages_received_total` on `/metrics`; \
+                 the Node peers count what their subscribing Redis client hands to the adapter, \
+                 under the same name). On one Redis the peer is the classic \
+                 `@socket.io/redis-adapter` (every node receives every broadcast); on the \
+                 cluster, the sharded adapter with a channel per room."
+            }
+            Group::Deploy => {
+                "Three nodes on core 0 and one Redis, behind a TCP load balancer inside the load \
+                 generator (core 1): each new connection goes round robin to a node whose \
+                 `GET /ready` answered `200` in the last 0.5 s (asked every 250 ms); connections \
+                 to a node that stops being ready are not cut by the balancer. Clients connect \
+                 over WebSocket through it, acknowledge every message and reconnect by \
+                 themselves with socket.io-client's backoff (0.5–1.5 s, doubling to 5 s), ours \
+                 with the `twineid` cookie, the peer's with `pid` and offset as stock \
+                 socket.io-client does; publishes go through the balancer too, a new connection \
+                 each. After 3 s of publishing, every node in turn gets SIGTERM, is waited for \
+                 until it exits and is started again (same port, same flags); the next follows 3 s \
+                 after every client is connected again (1 s in a smoke run). \"Surviving nodes' CPU\" is the other two \
+                 nodes' CPU from the SIGTERM until every client was back. The peer has no drain: \
+                 on SIGTERM it closes every connection and exits (its `/ready` answers `503` \
+                 meanwhile), so its rows are alike in both points."
+            }
+            Group::Churn => {
+                "One node each, no Redis: ours in memory, the peer socket.io 4.8 with \
+                 `connectionStateRecovery` and its in-memory adapter \
+                 (`js-fixtures/node-peer/recovery.mjs`). Every session first receives one \
+                 message (so a socket.io session has an offset to recover from); then each \
+                 client closes its own connection (no WebSocket close, as when a network goes \
+                 away) at a random moment, the first spread over one period, then every 0.5–1.5 \
+                 periods, and reconnects after socket.io-client's backoff (0.5–1.5 s), ours with \
+                 its cookie, the peer's with `pid` and offset. Replay latency is publish → \
+                 delivered for messages published before the reconnect that delivered them \
+                 began."
+            }
+            Group::Mass => {
+                "One node each, no Redis (ours in memory; the peer socket.io 4.8 with \
+                 `connectionStateRecovery`, in memory). N members of one room and one client of \
+                 another room, which gets a publish every 20 ms throughout. First every member \
+                 closes at once; then 3 messages are published to their room; then all N come \
+                 back at once (ours with their cookies, the peer's with `pid` and offset) and \
+                 must each get the 3. Node CPU per member is the node's CPU from the moment they \
+                 dropped (or began to reconnect) until its CPU had been back within 0.05 core of \
+                 its rate before (the other room's traffic alone) for 0.5 s, less that rate (CPU \
+                 read from each thread's `schedstat`, to the nanosecond); the \
+                 other room's latency is over the same span. Figures of an earlier build of ours \
+                 come from the same command with `--twine` pointing at it."
+            }
+            _ => return None,
+        })
     }
 }
 
@@ -87,18 +175,31 @@ pub fn label(d: Deployment) -> String {
             format!("{n} nodes")
         }
     };
+    let redis = match d.redis {
+        Redis::None => "",
+        Redis::One => " + Redis",
+        Redis::Cluster => " + Redis Cluster (3 primaries)",
+    };
     let mut name = match d.server {
-        Server::Twine if d.redis => format!("twine, {} + Redis", nodes(d.nodes)),
+        Server::Twine if d.redis != Redis::None => format!("twine, {}{redis}", nodes(d.nodes)),
         Server::Twine => "twine".to_owned(),
         Server::Node => "Node socket.io 4.8".to_owned(),
+        Server::NodeRecovery => "Node socket.io 4.8 + connectionStateRecovery".to_owned(),
         Server::NodeRedisAdapter => {
             format!("Node socket.io 4.8 + redis-adapter, {}", nodes(d.nodes))
         }
+        Server::NodeRedisSharded => format!(
+            "Node socket.io 4.8 + sharded redis-adapter (dynamic), {}{redis}",
+            nodes(d.nodes)
+        ),
         Server::NodeRedisStreams => format!(
             "Node socket.io 4.8 + connectionStateRecovery + redis-streams-adapter, {}",
             nodes(d.nodes)
         ),
     };
+    if !d.flags.is_empty() {
+        name.push_str(&format!(", {}", d.flags.join(" ")));
+    }
     if !d.pinned {
         name.push_str(", both cores (unpinned)");
     }
@@ -332,6 +433,9 @@ fn rows(scenario: &str) -> Vec<(&'static str, Pick, usize)> {
                 |f| f.redis.as_ref().map(|r| r.cpu_us_per_publish),
                 1,
             ),
+            ("… primary 1, µs per publish", |f| primary(f, 0), 1),
+            ("… primary 2, µs per publish", |f| primary(f, 1), 1),
+            ("… primary 3, µs per publish", |f| primary(f, 2), 1),
             (
                 "Redis's ceiling at that cost (one core ÷ CPU per publish), publishes/s",
                 |f| {
@@ -363,6 +467,10 @@ fn rows(scenario: &str) -> Vec<(&'static str, Pick, usize)> {
                 2,
             ),
         ],
+        "QuietNode" => quiet_rows(),
+        "Deploy" => deploy_rows(),
+        "Churn" => churn_rows(),
+        "MassDrop" => mass_rows(),
         _ => vec![
             ("sessions", |f| Some(f.connections as f64), 0),
             (
@@ -410,6 +518,429 @@ fn rows(scenario: &str) -> Vec<(&'static str, Pick, usize)> {
             ),
         ],
     }
+}
+
+fn primary(f: &Figures, i: usize) -> Option<f64> {
+    f.redis
+        .as_ref()
+        .and_then(|r| r.primaries.get(i))
+        .map(|p| p.cpu_us_per_publish)
+}
+
+/// Node A (`0`) or B (`1`) of the quiet node.
+fn node(f: &Figures, i: usize) -> Option<&crate::scenario::NodeFigures> {
+    f.nodes_each.get(i)
+}
+
+type Rows = Vec<(&'static str, Pick, usize)>;
+
+fn quiet_rows() -> Rows {
+    vec![
+        ("publishes offered per second", |f| Some(f.rate), 0),
+        ("accepted per second", |f| Some(f.accepted_per_second), 0),
+        (
+            "refused or failed",
+            |f| Some((f.refused + f.failed + f.unsent) as f64),
+            0,
+        ),
+        (
+            "node B: clients (rooms without traffic)",
+            |f| node(f, 1).map(|n| n.clients as f64),
+            0,
+        ),
+        (
+            "node B: CPU, cores busy",
+            |f| node(f, 1).map(|n| n.cores),
+            3,
+        ),
+        (
+            "node B: messages taken from Redis",
+            |f| node(f, 1).and_then(|n| n.redis_messages),
+            0,
+        ),
+        (
+            "node B: messages taken from Redis per second",
+            |f| {
+                node(f, 1)
+                    .and_then(|n| n.redis_messages)
+                    .map(|m| m / f.seconds.max(1e-9))
+            },
+            0,
+        ),
+        (
+            "node A: subscribers",
+            |f| node(f, 0).map(|n| n.clients as f64),
+            0,
+        ),
+        (
+            "node A: CPU, cores busy",
+            |f| node(f, 0).map(|n| n.cores),
+            2,
+        ),
+        (
+            "node A: messages taken from Redis",
+            |f| node(f, 0).and_then(|n| n.redis_messages),
+            0,
+        ),
+        ("node A: deliveries", |f| Some(f.deliveries as f64), 0),
+        ("node A: lost", |f| Some(f.lost as f64), 0),
+        ("node A: duplicated", |f| Some(f.duplicated as f64), 0),
+        ("node A: latency p50, ms", |f| lat(f, |l| l.p50_ms), 1),
+        ("node A: latency p99, ms", |f| lat(f, |l| l.p99_ms), 1),
+        (
+            "Redis CPU, cores busy (all primaries)",
+            |f| f.redis_cores,
+            2,
+        ),
+        (
+            "load generator CPU, cores busy",
+            |f| Some(f.loadgen_cores),
+            2,
+        ),
+        (
+            "other load on the machine, cores busy",
+            |f| Some(f.other_cores),
+            2,
+        ),
+    ]
+}
+
+fn deployed(f: &Figures) -> Option<&crate::deploy::DeployFigures> {
+    f.deploy.as_ref()
+}
+
+/// The mean of one figure over a deploy's restarts.
+fn per_restart(f: &Figures, pick: fn(&crate::deploy::Restart) -> f64) -> Option<f64> {
+    let r = &deployed(f)?.restarts;
+    (!r.is_empty()).then(|| r.iter().map(pick).sum::<f64>() / r.len() as f64)
+}
+
+fn deploy_rows() -> Rows {
+    vec![
+        ("clients", |f| Some(f.connections as f64), 0),
+        ("publishes accepted", |f| Some(f.accepted as f64), 0),
+        (
+            "publishes refused or failed",
+            |f| Some((f.refused + f.failed + f.unsent) as f64),
+            0,
+        ),
+        ("messages due (all clients)", |f| Some(f.expected as f64), 0),
+        ("lost (all clients)", |f| Some(f.lost as f64), 0),
+        (
+            "lost per client (mean)",
+            |f| Some(f.lost as f64 / f.connections.max(1) as f64),
+            2,
+        ),
+        (
+            "most lost by one client",
+            |f| deployed(f).map(|d| d.count.most_lost as f64),
+            0,
+        ),
+        (
+            "clients that lost any",
+            |f| deployed(f).map(|d| d.count.sessions_with_loss as f64),
+            0,
+        ),
+        ("repeated (all clients)", |f| Some(f.duplicated as f64), 0),
+        (
+            "repeated per client (mean)",
+            |f| Some(f.duplicated as f64 / f.connections.max(1) as f64),
+            2,
+        ),
+        (
+            "most repeated to one client",
+            |f| deployed(f).map(|d| d.count.most_duplicated as f64),
+            0,
+        ),
+        (
+            "out of order",
+            |f| deployed(f).map(|d| d.count.out_of_order as f64),
+            0,
+        ),
+        (
+            "reconnections",
+            |f| deployed(f).map(|d| d.reconnects as f64),
+            0,
+        ),
+        (
+            "peak reconnections per second (on the surviving nodes)",
+            |f| deployed(f).map(|d| d.peak_reconnects_per_second as f64),
+            0,
+        ),
+        (
+            "longest a client was away, s",
+            |f| deployed(f).map(|d| d.longest_away_ms / 1000.0),
+            2,
+        ),
+        (
+            "longest a message took to reach a client (publish → deliver, max), s",
+            |f| {
+                let d = deployed(f)?;
+                let max = |l: &Option<crate::stats::Latency>| l.as_ref().map_or(0.0, |l| l.max_ms);
+                Some(max(&d.replayed).max(max(&d.live)) / 1000.0)
+            },
+            2,
+        ),
+        (
+            "replayed messages: publish → deliver p99, ms",
+            |f| deployed(f)?.replayed.as_ref().map(|l| l.p99_ms),
+            0,
+        ),
+        (
+            "replayed messages: reconnect begun → delivered p99, ms",
+            |f| deployed(f)?.replay_after_connect.as_ref().map(|l| l.p99_ms),
+            1,
+        ),
+        (
+            "live messages: publish → deliver p99, ms",
+            |f| lat(f, |l| l.p99_ms),
+            1,
+        ),
+        (
+            "surviving nodes' CPU during a drain, cores busy (mean of 3)",
+            |f| per_restart(f, |r| r.surviving_cores),
+            2,
+        ),
+        (
+            "surviving nodes' CPU during a drain, cores busy (most)",
+            |f| {
+                deployed(f)?
+                    .restarts
+                    .iter()
+                    .map(|r| r.surviving_cores)
+                    .reduce(f64::max)
+            },
+            2,
+        ),
+        (
+            "SIGTERM → exit, s (mean)",
+            |f| per_restart(f, |r| r.drain_seconds),
+            2,
+        ),
+        (
+            "SIGTERM → every client connected again, s (mean)",
+            |f| per_restart(f, |r| r.back_seconds),
+            2,
+        ),
+        (
+            "exit → started and ready again, s (mean)",
+            |f| per_restart(f, |r| r.start_seconds),
+            2,
+        ),
+        (
+            "namespace disconnects (`41`) received",
+            |f| deployed(f).map(|d| d.kicked as f64),
+            0,
+        ),
+        (
+            "reconnections the server did not recover (socket.io)",
+            |f| deployed(f).map(|d| d.not_recovered as f64),
+            0,
+        ),
+        (
+            "failed connection attempts",
+            |f| deployed(f).map(|d| d.failed_attempts as f64),
+            0,
+        ),
+        (
+            "clients that never came back",
+            |f| deployed(f).map(|d| d.never_back as f64),
+            0,
+        ),
+        (
+            "servers' CPU over the whole deploy, cores busy (all nodes)",
+            |f| Some(f.server_cores),
+            2,
+        ),
+        (
+            "load generator CPU, cores busy",
+            |f| Some(f.loadgen_cores),
+            2,
+        ),
+        (
+            "other load on the machine, cores busy",
+            |f| Some(f.other_cores),
+            2,
+        ),
+    ]
+}
+
+fn churned(f: &Figures) -> Option<&crate::churn::ChurnFigures> {
+    f.churn.as_ref()
+}
+
+fn churn_rows() -> Rows {
+    vec![
+        ("clients", |f| Some(f.connections as f64), 0),
+        (
+            "forced closes",
+            |f| churned(f).map(|c| c.forced_closes as f64),
+            0,
+        ),
+        (
+            "reconnections",
+            |f| churned(f).map(|c| c.reconnects as f64),
+            0,
+        ),
+        ("publishes accepted", |f| Some(f.accepted as f64), 0),
+        ("messages due (all clients)", |f| Some(f.expected as f64), 0),
+        (
+            "delivered, % of due",
+            |f| churned(f).map(|c| 100.0 * c.delivered_share),
+            3,
+        ),
+        ("lost", |f| Some(f.lost as f64), 0),
+        ("duplicated", |f| Some(f.duplicated as f64), 0),
+        (
+            "out of order",
+            |f| churned(f).map(|c| c.count.out_of_order as f64),
+            0,
+        ),
+        (
+            "replayed messages",
+            |f| churned(f)?.replayed.as_ref().map(|l| l.samples as f64),
+            0,
+        ),
+        (
+            "replay latency p50, ms",
+            |f| churned(f)?.replayed.as_ref().map(|l| l.p50_ms),
+            1,
+        ),
+        (
+            "replay latency p99, ms",
+            |f| churned(f)?.replayed.as_ref().map(|l| l.p99_ms),
+            1,
+        ),
+        (
+            "replay latency max, ms",
+            |f| churned(f)?.replayed.as_ref().map(|l| l.max_ms),
+            0,
+        ),
+        (
+            "… of which the server's: reconnect begun → replayed message delivered, p50, ms",
+            |f| churned(f)?.replay_after_connect.as_ref().map(|l| l.p50_ms),
+            1,
+        ),
+        (
+            "… the same, p99, ms",
+            |f| churned(f)?.replay_after_connect.as_ref().map(|l| l.p99_ms),
+            1,
+        ),
+        ("live latency p99, ms", |f| lat(f, |l| l.p99_ms), 1),
+        (
+            "longest a client was away, s",
+            |f| churned(f).map(|c| c.longest_away_ms / 1000.0),
+            2,
+        ),
+        (
+            "reconnections the server did not recover (socket.io)",
+            |f| churned(f).map(|c| c.not_recovered as f64),
+            0,
+        ),
+        (
+            "connections closed by the server",
+            |f| churned(f).map(|c| c.closed_by_server as f64),
+            0,
+        ),
+        (
+            "clients not connected at the end",
+            |f| churned(f).map(|c| c.never_back as f64),
+            0,
+        ),
+        ("server CPU, cores busy", |f| Some(f.server_cores), 2),
+        (
+            "server CPU per reconnection, µs",
+            |f| {
+                churned(f)
+                    .filter(|c| c.reconnects > 0)
+                    .map(|c| f.server_cpu_seconds * 1e6 / c.reconnects as f64)
+            },
+            0,
+        ),
+        (
+            "load generator CPU, cores busy",
+            |f| Some(f.loadgen_cores),
+            2,
+        ),
+        (
+            "other load on the machine, cores busy",
+            |f| Some(f.other_cores),
+            2,
+        ),
+    ]
+}
+
+fn massed(f: &Figures) -> Option<&crate::mass::MassFigures> {
+    f.mass.as_ref()
+}
+
+fn mass_rows() -> Rows {
+    vec![
+        ("members", |f| massed(f).map(|m| m.members as f64), 0),
+        (
+            "node CPU before, other room only, cores busy",
+            |f| massed(f).map(|m| m.idle_cores),
+            3,
+        ),
+        (
+            "disconnect: node CPU per member, µs",
+            |f| massed(f).map(|m| m.disconnect.cpu_us_per_member),
+            1,
+        ),
+        (
+            "disconnect: time until the node's CPU settled, s",
+            |f| massed(f).map(|m| m.disconnect.settle_seconds),
+            2,
+        ),
+        (
+            "disconnect: other room's p99, ms",
+            |f| massed(f)?.disconnect.other_room.as_ref().map(|l| l.p99_ms),
+            1,
+        ),
+        (
+            "disconnect: other room's max, ms",
+            |f| massed(f)?.disconnect.other_room.as_ref().map(|l| l.max_ms),
+            1,
+        ),
+        (
+            "recovery: time until every member had its missed messages, s",
+            |f| massed(f)?.recovery.done_seconds,
+            2,
+        ),
+        (
+            "recovery: time until the node's CPU settled, s",
+            |f| massed(f).map(|m| m.recovery.settle_seconds),
+            2,
+        ),
+        (
+            "recovery: node CPU per member, µs",
+            |f| massed(f).map(|m| m.recovery.cpu_us_per_member),
+            1,
+        ),
+        (
+            "recovery: other room's p99, ms",
+            |f| massed(f)?.recovery.other_room.as_ref().map(|l| l.p99_ms),
+            1,
+        ),
+        (
+            "recovery: other room's max, ms",
+            |f| massed(f)?.recovery.other_room.as_ref().map(|l| l.max_ms),
+            1,
+        ),
+        (
+            "members with every missed message",
+            |f| massed(f).map(|m| m.complete as f64),
+            0,
+        ),
+        (
+            "members whose session was recovered",
+            |f| massed(f).map(|m| m.recovered as f64),
+            0,
+        ),
+        ("lost", |f| Some(f.lost as f64), 0),
+        ("duplicated", |f| Some(f.duplicated as f64), 0),
+        ("connect errors", |f| Some(f.connect_errors as f64), 0),
+    ]
 }
 
 fn side<'a>(runs: &'a [Run], title: &str, side: Side) -> Vec<&'a Run> {
@@ -591,6 +1122,67 @@ fn targets(out: &mut String, runs: &[Run]) {
         lost.map(|l| format!("{l:.0} lost or duplicated")),
         lost.map(|l| l == 0.0),
     );
+    later_targets(out, runs);
+}
+
+/// The targets of points 7–9, where they were run.
+fn later_targets(out: &mut String, runs: &[Run]) {
+    if !runs
+        .iter()
+        .any(|r| matches!(r.group, Group::QuietNode | Group::Deploy | Group::Churn))
+    {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Targets of points 7–9\n\n| target | measured (medians) | met |\n|---|---|---|"
+    );
+    let mut line = |target: &str, measured: Option<String>, met: Option<bool>| {
+        let met = match met {
+            Some(true) => "met",
+            Some(false) => "not met",
+            None => "not run",
+        };
+        let _ = writeln!(
+            out,
+            "| {target} | {} | {met} |",
+            measured.unwrap_or_else(|| "–".into())
+        );
+    };
+    for on in ["one Redis", "a Redis Cluster"] {
+        let cores = median(runs, &["quiet node", on], Side::Ours, |f| {
+            node(f, 1).map(|n| n.cores)
+        });
+        let taken = median(runs, &["quiet node", on], Side::Ours, |f| {
+            node(f, 1).and_then(|n| n.redis_messages)
+        });
+        line(
+            &format!("quiet node on {on}: node B under 0.02 cores, ~0 messages from Redis"),
+            cores.map(|c| {
+                format!(
+                    "{c:.3} cores, {} messages",
+                    taken.map_or("–".into(), |t| format!("{t:.0}"))
+                )
+            }),
+            cores.map(|c| c < 0.02 && taken.is_none_or(|t| t < 10.0)),
+        );
+    }
+    let bad = |f: &Figures| {
+        let (order, never) = match (&f.deploy, &f.churn) {
+            (Some(d), _) => (d.count.out_of_order, d.never_back),
+            (_, Some(c)) => (c.count.out_of_order, c.never_back),
+            _ => (0, 0),
+        };
+        Some((f.lost + f.duplicated + order + never as u64) as f64)
+    };
+    for (what, title) in [("deploy", "deploy:"), ("churn", "churn:")] {
+        let n = median(runs, &[title], Side::Ours, bad);
+        line(
+            &format!("{what}: every message delivered once, in order, every client back (ours)"),
+            n.map(|n| format!("{n:.0} lost, repeated, out of order or never back")),
+            n.map(|n| n == 0.0),
+        );
+    }
 }
 
 const COLORS: [RGBColor; 2] = [RGBColor(91, 91, 214), RGBColor(230, 120, 40)];
@@ -745,8 +1337,10 @@ fn method(text: &mut String, meta: &Meta) {
     let pinning = if meta.pinned {
         "Every server process is pinned to core 0 with `taskset -c 0` (two nodes share it), the \
          load generator to core 1 with `taskset -c 1`, and Redis, when a point uses it, shares \
-         core 1 with the load generator. The one exception is point 4, where our server and the \
-         load generator both run unpinned on both cores, to show delivery using more than one core."
+         core 1 with the load generator (all three primaries of a Redis Cluster, and the deploy's \
+         load balancer, which runs inside the load generator, too). The one exception is point 4, \
+         where our server and the load generator both run unpinned on both cores, to show \
+         delivery using more than one core."
     } else {
         "This machine has fewer than two cores, so nothing is pinned: the load generator and the \
          servers share its core, which inflates latency for both servers alike."
@@ -822,7 +1416,17 @@ fn method(text: &mut String, meta: &Meta) {
          redis-adapter (publishing into one), (b) fan-out across two nodes sharing one Redis, \
          subscribers split over both, publishing into one, (c) a reconnect storm: every session \
          receives one message, all drop, messages are published while they are away, then all \
-         come back at once on the other node while publishing goes on at 20/s."
+         come back at once on the other node while publishing goes on at 20/s. (6) 5a on a Redis \
+         Cluster of three primaries, against the sharded redis-adapter; (7) a node whose clients \
+         are all in rooms without traffic, beside a node taking 10,000 publishes/s: what it \
+         spends and what it takes from Redis; (8) a rolling deploy of three nodes behind a load \
+         balancer that skips unready nodes, each node stopped with SIGTERM and started again \
+         while 3,000 acknowledging clients reconnect by themselves, with our drain closing at \
+         once and paced; (9) churn: 10,000 clients (fewer where the open-files limit is lower) \
+         each force-closing its own connection about every 15 s for a minute while each of 50 \
+         rooms gets one publish per second; (10) the mass disconnect and recovery of 5,000, \
+         10,000 and 18,000 members of one room, with another room's latency meanwhile. Each \
+         section says how its point runs."
     );
 }
 
@@ -848,22 +1452,8 @@ pub fn write(out: &Path, meta: &Meta, runs: &[Run]) -> anyhow::Result<()> {
             group = g;
             if let Some(g) = g {
                 let _ = writeln!(text, "\n### {}", g.heading());
-                if g == Group::Cores {
-                    let _ = writeln!(
-                        text,
-                        "\nLeft: our server and the load generator unpinned, both free to use \
-                         both cores. Right: our server pinned to core 0, the load generator to \
-                         core 1. The ratio of \"server CPU, cores busy\" shows how much of a \
-                         second core delivery used."
-                    );
-                }
-                if g == Group::RedisPublish {
-                    let _ = writeln!(
-                        text,
-                        "\nNo subscribers. Ours: one node; the peer: two nodes, all publishes \
-                         into the first (each is sent to the other over Redis pub/sub). Redis \
-                         shares core 1 with the load generator."
-                    );
+                if let Some(intro) = g.intro() {
+                    let _ = writeln!(text, "\n{intro}");
                 }
             }
         }

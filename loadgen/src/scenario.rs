@@ -5,8 +5,8 @@
 //! duplicates counted by the clients, and publish→deliver latency from the send time each
 //! payload carries.
 //!
-//! `idle` and `fanout` live here; the latency search, the publish-rate run and the reconnect
-//! storm have a file each.
+//! `idle` and `fanout` live here; the latency search, the publish-rate run, the reconnect storm,
+//! the quiet node, the rolling deploy, the churn and the mass disconnect have a file each.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -39,6 +39,16 @@ pub enum Kind {
     PublishRate,
     /// Sessions drop at once while publishes go on, then all reconnect and recover.
     ReconnectStorm,
+    /// Two nodes: busy rooms on the first, clients in rooms without traffic on the second; what
+    /// the second spends.
+    QuietNode,
+    /// Clients behind a load balancer while every node is restarted in turn.
+    Deploy,
+    /// Every connection force-closed by its client every so often; recovery each time.
+    Churn,
+    /// The members of one room drop at once, then come back at once and recover, while another
+    /// room is published to.
+    MassDrop,
 }
 
 /// How a reconnecting client asks for what it missed.
@@ -62,9 +72,10 @@ pub struct Args {
     /// The nodes' process ids, for memory and CPU figures (summed).
     #[arg(long, value_delimiter = ',', required = true)]
     pub server_pids: Vec<u32>,
-    /// The Redis the nodes share (`IP:PORT`), for its CPU time and command statistics.
-    #[arg(long)]
-    pub redis: Option<String>,
+    /// The Redis the nodes share (`IP:PORT`; every primary of a cluster, comma-separated), for
+    /// its CPU time and command statistics.
+    #[arg(long, value_delimiter = ',')]
+    pub redis: Vec<String>,
     /// Simulated clients.
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
@@ -108,14 +119,46 @@ pub struct Args {
     /// Search: the p99 publish→deliver a rate must stay within.
     #[arg(long, default_value_t = 50.0)]
     pub p99_limit_ms: f64,
+    /// Quiet node: subscribers of each busy room (on the first node).
+    #[arg(long, default_value_t = 1)]
+    pub members: usize,
+    /// Churn: mean seconds between two forced closes of one connection.
+    #[arg(long, default_value_t = 15.0)]
+    pub every: f64,
+    /// Deploy: how to start each node again (filled in by the benchmark).
+    #[arg(skip)]
+    #[serde(default)]
+    pub restart: Vec<crate::servers::Recipe>,
     /// No progress line.
     #[arg(long)]
     pub quiet: bool,
 }
 
+/// One Redis process's share of a run (a cluster's primaries each have one).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PrimaryFigures {
+    pub addr: String,
+    pub cpu_seconds: f64,
+    pub cpu_us_per_publish: f64,
+}
+
+/// One node's share of a run (the quiet node compares two).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NodeFigures {
+    pub clients: usize,
+    /// CPU seconds per wall second.
+    pub cores: f64,
+    pub cpu_seconds: f64,
+    /// Messages it took from Redis pub/sub meanwhile (`twine_redis_messages_received_total`).
+    pub redis_messages: Option<f64>,
+}
+
 /// Redis's share of a run.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RedisFigures {
+    /// Each primary's share, when there are several.
+    #[serde(default)]
+    pub primaries: Vec<PrimaryFigures>,
     pub cpu_seconds: f64,
     /// Redis process CPU time per accepted publish.
     pub cpu_us_per_publish: f64,
@@ -216,10 +259,16 @@ pub struct Figures {
     pub sessions_complete: usize,
     pub sessions_recovered: usize,
     pub search: Option<Search>,
+    /// Each node's share (quiet node).
+    #[serde(default)]
+    pub nodes_each: Vec<NodeFigures>,
+    pub deploy: Option<crate::deploy::DeployFigures>,
+    pub churn: Option<crate::churn::ChurnFigures>,
+    pub mass: Option<crate::mass::MassFigures>,
 }
 
 impl Figures {
-    pub fn spent(&mut self, cpu: CpuSpent) {
+    pub fn spent(&mut self, cpu: &CpuSpent) {
         self.redis_cores = cpu.measured_redis.then(|| cpu.redis / cpu.wall.max(1e-9));
         self.seconds = cpu.wall;
         self.server_cpu_seconds = cpu.server;
@@ -243,9 +292,10 @@ impl Figures {
 pub struct Setup {
     pub targets: Vec<SocketAddr>,
     pub pids: Vec<u32>,
-    pub redis: Option<SocketAddr>,
-    /// Redis's process id (asked of Redis), for its CPU time.
-    pub redis_pid: Option<u32>,
+    /// Every Redis primary.
+    pub redis: Vec<SocketAddr>,
+    /// Their process ids (asked of Redis), for their CPU time.
+    pub redis_pids: Vec<u32>,
     pub api_key: Arc<str>,
     pub rooms: usize,
     /// The room of each client.
@@ -264,24 +314,24 @@ impl Setup {
         anyhow::ensure!(!targets.is_empty(), "no target");
         let redis = args
             .redis
-            .as_deref()
+            .iter()
             .map(|r| r.parse().with_context(|| format!("--redis {r}")))
-            .transpose()?;
+            .collect::<anyhow::Result<Vec<SocketAddr>>>()?;
         let rooms = args.rooms.max(1);
         let rooms_of: Vec<usize> = (0..args.connections).map(|i| i % rooms).collect();
         let mut members = vec![0u64; rooms];
         for &r in &rooms_of {
             members[r] += 1;
         }
-        let redis_pid = match redis {
-            Some(addr) => Some(crate::redis::pid(addr).await?),
-            None => None,
-        };
+        let mut redis_pids = Vec::with_capacity(redis.len());
+        for &addr in &redis {
+            redis_pids.push(crate::redis::pid(addr).await?);
+        }
         Ok(Setup {
             targets,
             pids: args.server_pids.clone(),
             redis,
-            redis_pid,
+            redis_pids,
             api_key: args.api_key.as_str().into(),
             rooms,
             rooms_of,
@@ -325,8 +375,10 @@ impl Setup {
             rate,
             limit,
             rooms: self.rooms,
+            first_room: 0,
             first_seq,
             concurrency: args.concurrency,
+            fresh_connections: false,
         }
     }
 
@@ -468,7 +520,7 @@ pub async fn fanout(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow
     let tally = Arc::new(Tally::new(setup.rooms));
     let (stop_watch, watching) = watch::channel(false);
     let backlog = watch_backlog(setup, &run, &tally, watching);
-    let cpu = CpuWindow::start(&setup.pids, setup.redis_pid)?;
+    let cpu = CpuWindow::start(&setup.pids, &setup.redis_pids)?;
     run.progress(&format!(
         "publishing {} /s for {} s",
         args.rate, args.seconds
@@ -481,7 +533,7 @@ pub async fn fanout(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow
     );
     let published = setup.publish(schedule, &tally).await;
     let last = run.settle(setup.due(&tally), Duration::from_secs(5)).await;
-    figures.spent(cpu.spent()?);
+    figures.spent(&cpu.spent()?);
     let _ = stop_watch.send(true);
     let (peak, lag) = backlog.await?;
     figures.drain_seconds = last.saturating_duration_since(published).as_secs_f64();

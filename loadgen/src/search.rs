@@ -33,7 +33,7 @@ impl Searcher<'_> {
         let delivered_before = run.delivered();
         let tally = Arc::new(Tally::new(setup.rooms));
         run.progress(&format!("probe {rate:.0}/s"));
-        let cpu = CpuWindow::start(&setup.pids, setup.redis_pid)?;
+        let cpu = CpuWindow::start(&setup.pids, &setup.redis_pids)?;
         let schedule = setup.schedule(
             rate,
             Limit::For(Duration::from_secs_f64(args.probe_seconds)),

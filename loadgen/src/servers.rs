@@ -1,9 +1,13 @@
 //! The processes under test, started fresh for every run and killed when dropped: our server or a
-//! Node peer, one node or several, with a Redis of their own when the run needs one.
+//! Node peer, one node or several, with a Redis of their own when the run needs one (one primary,
+//! or a Redis Cluster of three primaries).
 //!
 //! On a machine with two or more cores the servers are pinned to core 0 and Redis to core 1,
 //! which it shares with the load generator (pinned there by the benchmark); a deployment can
 //! also run unpinned, free to use every core.
+//!
+//! Each node is started from a [`Recipe`] (its whole command line, its port fixed), which a
+//! scenario that restarts nodes (the rolling deploy) uses to start one again exactly as it was.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -27,22 +31,45 @@ pub enum Server {
     NodeRedisAdapter,
     /// Node socket.io 4.8 with connection state recovery and `@socket.io/redis-streams-adapter`.
     NodeRedisStreams,
+    /// Node socket.io 4.8 with `@socket.io/redis-adapter`'s sharded adapter ("dynamic") on a
+    /// Redis Cluster.
+    NodeRedisSharded,
+    /// Node socket.io 4.8 with connection state recovery, in memory (one process).
+    NodeRecovery,
 }
 
 impl Server {
-    pub fn needs_redis(self) -> bool {
-        matches!(self, Server::NodeRedisAdapter | Server::NodeRedisStreams)
+    fn needs_redis(self) -> bool {
+        matches!(
+            self,
+            Server::NodeRedisAdapter | Server::NodeRedisStreams | Server::NodeRedisSharded
+        )
     }
 }
+
+/// The Redis a deployment shares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Redis {
+    None,
+    /// One primary.
+    One,
+    /// A Redis Cluster of three primaries, no replicas.
+    Cluster,
+}
+
+/// Primaries of the benchmark's Redis Cluster.
+const CLUSTER_PRIMARIES: usize = 3;
 
 /// What to start for one run.
 #[derive(Clone, Copy, Debug)]
 pub struct Deployment {
     pub server: Server,
     pub nodes: usize,
-    pub redis: bool,
+    pub redis: Redis,
     /// Servers on core 0, Redis on core 1 (when the machine has two cores or more).
     pub pinned: bool,
+    /// Flags our server gets beyond the benchmark's own (e.g. the drain's).
+    pub flags: &'static [&'static str],
 }
 
 /// Where the programs are.
@@ -53,23 +80,60 @@ pub struct Programs {
     pub can_pin: bool,
 }
 
+/// How to start one node: its whole command line (pinning and port included) and environment.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Recipe {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// A node while it runs.
+pub struct Node {
+    pub child: Child,
+    pub pid: u32,
+    /// `http://IP:PORT`.
+    pub url: String,
+}
+
 /// A started deployment; everything in it is killed when it is dropped.
 pub struct Running {
-    nodes: Vec<(Child, u32, String)>,
-    redis: Option<(Child, SocketAddr)>,
+    nodes: Vec<Node>,
+    recipes: Vec<Recipe>,
+    redis: Vec<(Child, SocketAddr)>,
+    /// The cluster's configuration files, removed when the deployment is dropped.
+    cluster_dir: Option<PathBuf>,
 }
 
 impl Running {
     pub fn targets(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| n.2.clone()).collect()
+        self.nodes.iter().map(|n| n.url.clone()).collect()
     }
 
     pub fn pids(&self) -> Vec<u32> {
-        self.nodes.iter().map(|n| n.1).collect()
+        self.nodes.iter().map(|n| n.pid).collect()
     }
 
-    pub fn redis(&self) -> Option<SocketAddr> {
-        self.redis.as_ref().map(|r| r.1)
+    /// Every Redis primary.
+    pub fn redis(&self) -> Vec<String> {
+        self.redis.iter().map(|r| r.1.to_string()).collect()
+    }
+
+    pub fn recipes(&self) -> Vec<Recipe> {
+        self.recipes.clone()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            let _ = n.child.start_kill();
+        }
+        for r in &mut self.redis {
+            let _ = r.0.start_kill();
+        }
+        if let Some(dir) = &self.cluster_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -89,11 +153,21 @@ fn command(program: &str, core: Option<u32>) -> Command {
     }
 }
 
-async fn start_redis(core: Option<u32>) -> anyhow::Result<(Child, SocketAddr)> {
+async fn start_redis(
+    core: Option<u32>,
+    cluster_dir: Option<&Path>,
+) -> anyhow::Result<(Child, SocketAddr)> {
     let port = free_port()?;
-    let child = command("redis-server", core)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
+    let mut c = command("redis-server", core);
+    c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"]);
+    if let Some(dir) = cluster_dir {
+        c.arg("--dir")
+            .arg(dir)
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-config-file", &format!("nodes-{port}.conf")]);
+    }
+    let child = c
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -109,60 +183,121 @@ async fn start_redis(core: Option<u32>) -> anyhow::Result<(Child, SocketAddr)> {
     bail!("redis-server did not answer on {addr}")
 }
 
-async fn start_node(
+/// Three primaries joined into a cluster (`redis-cli --cluster create`, no replicas), returned
+/// once every primary reports `cluster_state:ok`.
+async fn start_cluster(core: Option<u32>, dir: &Path) -> anyhow::Result<Vec<(Child, SocketAddr)>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut primaries = Vec::with_capacity(CLUSTER_PRIMARIES);
+    for _ in 0..CLUSTER_PRIMARIES {
+        primaries.push(start_redis(core, Some(dir)).await?);
+    }
+    let created = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(primaries.iter().map(|p| p.1.to_string()))
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("running redis-cli --cluster create")?;
+    if !created.status.success() {
+        bail!(
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+    }
+    for _ in 0..200 {
+        let mut ok = true;
+        for p in &primaries {
+            ok &= redis::cluster_ok(p.1).await.unwrap_or(false);
+        }
+        if ok {
+            return Ok(primaries);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the Redis Cluster did not reach cluster_state:ok")
+}
+
+/// The command line of one node of `deployment` on `port`.
+fn recipe(
     deployment: Deployment,
     programs: &Programs,
-    redis: Option<SocketAddr>,
+    redis_url: Option<&str>,
+    port: u16,
     core: Option<u32>,
-) -> anyhow::Result<(Child, u32, String)> {
+) -> Recipe {
+    let mut argv: Vec<String> = Vec::new();
+    if let Some(core) = core {
+        argv.extend(["taskset".into(), "-c".into(), core.to_string()]);
+    }
     // Every server gets the same open-files limit, raised by the shell before it becomes the
     // server (`exec`, so the pid is the server's).
     let raise = "ulimit -n 1048576 2>/dev/null || ulimit -n $(ulimit -Hn); exec \"$0\" \"$@\"";
-    let mut c = command("sh", core);
-    c.arg("-c").arg(raise);
-    let redis_url = redis.map(|r| format!("redis://{r}"));
+    argv.extend(["sh".into(), "-c".into(), raise.into()]);
+    let mut env = Vec::new();
     match deployment.server {
         Server::Twine => {
-            c.arg(&programs.twine)
-                .args([
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                    "--api-key",
-                    "test-key",
-                ])
+            argv.push(programs.twine.display().to_string());
+            let port = port.to_string();
+            let flags = [
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--api-key",
+                "test-key",
                 // One source address carries every benchmark connection.
-                .args(["--max-connections-per-ip", "0"])
+                "--max-connections-per-ip",
+                "0",
                 // The API key's rate limit is for production; the benchmark offers its own rate.
-                .args(["--publish-rate", "1000000", "--publish-burst", "1000000"])
-                .env("TWINE_LOG", "info");
-            if let Some(url) = &redis_url {
-                c.args(["--redis-url", url]);
+                "--publish-rate",
+                "1000000",
+                "--publish-burst",
+                "1000000",
+            ];
+            argv.extend(flags.iter().map(|f| f.to_string()));
+            argv.extend(deployment.flags.iter().map(|f| f.to_string()));
+            if let Some(url) = redis_url {
+                argv.extend(["--redis-url".into(), url.to_owned()]);
             }
+            env.push(("TWINE_LOG".into(), "info".into()));
         }
         peer => {
             let script = match peer {
                 Server::NodeRedisAdapter => "redis-adapter.mjs",
                 Server::NodeRedisStreams => "redis-streams.mjs",
+                Server::NodeRedisSharded => "redis-sharded.mjs",
+                Server::NodeRecovery => "recovery.mjs",
                 _ => "server.mjs",
             };
-            c.arg("node")
-                .arg(Path::new(&programs.peer_dir).join(script))
-                .env("PORT", "0")
-                .env("TWINE_HOST", "127.0.0.1")
-                .env("TWINE_API_KEY", "test-key");
-            if let Some(url) = &redis_url {
-                c.env("REDIS_URL", url);
+            argv.push("node".into());
+            argv.push(programs.peer_dir.join(script).display().to_string());
+            env.extend([
+                ("PORT".into(), port.to_string()),
+                ("TWINE_HOST".into(), "127.0.0.1".into()),
+                ("TWINE_API_KEY".into(), "test-key".into()),
+            ]);
+            if let Some(url) = redis_url {
+                env.push(("REDIS_URL".into(), url.to_owned()));
             }
         }
     }
-    let mut child = c
+    Recipe { argv, env }
+}
+
+/// Starts one node from its recipe and returns it once it is listening.
+pub async fn spawn(recipe: &Recipe) -> anyhow::Result<Node> {
+    let (program, args) = recipe.argv.split_first().context("an empty recipe")?;
+    let mut child = Command::new(program)
+        .args(args)
+        .envs(recipe.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("starting {:?}", deployment.server))?;
+        .with_context(|| format!("starting {}", recipe.argv.join(" ")))?;
     let pid = child.id().context("server pid")?;
     let mut lines = BufReader::new(child.stdout.take().context("server stdout")?).lines();
     let address = loop {
@@ -176,27 +311,63 @@ async fn start_node(
     };
     // Keep draining its output so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, pid, format!("http://{address}")))
+    Ok(Node {
+        child,
+        pid,
+        url: format!("http://{address}"),
+    })
 }
 
 pub async fn start(deployment: Deployment, programs: &Programs) -> anyhow::Result<Running> {
     let pin = deployment.pinned && programs.can_pin;
-    let redis = if deployment.redis || deployment.server.needs_redis() {
-        Some(start_redis(pin.then_some(1)).await?)
-    } else {
-        None
+    let redis_core = pin.then_some(1);
+    let mut running = Running {
+        nodes: Vec::new(),
+        recipes: Vec::new(),
+        redis: Vec::new(),
+        cluster_dir: None,
     };
-    let mut nodes = Vec::with_capacity(deployment.nodes);
-    for _ in 0..deployment.nodes.max(1) {
-        nodes.push(
-            start_node(
-                deployment,
-                programs,
-                redis.as_ref().map(|r| r.1),
-                pin.then_some(0),
-            )
-            .await?,
-        );
+    let redis = if deployment.server.needs_redis() && deployment.redis == Redis::None {
+        Redis::One
+    } else {
+        deployment.redis
+    };
+    match redis {
+        Redis::None => {}
+        Redis::One => running.redis.push(start_redis(redis_core, None).await?),
+        Redis::Cluster => {
+            let dir = std::env::temp_dir().join(format!(
+                "loadgen-cluster-{}-{}",
+                std::process::id(),
+                free_port()?
+            ));
+            running.cluster_dir = Some(dir.clone());
+            running.redis = start_cluster(redis_core, &dir).await?;
+        }
     }
-    Ok(Running { nodes, redis })
+    // One primary's URL, or the cluster's seeds comma-separated (both sides read that form).
+    let redis_url = (!running.redis.is_empty()).then(|| {
+        running
+            .redis
+            .iter()
+            .map(|r| format!("redis://{}", r.1))
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    for _ in 0..deployment.nodes.max(1) {
+        let r = recipe(
+            deployment,
+            programs,
+            redis_url.as_deref(),
+            free_port()?,
+            pin.then_some(0),
+        );
+        running.nodes.push(
+            spawn(&r)
+                .await
+                .with_context(|| format!("{:?}", deployment.server))?,
+        );
+        running.recipes.push(r);
+    }
+    Ok(running)
 }

@@ -70,7 +70,7 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
             plan.recover = seen.pid.clone().zip(seen.offset.clone());
         }
     }
-    let cpu = CpuWindow::start(&setup.pids, setup.redis_pid)?;
+    let cpu = CpuWindow::start(&setup.pids, &setup.redis_pids)?;
     let storm = Instant::now();
     let handles = again.launch(plans, u32::MAX / 2).await;
     let connected = args.connections - again.fleet.errors.load(Ordering::Relaxed);
@@ -103,7 +103,7 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
         .map(|(a, m)| a.len() as u64 * m)
         .sum();
     again.settle(due, Duration::from_secs(5)).await;
-    figures.spent(cpu.spent()?);
+    figures.spent(&cpu.spent()?);
     figures.connect_errors += again.fleet.errors.load(Ordering::Relaxed);
     figures.dropped = again.fleet.dropped.load(Ordering::Relaxed);
     figures.latency = again.fleet.latency.summary();

@@ -175,7 +175,19 @@ impl Fanout {
         let _ = self.shard(room).send(Command::Leave {
             room: room.clone(),
             sid,
+            done: None,
         });
+    }
+
+    /// [`Fanout::leave`], resolving once nothing more of `room` will be sent to `sid`.
+    pub async fn leave_now(&self, room: &Arc<str>, sid: Sid) {
+        let _ = self
+            .ask(room, |done| Command::Leave {
+                room: room.clone(),
+                sid,
+                done: Some(done),
+            })
+            .await;
     }
 
     /// Starts buffering `room`'s live messages for `member`, which then replays it from the

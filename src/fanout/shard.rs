@@ -120,12 +120,12 @@ pub enum Command {
         reply: oneshot::Sender<Position>,
     },
     /// Ends a `Track` without joining.
-    Untrack {
-        room: Arc<str>,
-    },
+    Untrack { room: Arc<str> },
+    /// Takes the member out; answers (when asked) once nothing more will be sent to it.
     Leave {
         room: Arc<str>,
         sid: Sid,
+        done: Option<oneshot::Sender<()>>,
     },
     /// Ends a `Track`: buffers the room's messages for `member`, which is about to replay it;
     /// answers once in place, so whatever the replay does not read from the store is buffered.
@@ -143,10 +143,7 @@ pub enum Command {
         reply: oneshot::Sender<Released>,
     },
     /// Ends a hold without going live.
-    Unhold {
-        room: Arc<str>,
-        sid: Sid,
-    },
+    Unhold { room: Arc<str>, sid: Sid },
     /// An event for the room's live members that is not a message (a presence change).
     Announce {
         room: Arc<str>,
@@ -342,11 +339,14 @@ impl Shard {
                 }
                 self.drop_if_unused(&room);
             }
-            Command::Leave { room, sid } => {
+            Command::Leave { room, sid, done } => {
                 if let Some(entry) = self.rooms.get_mut(&room) {
                     entry.members.remove(sid);
                 }
                 self.drop_if_unused(&room);
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
             }
             Command::Hold {
                 room,
@@ -831,6 +831,7 @@ mod tests {
         h.shard.handle(Command::Leave {
             room: Arc::from("a"),
             sid,
+            done: None,
         });
         assert!(h.shard.rooms.is_empty());
         h.track("b");
@@ -907,6 +908,7 @@ mod tests {
             h.shard.handle(Command::Leave {
                 room: Arc::from("big"),
                 sid: *sid,
+                done: None,
             });
         }
         h.fed("big", 1, 0);

@@ -25,6 +25,7 @@ use super::limits::Refusal;
 use super::meter::{Meters, SendMeter};
 use super::pending::PendingSessions;
 use super::wire::Wire;
+use crate::drain::Draining;
 use crate::metrics::{Limit, Metrics};
 
 /// Where Socket.IO is served.
@@ -40,6 +41,8 @@ pub struct Gate {
     /// Sessions that have not joined the namespace yet.
     pub pending: PendingSessions,
     pub metrics: Arc<Metrics>,
+    /// A draining node takes no new sessions.
+    pub draining: Arc<Draining>,
 }
 
 impl Gate {
@@ -89,6 +92,18 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
     let (transport, sid) = transport_and_sid(request.uri().query());
     let (long_polling, upgrading) = (transport == Some("polling"), transport == Some("websocket"));
     let Some(sid) = sid else {
+        if gate.draining.is_on() {
+            // The client retries, and its load balancer sends it to a node that is not stopping.
+            let mut response = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable: this node is stopping; connect to another.",
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
         // A handshake: it takes a place among the pending sessions until the client joins.
         let peer = request.extensions().get::<Arc<Wire>>().map(|w| w.peer.ip());
         if let Some(ip) = peer {

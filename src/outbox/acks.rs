@@ -300,6 +300,12 @@ impl Sent {
         progress
     }
 
+    /// Whether the client has acknowledged everything it was sent (a client that never
+    /// acknowledges has nothing to wait for).
+    pub fn settled(&self) -> bool {
+        !self.acknowledges || self.ring.iter().all(|e| e.acked)
+    }
+
     /// Messages waiting for an acknowledgement, for tests and memory checks.
     pub fn pending(&self) -> usize {
         self.ring.len()

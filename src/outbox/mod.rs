@@ -329,6 +329,18 @@ impl Outbox {
         self.sent().ack(position)
     }
 
+    /// See [`Sent::settled`].
+    pub fn settled(&self) -> bool {
+        self.sent().settled()
+    }
+
+    /// Closes the transport from the server's side without counting it as a bound reached (the
+    /// node is stopping); the client reconnects elsewhere.
+    pub fn close_transport(&self) {
+        self.close();
+        self.meter.cut();
+    }
+
     /// See [`Sent::progress`].
     pub fn progress(&self, ending: bool) -> Vec<Progress> {
         self.sent().progress(ending)

@@ -28,6 +28,7 @@ use twine_store::{Joined, Position, Session};
 use super::recovery::Recovery;
 use super::resume::{Notice, Resume};
 use crate::auth::Grant;
+use crate::drain::Drained;
 use crate::fanout::shard::Member;
 use crate::metrics::Limit;
 use crate::outbox::Outbox;
@@ -53,6 +54,10 @@ pub const EVENTS: [&str; 8] = [
 const MAX_QUEUED: usize = 4_096;
 /// Least time between two "events dropped" notices to one connection.
 const NOTICE_EVERY: Duration = Duration::from_secs(1);
+/// How long a drained connection waits for its client to acknowledge what it was sent, and how
+/// often it looks.
+const DRAIN_ACK_WAIT: Duration = Duration::from_secs(1);
+const DRAIN_ACK_POLL: Duration = Duration::from_millis(20);
 /// Member listings (pages of `presence:members`) one connection may ask for per second, and at
 /// once: with pages of at most 64 KiB, at most 128 KiB a second.
 const LISTINGS_PER_SECOND: u32 = 2;
@@ -73,6 +78,8 @@ enum Command {
     Presence(PresenceRequest),
     /// An event refused as it was decoded; answered in order with the others.
     Refuse(&'static str, String),
+    /// The node is stopping: stop live delivery, let the client acknowledge, close.
+    Drain,
     /// The connection ended: store its positions and leave its rooms.
     End,
 }
@@ -313,6 +320,7 @@ impl Connection {
             Command::Unsubscribe(room) => self.unsubscribe(room).await,
             Command::Presence(request) => self.presence(request).await,
             Command::Refuse(event, message) => self.refuse(event, &message).await,
+            Command::Drain => self.drain_now().await,
             Command::End => self.finish().await,
         }
     }
@@ -514,6 +522,32 @@ impl Connection {
         }
     }
 
+    async fn drain_now(&self) {
+        let rooms: Vec<(Arc<str>, Membership)> = self
+            .state()
+            .rooms
+            .iter()
+            .map(|(room, m)| (room.clone(), *m))
+            .collect();
+        for (room, membership) in &rooms {
+            if membership.live {
+                self.app.fanout.leave_now(room, self.sid).await;
+            } else {
+                self.app.fanout.unhold(room, self.sid);
+            }
+        }
+        let deadline = Instant::now() + DRAIN_ACK_WAIT;
+        while !self.outbox.settled() && Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_ACK_POLL).await;
+        }
+        // Stored before the client can reconnect elsewhere, so it comes back to exactly this.
+        let progress = self.outbox.progress(true);
+        if let Err(e) = self.session.advance(&progress).await {
+            tracing::warn!("positions not stored while draining: {e}");
+        }
+        self.outbox.close_transport();
+    }
+
     async fn finish(&self) {
         self.app.metrics.connections.dec();
         let progress = self.outbox.progress(true);
@@ -525,9 +559,16 @@ impl Connection {
             self.leave_room(&room, membership).await;
         }
         self.app.meters.remove(self.sid);
+        self.app.draining.forget(self.sid);
         // The socket's event handler keeps this connection, and the connection keeps the socket:
         // let go of each other.
         self.outbox.socket().on_fallback(Ignored);
+    }
+}
+
+impl Drained for Connection {
+    fn drain(self: Arc<Self>) {
+        self.push(Command::Drain);
     }
 }
 

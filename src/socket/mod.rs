@@ -136,6 +136,8 @@ impl Admission {
             grant,
             resume,
         );
+        let drained: Arc<dyn crate::drain::Drained> = connection.clone();
+        app.draining.register(s.id, Arc::downgrade(&drained));
         s.on_fallback(Events(connection.clone()));
         s.on_disconnect(Ended(connection.clone()));
         s.extensions.insert(connection);

@@ -254,6 +254,17 @@ impl RedisStore {
         }
     }
 
+    /// Entries a room may hold over its most before it is trimmed: trimming every hundredth
+    /// append instead of every one is most of what keeps an append cheap (exact below 100).
+    fn trim_slack(&self) -> usize {
+        self.options.max_per_room / 100
+    }
+
+    /// How much longer than the window an entry may stay: a thousandth of it (at least 1 ms).
+    fn trim_slice_ms(&self) -> u64 {
+        (self.history_ms() / 1000).max(1)
+    }
+
     fn history_ms(&self) -> u64 {
         self.options.history_window.as_millis() as u64
     }
@@ -340,7 +351,9 @@ impl History for RedisStore {
             .arg(publish.room)
             .arg(self.partition_backlog_max())
             .arg(publish.deadline.map_or(0, deadline_ms))
-            .arg(self.publish_command());
+            .arg(self.publish_command())
+            .arg(self.trim_slack())
+            .arg(self.trim_slice_ms());
         if publish.key.is_some() {
             invocation.arg(publish.fingerprint());
         }

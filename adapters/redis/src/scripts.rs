@@ -30,102 +30,130 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{HELPERS}{body}"))
 }
 
-/// KEYS[1] the room's stream, KEYS[2] its partition's write-behind queue, KEYS[3] (only with an
-/// idempotency key) the key's record; ARGV payload, window ms, max entries, the room's channel,
-/// room, queue limit (0: no archive behind Redis), deadline in ms since the epoch (0: none), the
-/// publish command (`PUBLISH`, or `SPUBLISH` on a cluster), and with a key the message's
-/// fingerprint. Publishes `m<timestamp>:<previous timestamp>:<payload>` on the channel.
+/// KEYS[1] the room's stream, KEYS[2] its partition's write-behind queue (declared even when
+/// nothing is archived, so a cluster routes the script by the room's slot), KEYS[3] (only with an
+/// idempotency key) the key's record; ARGV payload, window ms, max entries (at least 1), the
+/// room's channel, room, queue limit (0: no archive behind Redis), deadline in ms since the epoch
+/// (0: none), the publish command (`PUBLISH`, or `SPUBLISH` on a cluster), count slack, time
+/// slice ms (at least 1), and with a key the message's fingerprint (decimal). Publishes
+/// `m<timestamp>:<previous timestamp>:<payload>` on the channel.
 ///
-/// Returns `{timestamp, repeated (0/1)}`, or an error `KEYREUSED`, `EXPIRED` or `BACKLOG`.
+/// Returns `{timestamp, 0}`, `{first timestamp, 1}` for a repeat, or an error `KEYREUSED`,
+/// `EXPIRED` or `BACKLOG`.
+///
+/// What it costs is what a deployment's publishing costs on its Redis primaries, so it does
+/// little on most appends: the newest entry's id (never trimmed) gives the room's last
+/// timestamp; trimming and the key's expiry run once per `slack + 1` excess entries and once per
+/// `slice` of timestamps, so a room holds at most `max + slack` entries and an entry older than
+/// the window lives at most `slice` longer. Slack 0 and slice 1 trim on every append. Readers
+/// learn what trimming dropped from the stream's `max-deleted-entry-id`, which stays exact.
+/// Numbers become text through `string.format('%d')`: concatenating a Lua number formats it as
+/// a float, at several times the cost.
 pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
-    script(
+    Script::new(
         r#"
-local key, queue, record = KEYS[1], KEYS[2], KEYS[3]
-local payload, window, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local channel, room, queue_max = ARGV[4], ARGV[5], tonumber(ARGV[6])
-local deadline, publish, fingerprint = tonumber(ARGV[7]), ARGV[8], ARGV[9]
--- A repeat is answered even past the deadline: it changes nothing, and tells the publisher the
--- truth (stored) where EXPIRED would say "not stored".
+local key, record, payload = KEYS[1], KEYS[3], ARGV[1]
+-- A repeat is answered even past the deadline: it changes nothing.
 if record then
   local seen = redis.call('GET', record)
   if seen then
-    local fp, ts = string.match(seen, '^(%d+):(%d+)$')
-    if fp ~= fingerprint then
+    local fp, first = string.match(seen, '^(%d+):(%d+)$')
+    if fp ~= ARGV[11] then
       return redis.error_reply('KEYREUSED the idempotency key was used for another message')
     end
-    return {tonumber(ts), 1}
+    return {tonumber(first), 1}
   end
 end
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
--- Redis runs commands it queued while paused or overloaded long after they were sent; by then
--- the publisher may have given up and said "not stored", so a late append must not happen.
-if deadline > 0 and now > deadline then
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+if ARGV[7] ~= '0' and now > tonumber(ARGV[7]) then
   return redis.error_reply('EXPIRED the publish deadline passed before Redis ran the append')
 end
-if queue_max > 0 and redis.call('XLEN', queue) >= queue_max then
-  return redis.error_reply('BACKLOG the archive backlog is full')
+-- Trimming never takes the newest entry, so its id is the newest timestamp the room assigned.
+local newest = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
+local prev, last = '0', 0
+if newest then
+  prev = string.match(newest[1], '^%d+')
+  last = tonumber(prev)
 end
--- With an archive behind, the message is queued under `now` (its queue id's milliseconds), and
--- its timestamp is never below that: so every unarchived message's timestamp is at or after the
--- oldest queue id, which is what trimming must keep (keep_from below). The queue's own clock
--- only moves forward, so `now` follows it.
-if queue_max > 0 then
-  now = math.max(now, stream_ms(queue, 'last-generated-id') or 0)
-end
-local last = stream_ms(key, 'last-generated-id') or 0
-local ts = math.max(now, last + 1)
-local id = string.format('%d', ts)
-redis.call('XADD', key, id .. '-0', 'p', payload)
-if record then
-  redis.call('SET', record, fingerprint .. ':' .. id, 'PX', ARGV[2])
-end
-local keep_from = nil
-if queue_max > 0 then
-  redis.call('XADD', queue, string.format('%d', now) .. '-*', 'r', room, 't', id, 'p', payload)
-  local oldest = redis.call('XRANGE', queue, '-', '+', 'COUNT', 1)
-  keep_from = id_ms(oldest[1][1])
-end
--- Trim from the front: entries older than the window, then beyond the count, never from
--- keep_from on. The newest trimmed id is recorded as the stream's max-deleted-entry-id, which
--- readers compare with their position to know whether something they would need is gone.
---
--- Every step costs the entries it drops plus at most one stream node, never the room's whole
--- history: XREVRANGE from a bound below every entry walks the entire stream backwards, so it
--- runs only once the oldest entry is known to be older than the bound (it then stops within
--- the node holding that bound).
-local floor = ts - window
-if keep_from and keep_from < floor then floor = keep_from end
-local dropped = nil
-local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
-if id_ms(oldest[1][1]) < floor then
-  local e = redis.call('XREVRANGE', key, '(' .. string.format('%d', floor) .. '-0', '-', 'COUNT', 1)
-  dropped = id_ms(e[1][1])
-end
-local over = redis.call('XLEN', key) - max
-if over > 0 then
-  -- Reads only entries that are then dropped (the count's excess, short of keep_from), so the
-  -- cost of a large excess (a lowered max, an archive outage ending) is paid once.
-  local upper = '+'
-  if keep_from then upper = '(' .. string.format('%d', keep_from) .. '-0' end
-  local e = redis.call('XRANGE', key, '-', upper, 'COUNT', over)
-  if #e > 0 then
-    local d = id_ms(e[#e][1])
-    if not dropped or d > dropped then dropped = d end
+local ts = last + 1
+if ts < now then ts = now end
+local archive = ARGV[6] ~= '0'
+if archive then
+  local queue = KEYS[2]
+  if redis.call('XLEN', queue) >= tonumber(ARGV[6]) then
+    return redis.error_reply('BACKLOG the archive backlog is full')
+  end
+  -- Queued under now, and ts >= now: every unarchived message is at or after the oldest queue
+  -- id (keep_from below). The queue's clock is ahead only when Redis's clock went back: then
+  -- follow it.
+  if redis.pcall('XADD', queue, string.format('%d-*', now), 'r', ARGV[5], 't', string.format('%d', ts), 'p', payload).err then
+    local info = redis.call('XINFO', 'STREAM', queue)
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then now = tonumber(string.match(info[i + 1], '^%d+')) end
+    end
+    if ts < now then ts = now end
+    redis.call('XADD', queue, string.format('%d-*', now), 'r', ARGV[5], 't', string.format('%d', ts), 'p', payload)
   end
 end
-if dropped then
-  redis.call('XTRIM', key, 'MINID', '=', string.format('%d', dropped + 1) .. '-0')
-  redis.call('XSETID', key, id .. '-0', 'MAXDELETEDID', string.format('%d', dropped) .. '-0')
+local tss = string.format('%d', ts)
+local id = tss .. '-0'
+redis.call('XADD', key, id, 'p', payload)
+if record then
+  redis.call('SET', record, ARGV[11] .. ':' .. tss, 'PX', ARGV[2])
 end
--- An idle room's key goes a window after its last message; with an archive behind, an hour
--- later, so an archive outage of up to an hour does not take unarchived messages with it.
-if queue_max > 0 then
-  redis.call('PEXPIRE', key, window + 3600000)
-else
-  redis.call('PEXPIRE', key, window)
+-- Trimming runs when the excess over max reaches a multiple of slack + 1 (so at most
+-- max + slack entries stay; while keep_from blocks it, it is retried every slack + 1 appends),
+-- and on the room's first append in each slice of `slice` ms of timestamps (timestamps grow by
+-- at least 1 per append, so fewer than `slice` appends come between two such runs). It drops
+-- the entries beyond max and those older than ts - window, never from keep_from (the oldest
+-- queue id) on. Slack 0 and slice 1 trim on every append: exactly max, exactly the window.
+local over = redis.call('XLEN', key) - tonumber(ARGV[3])
+local slack, slice = tonumber(ARGV[9]), tonumber(ARGV[10])
+local s = math.floor(ts / slice)
+local timed = s ~= math.floor(last / slice)
+if timed or (over > slack and over % (slack + 1) == 0) then
+  local floor, e = ts - tonumber(ARGV[2])
+  if over < 0 then over = 0 end
+  if archive then
+    -- Only entries before keep_from may go: the count's excess is read, at most 1000 a run,
+    -- so a lowered max costs a bounded amount per append.
+    local keep_from = tonumber(string.match(redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1][1], '^%d+'))
+    if keep_from < floor then floor = keep_from end
+    if over > 1000 then over = 1000 end
+    e = redis.call('XRANGE', key, '-', string.format('(%d-0', keep_from), 'COUNT', over + 1)
+  else
+    -- The excess but its newest goes unread; that newest is then the oldest entry.
+    if over > 1 then
+      redis.call('XTRIM', key, 'MAXLEN', '=', string.format('%d', tonumber(ARGV[3]) + 1))
+      over = 1
+    end
+    e = redis.call('XRANGE', key, '-', '+', 'COUNT', over + 1)
+  end
+  -- e: the count's excess, oldest first, then the entry after it. Readers compare
+  -- max-deleted-entry-id with their position to learn that messages are gone: XDEL records it,
+  -- XTRIM (Redis 7.0) does not, so XSETID follows XTRIM.
+  local drop
+  if #e > over and tonumber(string.match(e[over + 1][1], '^%d+')) < floor then
+    drop = redis.call('XREVRANGE', key, string.format('(%d-0', floor), '-', 'COUNT', 1)[1][1]
+  elseif over == 1 and #e > 0 then
+    redis.call('XDEL', key, e[1][1])
+  elseif over > 1 and #e > 0 then
+    drop = e[math.min(over, #e)][1]
+  end
+  if drop then
+    redis.call('XTRIM', key, 'MINID', '=', string.match(drop, '^%d+') .. '-1')
+    redis.call('XSETID', key, id, 'MAXDELETEDID', drop)
+  end
 end
-redis.call(publish, channel, 'm' .. id .. ':' .. string.format('%d', last) .. ':' .. payload)
+-- Expiry is set once per slice, to the slice's end plus the window (an hour more with an
+-- archive behind): the key goes between a window and a window + slice after its last message.
+if timed then
+  local window = tonumber(ARGV[2])
+  if archive then window = window + 3600000 end
+  redis.call('PEXPIREAT', key, string.format('%d', (s + 1) * slice + window))
+end
+redis.call(ARGV[8], ARGV[4], 'm' .. tss .. ':' .. prev .. ':' .. payload)
 return {ts, 0}
 "#,
     )

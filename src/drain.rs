@@ -1,0 +1,154 @@
+//! What a node does between the signal to stop and its exit: a slow drain, so a deploy that
+//! restarts every node is not a reconnect storm.
+//!
+//! On the first SIGTERM (or SIGINT) the node turns unready (`GET /ready` answers `503`) and
+//! refuses new Engine.IO handshakes with `503`, so a load balancer stops sending it clients and a
+//! client that asks anyway retries elsewhere. After `--drain-delay` (time for the balancer's
+//! readiness check to notice) it closes its sockets' transports a few at a time, evenly over
+//! `--drain-period`: every client library reconnects by itself after a transport closes (a
+//! server-side namespace disconnect would not reconnect), and recovers what it missed on
+//! whichever node it reaches. Then the acknowledgements still waiting are stored and the node
+//! exits. A second signal closes everything at once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use socketioxide::SocketIo;
+use socketioxide::socket::Sid;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::state::AppState;
+
+/// How often a paced drain closes its next few sockets.
+const STEP: Duration = Duration::from_millis(100);
+/// How long the last closes have to end their connections (and store their positions).
+const SETTLE: Duration = Duration::from_secs(1);
+/// How often the drain's progress is logged.
+const REPORT_EVERY: Duration = Duration::from_secs(2);
+
+/// A connection a drain closes.
+pub trait Drained: Send + Sync {
+    /// Stops sending it live messages, gives the client a moment to acknowledge what it was
+    /// sent (so it comes back to exactly what it missed, nothing repeated), then closes its
+    /// transport.
+    fn drain(self: Arc<Self>);
+}
+
+/// Whether the node is draining, shared with readiness and the Engine.IO gate, and the
+/// connections it will close.
+#[derive(Default)]
+pub struct Draining {
+    on: AtomicBool,
+    connections: Mutex<HashMap<Sid, Weak<dyn Drained>>>,
+    /// A second signal: close everything now.
+    hurry: Notify,
+    hurried: AtomicBool,
+}
+
+impl Draining {
+    pub fn is_on(&self) -> bool {
+        self.on.load(Ordering::Acquire)
+    }
+
+    /// A connection began: a drain will close it.
+    pub fn register(&self, sid: Sid, connection: Weak<dyn Drained>) {
+        let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        connections.insert(sid, connection);
+    }
+
+    /// A connection ended.
+    pub fn forget(&self, sid: Sid) {
+        let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        connections.remove(&sid);
+    }
+
+    fn open(&self) -> Vec<Arc<dyn Drained>> {
+        let connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        connections.values().filter_map(Weak::upgrade).collect()
+    }
+
+    /// The second signal.
+    pub fn hurry(&self) {
+        self.hurried.store(true, Ordering::Release);
+        self.hurry.notify_waiters();
+    }
+
+    fn hurried(&self) -> bool {
+        self.hurried.load(Ordering::Acquire)
+    }
+
+    /// Sleeps `duration`, or less if a second signal comes. Returns whether it came.
+    async fn sleep_unless_hurried(&self, duration: Duration) -> bool {
+        if self.hurried() {
+            return true;
+        }
+        let hurry = self.hurry.notified();
+        tokio::select! {
+            () = tokio::time::sleep(duration) => self.hurried(),
+            () = hurry => true,
+        }
+    }
+}
+
+/// Drains the node: unready at once, sockets closed paced after the delay, acknowledgements
+/// stored. Returns once every socket is closed.
+pub async fn drain(app: &Arc<AppState>, io: &SocketIo) {
+    let draining = &app.draining;
+    draining.on.store(true, Ordering::Release);
+    app.metrics.draining.set(1);
+    let (delay, period) = (app.config.drain_delay, app.config.drain_period);
+    let open = draining.open().len();
+    tracing::info!(
+        sockets = open,
+        "draining: /ready answers 503 and new connections are refused; closing sockets over {period:?} in {delay:?}"
+    );
+    let hurried = draining.sleep_unless_hurried(delay).await || close_paced(app, period).await;
+    if hurried {
+        tracing::info!("second signal: closing every socket now");
+    }
+    // Whatever is left (long-polling sessions, sockets that connected meanwhile) closes now.
+    io.close().await;
+    tokio::time::sleep(if hurried { Duration::ZERO } else { SETTLE }).await;
+    app.flusher.flush().await;
+    tracing::info!("drained");
+}
+
+/// Drains the open connections evenly over `period`. Returns whether a second signal cut it
+/// short.
+async fn close_paced(app: &Arc<AppState>, period: Duration) -> bool {
+    let sockets = app.draining.open();
+    let total = sockets.len();
+    let steps = (period.as_millis() / STEP.as_millis()).max(1) as usize;
+    let started = Instant::now();
+    let mut reported = Instant::now();
+    let mut closed = 0;
+    for step in 1..=steps {
+        // The share of the sockets due by the end of this step.
+        let due = (total * step).div_ceil(steps);
+        for connection in &sockets[closed..due] {
+            connection.clone().drain();
+        }
+        app.metrics.drain_closed.inc_by((due - closed) as u64);
+        closed = due;
+        if reported.elapsed() >= REPORT_EVERY {
+            reported = Instant::now();
+            tracing::info!(closed, of = total, "draining");
+        }
+        if closed == total {
+            break;
+        }
+        let next = started + STEP * step as u32;
+        if app
+            .draining
+            .sleep_unless_hurried(next.saturating_duration_since(Instant::now()))
+            .await
+        {
+            return true;
+        }
+    }
+    tracing::info!(closed, of = total, "draining: every socket closed");
+    false
+}
