@@ -150,7 +150,6 @@ impl Server {
             metrics.clone(),
         );
         let meters = Arc::new(Meters::default());
-        let draining = Arc::new(Draining::default());
         let origins = config
             .cors_origins()
             .expect("the configuration was checked when it was loaded");
@@ -159,20 +158,27 @@ impl Server {
                 "no --cors-origins set: a page on any origin may connect with its visitors' twineid cookies and receive their messages; set the origins of your apps"
             );
         }
+        let app = Arc::new(AppState::new(
+            config,
+            api_key,
+            stores,
+            fanout,
+            presence,
+            meters.clone(),
+            metrics.clone(),
+        ));
+        let config = &app.config;
         let gate = Arc::new(Gate {
             origins: origins.clone(),
-            meters: meters.clone(),
+            meters,
             max_payload: config.max_payload,
             pending: PendingSessions::new(
                 config.max_pending_sessions as usize,
                 config.max_pending_sessions_per_ip as usize,
             ),
-            metrics: metrics.clone(),
-            draining: draining.clone(),
+            metrics,
+            draining: app.draining.clone(),
         });
-        let app = Arc::new(AppState::new(
-            config, api_key, stores, fanout, presence, meters, metrics, draining,
-        ));
         let routes = http::routes(app.clone());
         let app_service = if app.config.role.holds_sockets() {
             socket::register(&io, app.clone());

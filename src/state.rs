@@ -53,7 +53,6 @@ impl AppState {
         presence: Arc<PresenceHub>,
         meters: Arc<Meters>,
         metrics: Arc<Metrics>,
-        draining: Arc<Draining>,
     ) -> AppState {
         let rate = NonZeroU32::new(config.publish_rate).expect("checked by the config");
         let burst = NonZeroU32::new(config.publish_burst).expect("checked by the config");
@@ -85,7 +84,7 @@ impl AppState {
             meters,
             flusher,
             metrics,
-            draining,
+            draining: Arc::default(),
             publishing,
         }
     }
