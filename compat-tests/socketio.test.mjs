@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTwine } from '../js-fixtures/server.mjs';
 import { connect, fetchCookie, publish, subscribe, until, untilEvent, io, sleep } from '../js-fixtures/clients.mjs';
-import { pollingSession } from '../js-fixtures/raw.mjs';
+import { connectRaw, pollingSession } from '../js-fixtures/raw.mjs';
 
 let server;
 before(async () => {
@@ -65,6 +65,9 @@ test('messages queued while long-polling upgrades to WebSocket all arrive, in or
 });
 
 test('WebSocket-only clients connect, subscribe and receive the Twine message shape', async () => {
+  const raw = await connectRaw(server);
+  assert.equal(raw.handshake.maxPayload, 1_000_000, 'a WebSocket handshake offers --max-payload too');
+  raw.close();
   const socket = await connect(server.url, { transports: ['websocket'] });
   try {
     assert.equal(socket.io.engine.transport.name, 'websocket');

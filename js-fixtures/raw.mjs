@@ -6,7 +6,8 @@ import WebSocket from 'ws';
 
 /**
  * Opens a WebSocket to `server` and joins the default namespace. Resolves to the WebSocket with
- * `sendEvent(event, ...args)`, `events` (decoded Socket.IO events received) and `pong()`.
+ * `handshake` (the Engine.IO OPEN packet), `sendEvent(event, ...args)`, `events` (decoded
+ * Socket.IO events received) and `pong()`.
  */
 export function connectRaw(server, { cookie, headers = {}, localAddress } = {}) {
   const url = `ws://127.0.0.1:${server.port}/socket.io/?EIO=4&transport=websocket`;
@@ -25,7 +26,10 @@ export function connectRaw(server, { cookie, headers = {}, localAddress } = {}) 
     ws.on('unexpected-response', (_, res) => reject(new Error(`handshake answered ${res.statusCode}`)));
     ws.on('message', (data) => {
       const text = data.toString();
-      if (text.startsWith('0')) ws.send('40');
+      if (text.startsWith('0')) {
+        ws.handshake = JSON.parse(text.slice(1));
+        ws.send('40');
+      }
       else if (text === '2') ws.pong();
       else if (text.startsWith('40')) resolve(ws);
       else if (text.startsWith('42') && ws.keep) ws.events.push(JSON.parse(text.slice(2)));

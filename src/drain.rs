@@ -15,12 +15,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::transport::Sid;
 use socketioxide::SocketIo;
-use socketioxide::socket::Sid;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::state::AppState;
+use crate::metrics::Metrics;
+use crate::session::Flusher;
 
 /// How often a paced drain closes its next few sockets.
 const STEP: Duration = Duration::from_millis(100);
@@ -93,33 +94,46 @@ impl Draining {
     }
 }
 
+/// How a node drains: `--drain-delay` and `--drain-period`.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    pub delay: Duration,
+    pub period: Duration,
+}
+
 /// Drains the node: unready at once, sockets closed paced after the delay, acknowledgements
-/// stored. Returns once every socket is closed.
-pub async fn drain(app: &Arc<AppState>, io: &SocketIo) {
-    let draining = &app.draining;
+/// stored by `flusher`. Returns once every socket is closed.
+pub async fn drain(
+    draining: &Draining,
+    plan: Plan,
+    io: &SocketIo,
+    metrics: &Metrics,
+    flusher: &Flusher,
+) {
     draining.on.store(true, Ordering::Release);
-    app.metrics.draining.set(1);
-    let (delay, period) = (app.config.drain_delay, app.config.drain_period);
+    metrics.draining.set(1);
+    let Plan { delay, period } = plan;
     let open = draining.open().len();
     tracing::info!(
         sockets = open,
         "draining: /ready answers 503 and new connections are refused; closing sockets over {period:?} in {delay:?}"
     );
-    let hurried = draining.sleep_unless_hurried(delay).await || close_paced(app, period).await;
+    let hurried =
+        draining.sleep_unless_hurried(delay).await || close_paced(draining, period, metrics).await;
     if hurried {
         tracing::info!("second signal: closing every socket now");
     }
     // Whatever is left (long-polling sessions, sockets that connected meanwhile) closes now.
     io.close().await;
     tokio::time::sleep(if hurried { Duration::ZERO } else { SETTLE }).await;
-    app.flusher.flush().await;
+    flusher.flush().await;
     tracing::info!("drained");
 }
 
 /// Drains the open connections evenly over `period`. Returns whether a second signal cut it
 /// short.
-async fn close_paced(app: &Arc<AppState>, period: Duration) -> bool {
-    let sockets = app.draining.open();
+async fn close_paced(draining: &Draining, period: Duration, metrics: &Metrics) -> bool {
+    let sockets = draining.open();
     let total = sockets.len();
     let steps = (period.as_millis() / STEP.as_millis()).max(1) as usize;
     let started = Instant::now();
@@ -131,7 +145,7 @@ async fn close_paced(app: &Arc<AppState>, period: Duration) -> bool {
         for connection in &sockets[closed..due] {
             connection.clone().drain();
         }
-        app.metrics.drain_closed.inc_by((due - closed) as u64);
+        metrics.drain_closed.inc_by((due - closed) as u64);
         closed = due;
         if reported.elapsed() >= REPORT_EVERY {
             reported = Instant::now();
@@ -141,8 +155,7 @@ async fn close_paced(app: &Arc<AppState>, period: Duration) -> bool {
             break;
         }
         let next = started + STEP * step as u32;
-        if app
-            .draining
+        if draining
             .sleep_unless_hurried(next.saturating_duration_since(Instant::now()))
             .await
         {

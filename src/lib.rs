@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! A published message goes one way: [`http`] route → store → feed → [`fanout`] → [`outbox`]
-//! → socket.
+//! → [`transport`].
 //!
 //! - [`config`]: the one configuration struct, from flags and environment.
 //! - [`auth`]: who may publish (the API key) and who may connect (signed tokens).
@@ -15,6 +15,8 @@
 //! - [`socket`]: admitting Socket.IO connections, their events in order, and recovery.
 //! - [`fanout`]: live delivery on this node, sharded by room, and the exact replay/live seam.
 //! - [`outbox`]: what one client is sent: encoding, its send budget, its acknowledgements.
+//! - [`transport`]: the one seam to the Socket.IO wire (socketioxide's socket, or an in-memory
+//!   one in tests).
 //! - [`presence`]: who is present in each room, kept alive by this node's heartbeat and
 //!   announced to the room's members.
 //! - [`room`]: what a room name may be, for every entry point.
@@ -41,15 +43,13 @@ pub mod session;
 pub mod socket;
 pub mod state;
 pub mod stores;
+pub mod transport;
+
+pub use net::App;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use std::convert::Infallible;
-
-use axum::body::Body;
-use axum::http::Request;
-use axum::response::Response;
 use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -59,13 +59,9 @@ use twine_store::StoreError;
 use crate::auth::ApiKey;
 use crate::config::Config;
 use crate::drain::Draining;
-use crate::fanout::Fanout;
-use crate::metrics::Metrics;
 use crate::net::gate::Gate;
 use crate::net::limits::ConnectionLimits;
-use crate::net::meter::Meters;
 use crate::net::pending::PendingSessions;
-use crate::presence::{PresenceHub, PresenceOptions};
 use crate::state::AppState;
 use crate::stores::Stores;
 
@@ -87,10 +83,6 @@ pub const ENGINE_MAX_PAYLOAD: u64 = i32::MAX as u64;
 /// WebSocket read buffer per connection. Clients send small frames (subscribe,
 /// acknowledgements), and the buffer grows for a larger one; every idle connection keeps it.
 const WS_READ_BUFFER: usize = 128;
-
-/// Everything the node serves over HTTP, as one service: CORS, the Engine.IO gate and Socket.IO
-/// in front of the routes.
-pub type App = BoxCloneSyncService<Request<Body>, Response, Infallible>;
 
 /// A server ready to serve: its routes and its Socket.IO handle.
 pub struct Server {
@@ -121,35 +113,6 @@ impl Server {
             .ws_read_buffer_size(WS_READ_BUFFER)
             .build_layer();
         let (api_key, generated_key) = ApiKey::configured_or_generated(config.api_key.as_deref());
-        let metrics = Metrics::new();
-        let events: &[&str] = if config.role.holds_sockets() {
-            &socket::EVENTS
-        } else {
-            &[]
-        };
-        metrics.name_surface(events, &http::served(config.demo, config.role));
-        let stores = stores.metered(&metrics);
-        let feed = stores.history.feed(config.feed_memory as usize).await?;
-        let shards = tokio::runtime::Handle::current().metrics().num_workers();
-        let fanout = Fanout::start(
-            stores.history.clone(),
-            feed,
-            shards,
-            send_queue / 4,
-            metrics.clone(),
-        );
-        let presence = PresenceHub::start(
-            stores.presence.clone(),
-            stores.presence.subscribe().await?,
-            fanout.clone(),
-            PresenceOptions {
-                ttl: config.presence_ttl,
-                max_members: config.presence_max_members as usize,
-                interval: config.presence_interval,
-            },
-            metrics.clone(),
-        );
-        let meters = Arc::new(Meters::default());
         let origins = config
             .cors_origins()
             .expect("the configuration was checked when it was loaded");
@@ -158,19 +121,18 @@ impl Server {
                 "no --cors-origins set: a page on any origin may connect with its visitors' twineid cookies and receive their messages; set the origins of your apps"
             );
         }
-        let app = Arc::new(AppState::new(
-            config,
-            api_key,
-            stores,
-            fanout,
-            presence,
-            meters.clone(),
-            metrics.clone(),
-        ));
+        let app = AppState::start(config, api_key, stores).await?;
+        let events: &[&str] = if app.config.role.holds_sockets() {
+            &socket::EVENTS
+        } else {
+            &[]
+        };
+        let metrics = app.metrics.clone();
+        metrics.name_surface(events, &http::served(app.config.demo, app.config.role));
         let config = &app.config;
         let gate = Arc::new(Gate {
             origins: origins.clone(),
-            meters,
+            meters: app.meters.clone(),
             max_payload: config.max_payload,
             pending: PendingSessions::new(
                 config.max_pending_sessions as usize,
@@ -224,7 +186,11 @@ impl Server {
         let (io, app) = (self.io, self.app.clone());
         let shutdown = async move {
             stop.await;
-            drain::drain(&app, &io).await;
+            let plan = drain::Plan {
+                delay: app.config.drain_delay,
+                period: app.config.drain_period,
+            };
+            drain::drain(&app.draining, plan, &io, &app.metrics, &app.flusher).await;
         };
         let timeouts = net::Timeouts {
             header: config.header_timeout,

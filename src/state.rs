@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use governor::clock::{Clock, MonotonicClock};
 use governor::{Quota, RateLimiter};
-use twine_store::{History, SessionStore};
+use twine_store::{History, SessionStore, StoreError};
 
 use crate::auth::{ApiKey, Signer, Tokens};
 use crate::config::Config;
@@ -14,10 +14,10 @@ use crate::drain::Draining;
 use crate::error::AppError;
 use crate::fanout::Fanout;
 use crate::metrics::{Limit, Metrics};
-use crate::net::meter::Meters;
-use crate::presence::PresenceHub;
+use crate::presence::{PresenceHub, PresenceOptions};
 use crate::session::Flusher;
 use crate::stores::Stores;
+use crate::transport::socketio::meter::Meters;
 
 type PublishLimiter = RateLimiter<
     governor::state::NotKeyed,
@@ -45,7 +45,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(
+    fn new(
         config: Config,
         api_key: ApiKey,
         stores: Stores,
@@ -87,6 +87,41 @@ impl AppState {
             draining: Arc::default(),
             publishing,
         }
+    }
+
+    /// Starts what the node shares over `stores`: their metered views, live delivery, presence
+    /// and the flusher.
+    pub async fn start(
+        config: Config,
+        api_key: ApiKey,
+        stores: Stores,
+    ) -> Result<Arc<AppState>, StoreError> {
+        let metrics = Metrics::new();
+        let stores = stores.metered(&metrics);
+        let feed = stores.history.feed(config.feed_memory as usize).await?;
+        let shards = tokio::runtime::Handle::current().metrics().num_workers();
+        let fanout = Fanout::start(
+            stores.history.clone(),
+            feed,
+            shards,
+            config.send_queue as usize / 4,
+            metrics.clone(),
+        );
+        let presence = PresenceHub::start(
+            stores.presence.clone(),
+            stores.presence.subscribe().await?,
+            fanout.clone(),
+            PresenceOptions {
+                ttl: config.presence_ttl,
+                max_members: config.presence_max_members as usize,
+                interval: config.presence_interval,
+            },
+            metrics.clone(),
+        );
+        let meters = Arc::new(Meters::default());
+        Ok(Arc::new(AppState::new(
+            config, api_key, stores, fanout, presence, meters, metrics,
+        )))
     }
 
     /// Takes one publish from the API key's rate.

@@ -1,32 +1,29 @@
 //! The gate in front of the Engine.IO endpoint (`/socket.io/`): it refuses handshakes from
 //! origins outside the allow-list, refuses requests for connections the server has cut, and
-//! ties each transport request to its connection's [`SendMeter`] (a WebSocket by its wire, a
-//! long-polling response by its body). It also gives the CONNECT reply its `pid` when it leaves
-//! in a long-polling response ([`super::connect_reply`]), and holds long-polling POSTs and the
-//! handshake's `maxPayload` to `--max-payload` (engineioxide's own bound is set out of reach:
-//! see [`crate::ENGINE_MAX_PAYLOAD`]). Every handshake takes a place among the pending sessions
-//! ([`super::pending`]) until its client joins the namespace.
+//! ties each transport request to its connection's byte meter (a WebSocket by its wire, a
+//! long-polling response by its body, see [`polling`]). It holds long-polling POSTs to
+//! `--max-payload`, and has either handshake tell clients that bound (engineioxide's own is set
+//! out of reach: see [`crate::ENGINE_MAX_PAYLOAD`]). Every handshake takes a place among the
+//! pending sessions ([`super::pending`]) until its client joins the namespace.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::{BodyExt, Limited};
-use socketioxide::socket::Sid;
 
-use super::connect_reply;
 use super::limits::Refusal;
-use super::meter::{Meters, SendMeter};
 use super::pending::PendingSessions;
 use super::wire::Wire;
 use crate::drain::Draining;
 use crate::metrics::{Limit, Metrics};
+use crate::transport::Sid;
+use crate::transport::socketio::frames::Rewrite;
+use crate::transport::socketio::meter::Meters;
+use crate::transport::socketio::polling;
 
 /// Where Socket.IO is served.
 pub const ENGINE_PATH: &str = "/socket.io/";
@@ -114,10 +111,13 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
                 Err(refusal) => return refuse_handshake(&gate, refusal),
             }
         }
+        // Tells clients the largest POST, as `--max-payload`.
+        if upgrading && let Some(wire) = request.extensions().get::<Arc<Wire>>() {
+            wire.rewrite(Rewrite::MaxPayload(gate.max_payload));
+        }
         let response = next.run(request).await;
         return if long_polling {
-            // Tells clients the largest POST, as `--max-payload`.
-            rewritten(response, |open| with_max_payload(open, gate.max_payload)).await
+            polling::handshake(response, gate.max_payload).await
         } else {
             response
         };
@@ -163,19 +163,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
             wire.carry(&gate.meters.meter(sid));
         }
     } else if polling && let Some(meter) = gate.meters.get(sid) {
-        let response = match meter.pending_pid() {
-            // The CONNECT reply, if it is in this response, gets its `pid`.
-            Some(pid) => {
-                rewritten(response, |payload| {
-                    let with_pid = connect_reply::rewrite_polling(payload, &pid)?;
-                    meter.pid_sent();
-                    Some(with_pid)
-                })
-                .await
-            }
-            None => response,
-        };
-        return response.map(|body| Body::new(Counted { body, meter }));
+        return polling::response(response, meter).await;
     }
     response
 }
@@ -225,77 +213,6 @@ fn content_length(request: &Request) -> Option<u64> {
         .ok()
 }
 
-/// An Engine.IO OPEN packet (`0{...,"maxPayload":N}`) with `N` replaced by `max_payload`.
-fn with_max_payload(packet: &[u8], max_payload: u64) -> Option<Vec<u8>> {
-    const FIELD: &[u8] = b"\"maxPayload\":";
-    if packet.first() != Some(&b'0') {
-        return None;
-    }
-    let at = packet.windows(FIELD.len()).position(|w| w == FIELD)? + FIELD.len();
-    let digits = packet[at..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    let mut out = Vec::with_capacity(packet.len());
-    out.extend_from_slice(&packet[..at]);
-    out.extend_from_slice(max_payload.to_string().as_bytes());
-    out.extend_from_slice(&packet[at + digits..]);
-    Some(out)
-}
-
-/// `response` with its body replaced by what `rewrite` makes of it, or as it was when `rewrite`
-/// gives `None`. Engine.IO builds long-polling bodies whole in memory, so reading one whole holds
-/// nothing more.
-async fn rewritten(response: Response, rewrite: impl FnOnce(&[u8]) -> Option<Vec<u8>>) -> Response {
-    let (mut parts, body) = response.into_parts();
-    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            tracing::debug!("long-polling response not read: {e}");
-            return Response::from_parts(parts, Body::empty());
-        }
-    };
-    match rewrite(&bytes) {
-        Some(new) => {
-            parts.headers.remove(header::CONTENT_LENGTH);
-            Response::from_parts(parts, Body::from(new))
-        }
-        None => Response::from_parts(parts, Body::from(bytes)),
-    }
-}
-
-/// A long-polling response body whose bytes count as written for its connection.
-struct Counted {
-    body: Body,
-    meter: Arc<SendMeter>,
-}
-
-impl HttpBody for Counted {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.meter.written(data.len());
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,17 +230,6 @@ mod tests {
             (Some("websocket"), None)
         );
         assert_eq!(transport_and_sid(None), (None, None));
-    }
-
-    #[test]
-    fn the_handshake_tells_the_configured_max_payload() {
-        let open = br#"0{"sid":"abc","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":2147483647}"#;
-        let out = with_max_payload(open, 1_000_000).unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&out[1..]).unwrap();
-        assert_eq!(json["maxPayload"], 1_000_000);
-        assert_eq!(json["pingInterval"], 25000);
-        assert_eq!(with_max_payload(b"40{\"sid\":\"x\"}", 1), None);
-        assert_eq!(with_max_payload(b"0{\"sid\":\"x\"}", 1), None);
     }
 
     #[test]

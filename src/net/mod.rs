@@ -2,14 +2,13 @@
 //! timeouts, the per-connection byte meters and the gate in front of Engine.IO, and graceful
 //! shutdown.
 
-mod connect_reply;
 mod deadline;
 pub mod gate;
 pub mod limits;
-pub mod meter;
 pub mod pending;
 pub mod wire;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -17,18 +16,24 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Uri, header};
+use axum::response::Response;
 use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
 
 use crate::metrics::{Limit, Metrics};
 use deadline::Deadline;
 use gate::ENGINE_PATH;
 use limits::{ConnectionLimits, Refusal};
 use wire::{MeteredStream, Wire};
+
+/// Everything the node serves over HTTP, as one service: CORS, the Engine.IO gate and Socket.IO
+/// in front of the routes.
+pub type App = BoxCloneSyncService<Request<Body>, Response, Infallible>;
 
 /// When a request arrived, as a request extension (the Socket.IO handshake's tells how long a
 /// reconnecting page has had to set itself up).
@@ -52,7 +57,7 @@ pub struct Timeouts {
 /// Serves `router` on `listener` until `shutdown` completes and open requests finish.
 pub async fn serve(
     listener: TcpListener,
-    app: crate::App,
+    app: App,
     limits: Arc<ConnectionLimits>,
     timeouts: Timeouts,
     metrics: Arc<Metrics>,

@@ -1,29 +1,32 @@
 //! One accepted TCP connection. It counts the bytes written to it towards the Socket.IO
 //! connection it carries (once that is known), and the server can cut it: its pending and later
-//! reads and writes fail, so the transport closes even when the client has stopped reading. When
-//! the connection it carries is to be told a `pid`, the CONNECT reply's frame is rewritten on its
-//! way out ([`super::connect_reply`]).
+//! reads and writes fail, so the transport closes even when the client has stopped reading. A
+//! WebSocket handshake's OPEN packet, and the CONNECT reply of a connection to be told a `pid`,
+//! are rewritten in their frames on their way out ([`crate::transport::socketio::frames`]).
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::connect_reply;
 use super::limits::Slot;
-use super::meter::{Carrier, SendMeter};
+use crate::transport::socketio::frames::Rewrite;
+use crate::transport::socketio::meter::{Carrier, SendMeter};
 
 /// The server's side of one TCP connection, shared with the requests it carries (as a request
 /// extension).
 pub struct Wire {
     pub peer: SocketAddr,
     meter: OnceLock<Arc<SendMeter>>,
+    /// A rewrite of the wire's own (the WebSocket handshake's OPEN), before any connection's.
+    rewrite: Mutex<Option<Rewrite>>,
+    rewrite_pending: AtomicBool,
     cut: AtomicBool,
     reader: AtomicWaker,
     writer: AtomicWaker,
@@ -34,6 +37,8 @@ impl Wire {
         Arc::new(Wire {
             peer,
             meter: OnceLock::new(),
+            rewrite: Mutex::new(None),
+            rewrite_pending: AtomicBool::new(false),
             cut: AtomicBool::new(false),
             reader: AtomicWaker::new(),
             writer: AtomicWaker::new(),
@@ -46,6 +51,44 @@ impl Wire {
         if self.meter.set(meter.clone()).is_ok() {
             let carrier: Arc<dyn Carrier> = self.clone();
             meter.carried_by(&carrier);
+        }
+    }
+
+    /// The next packet `rewrite` waits for is rewritten on its way out.
+    pub fn rewrite(&self, rewrite: Rewrite) {
+        *self.rewrite.lock().unwrap_or_else(|e| e.into_inner()) = Some(rewrite);
+        self.rewrite_pending.store(true, Ordering::Release);
+    }
+
+    /// What the next frames are looked at for: the wire's own rewrite, else the `pid` of the
+    /// connection it carries.
+    fn pending_rewrite(&self) -> Option<Rewrite> {
+        if self.rewrite_pending.load(Ordering::Acquire) {
+            return self
+                .rewrite
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+        }
+        let pid = self.meter.get()?.pending_pid()?;
+        Some(Rewrite::Pid(pid))
+    }
+
+    /// The rewrite's packet went out.
+    fn rewritten(&self, rewrite: &Rewrite) {
+        match rewrite {
+            Rewrite::Pid(_) => {
+                if let Some(meter) = self.meter.get() {
+                    meter.pid_sent();
+                }
+            }
+            Rewrite::MaxPayload(_) => {
+                self.rewrite_pending.store(false, Ordering::Release);
+                self.rewrite
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+            }
         }
     }
 
@@ -106,17 +149,16 @@ impl MeteredStream {
         Poll::Ready(Ok(()))
     }
 
-    /// While the connection's CONNECT reply waits for its `pid`: how much of `buf` to write as
-    /// it is (up to the reply's frame), or the frame taken from `buf` and rewritten.
-    fn connect_reply(&mut self, buf: &[u8]) -> Option<io::Result<usize>> {
-        let meter = self.wire.meter.get()?;
-        let pid = meter.pending_pid()?;
-        let at = connect_reply::find_ws_reply(buf)?;
+    /// While a packet waits to be rewritten: how much of `buf` to write as it is (up to the
+    /// packet's frame), or the frame taken from `buf` and rewritten.
+    fn rewrite(&mut self, buf: &[u8]) -> Option<io::Result<usize>> {
+        let rewrite = self.wire.pending_rewrite()?;
+        let at = rewrite.find_frame(buf)?;
         if at > 0 {
             return Some(Ok(at));
         }
-        let (replaced, frame) = connect_reply::rewrite_ws_frame(buf, &pid)?;
-        meter.pid_sent();
+        let (replaced, frame) = rewrite.frame(buf)?;
+        self.wire.rewritten(&rewrite);
         self.rewritten = frame;
         Some(Ok(replaced))
     }
@@ -178,7 +220,7 @@ impl AsyncWrite for MeteredStream {
             return Poll::Ready(Err(cut_error()));
         }
         std::task::ready!(self.poll_rewritten(cx))?;
-        let polled = match self.connect_reply(buf) {
+        let polled = match self.rewrite(buf) {
             Some(Ok(taken)) if !self.rewritten.is_empty() => {
                 // `taken` bytes of `buf` are now in `rewritten`: accepted, written from there.
                 let _ = self.poll_rewritten(cx)?;
@@ -199,13 +241,8 @@ impl AsyncWrite for MeteredStream {
         if self.wire.is_cut() {
             return Poll::Ready(Err(cut_error()));
         }
-        let reply_pending = self
-            .wire
-            .meter
-            .get()
-            .is_some_and(|m| m.pending_pid().is_some());
-        if reply_pending || !self.rewritten.is_empty() {
-            // One buffer at a time until the reply is out, so it is looked for whole.
+        if self.wire.pending_rewrite().is_some() || !self.rewritten.is_empty() {
+            // One buffer at a time until the packet is out, so it is looked for whole.
             let first = bufs
                 .iter()
                 .find(|b| !b.is_empty())

@@ -14,18 +14,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
-use socketioxide::extract::SocketRef;
-use socketioxide::{SendError, SocketError};
 use twine_store::{Message, Position, Progress};
 
 use crate::metrics::{Limit, Metrics};
-use crate::net::meter::SendMeter;
+use crate::transport::{Refused, Sid, Transport, cost};
 use acks::{Mode, Sent, Slot};
-
-/// Bytes an event costs on the wire besides its data: Engine.IO's `4`, Socket.IO's `2`, the
-/// brackets, quotes and comma around the event name (a lower bound, so the count never runs ahead
-/// of what the transport writes).
-const FRAMING: usize = 6;
 /// How often a sender waiting on a full transport queue looks again.
 const FULL_QUEUE_RETRY: Duration = Duration::from_millis(5);
 
@@ -70,10 +63,6 @@ impl Encoded {
         }
     }
 
-    fn size(&self) -> usize {
-        self.json.get().len() + "message".len() + FRAMING
-    }
-
     /// The JSON clients receive.
     pub fn json(&self) -> &str {
         self.json.get()
@@ -92,9 +81,8 @@ pub struct Gone;
 
 /// One client's outgoing side.
 pub struct Outbox {
-    socket: SocketRef,
+    transport: Arc<dyn Transport>,
     metrics: Arc<Metrics>,
-    meter: Arc<SendMeter>,
     budget: usize,
     /// How long a waiting send may see no progress before the client counts as stalled.
     patience: Duration,
@@ -106,16 +94,14 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(
-        socket: SocketRef,
-        meter: Arc<SendMeter>,
+        transport: Arc<dyn Transport>,
         budget: usize,
         patience: Duration,
         metrics: Arc<Metrics>,
     ) -> Arc<Outbox> {
         Arc::new(Outbox {
-            socket,
+            transport,
             metrics,
-            meter,
             budget,
             patience,
             sent: Mutex::default(),
@@ -129,7 +115,7 @@ impl Outbox {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.meter.is_cut()
+        self.closed.load(Ordering::Acquire) || self.transport.is_cut()
     }
 
     /// No more sends: the connection ended.
@@ -139,12 +125,12 @@ impl Outbox {
 
     /// Closes the client's transport from the server's side; it reconnects and recovers.
     pub fn cut(&self, limit: Limit, why: &str) {
-        if !self.meter.is_cut() {
-            tracing::info!(sid = %self.socket.id, queued = self.meter.queued(), "cutting a client: {why}");
+        if !self.transport.is_cut() {
+            tracing::info!(sid = %self.transport.sid(), queued = self.transport.queued(), "cutting a client: {why}");
             self.metrics.limit(limit);
         }
         self.close();
-        self.meter.cut();
+        self.transport.cut();
     }
 
     /// Emits under the bookkeeping lock, so what is recorded as sent is in send order.
@@ -153,9 +139,8 @@ impl Outbox {
         sent: &mut Sent,
         event: &str,
         data: &RawValue,
-        size: usize,
         record: Option<(Slot, Position)>,
-    ) -> Result<(), SendError> {
+    ) -> Result<(), Refused> {
         if let Some((slot, position)) = record {
             sent.sent(slot, position);
         }
@@ -165,60 +150,42 @@ impl Outbox {
             "message" | "roomJoined" | "roomLeft" | "recovery" => sent.offset(),
             _ => None,
         };
-        // Counted before the transport has it: its writer may write it (and count it written)
-        // before `emit` returns, and what is written before it is counted would stay counted.
-        let bytes = size + offset.as_ref().map_or(0, |o| o.len() + 3);
-        self.meter.add(bytes);
-        let emitted = match &offset {
-            Some(offset) => self.socket.emit(event, &(data, offset.as_str())),
-            None => self.socket.emit(event, data),
-        };
-        if emitted.is_err() {
-            self.meter.withdraw(bytes);
-        }
-        emitted
+        self.transport.emit(event, data, offset.as_deref())
     }
 
     /// A live message. Never waits: a client over its budget is cut.
     pub fn deliver(&self, message: &Encoded, slot: Slot) -> Result<(), Gone> {
-        self.send_now(
-            "message",
-            &message.json,
-            message.size(),
-            Some((slot, message.position)),
-        )
+        self.send_now("message", &message.json, Some((slot, message.position)))
     }
 
     /// A live event that is not a message (a presence change): not recorded, never replayed.
     /// Never waits: a client over its budget is cut.
     pub fn announce(&self, event: &str, data: &RawValue) -> Result<(), Gone> {
-        let size = data.get().len() + event.len() + FRAMING;
-        self.send_now(event, data, size, None)
+        self.send_now(event, data, None)
     }
 
     fn send_now(
         &self,
         event: &str,
         data: &RawValue,
-        size: usize,
         record: Option<(Slot, Position)>,
     ) -> Result<(), Gone> {
         if self.is_closed() {
             return Err(Gone);
         }
-        if self.meter.queued() + size > self.budget {
+        if self.transport.queued() + cost(event, data, None) > self.budget {
             self.cut(Limit::SendQueue, "over its send queue");
             return Err(Gone);
         }
         let mut sent = self.sent();
-        match self.emit_locked(&mut sent, event, data, size, record) {
+        match self.emit_locked(&mut sent, event, data, record) {
             Ok(()) => Ok(()),
-            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+            Err(Refused::Full) => {
                 drop(sent);
                 self.cut(Limit::SendQueue, "its transport queue is full");
                 Err(Gone)
             }
-            Err(_) => {
+            Err(Refused::Closed) => {
                 self.close();
                 Err(Gone)
             }
@@ -233,14 +200,14 @@ impl Outbox {
         data: &RawValue,
         record: Option<(Slot, Position)>,
     ) -> Result<(), Gone> {
-        let size = data.get().len() + event.len() + FRAMING;
+        let size = cost(event, data, None);
         loop {
             if self.is_closed() {
                 return Err(Gone);
             }
-            if self.meter.queued() + size > self.budget {
+            if self.transport.queued() + size > self.budget {
                 let room = self.budget.saturating_sub(size).max(1);
-                if tokio::time::timeout(self.patience, self.meter.drained_below(room))
+                if tokio::time::timeout(self.patience, self.transport.drained_below(room))
                     .await
                     .is_err()
                 {
@@ -251,14 +218,14 @@ impl Outbox {
             }
             let emitted = {
                 let mut sent = self.sent();
-                self.emit_locked(&mut sent, event, data, size, record)
+                self.emit_locked(&mut sent, event, data, record)
             };
             match emitted {
                 Ok(()) => return Ok(()),
-                Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                Err(Refused::Full) => {
                     tokio::time::sleep(FULL_QUEUE_RETRY).await;
                 }
-                Err(_) => {
+                Err(Refused::Closed) => {
                     self.close();
                     return Err(Gone);
                 }
@@ -288,13 +255,12 @@ impl Outbox {
     /// A notice the client may lose if it is not reading (an `error` for an event it flooded).
     pub fn notify<T: Serialize + ?Sized>(&self, event: &str, data: &T) {
         let json = serde_json::value::to_raw_value(data).expect("notices serialize");
-        let size = json.get().len() + event.len() + FRAMING;
-        if self.is_closed() || self.meter.queued() + size > self.budget {
+        if self.is_closed() || self.transport.queued() + cost(event, &json, None) > self.budget {
             return;
         }
         let mut sent = self.sent();
-        if let Err(e) = self.emit_locked(&mut sent, event, &json, size, None) {
-            tracing::debug!(sid = %self.socket.id, event, "not sent: {e}");
+        if let Err(e) = self.emit_locked(&mut sent, event, &json, None) {
+            tracing::debug!(sid = %self.transport.sid(), event, "not sent: {e}");
         }
     }
 
@@ -338,7 +304,7 @@ impl Outbox {
     /// node is stopping); the client reconnects elsewhere.
     pub fn close_transport(&self) {
         self.close();
-        self.meter.cut();
+        self.transport.cut();
     }
 
     /// See [`Sent::progress`].
@@ -347,19 +313,19 @@ impl Outbox {
     }
 
     pub fn queued(&self) -> usize {
-        self.meter.queued()
+        self.transport.queued()
     }
 
-    /// See [`SendMeter::backlog_age`].
+    /// See [`Transport::backlog_age`].
     pub fn backlog_age(&self) -> Duration {
-        self.meter.backlog_age()
+        self.transport.backlog_age()
     }
 
     /// Waits until less than half the budget is queued (or the client is gone), so what follows
     /// fits.
     pub async fn half_drained(&self) -> Result<(), Gone> {
         let half = self.budget / 2;
-        if tokio::time::timeout(self.patience, self.meter.drained_below(half))
+        if tokio::time::timeout(self.patience, self.transport.drained_below(half))
             .await
             .is_err()
         {
@@ -368,9 +334,13 @@ impl Outbox {
         if self.is_closed() { Err(Gone) } else { Ok(()) }
     }
 
-    /// The socket this outbox sends to.
-    pub fn socket(&self) -> &SocketRef {
-        &self.socket
+    /// The connection this outbox sends to.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
+    pub fn sid(&self) -> Sid {
+        self.transport.sid()
     }
 
     /// Whether the flusher must be told: the first acknowledgement since the last flush.

@@ -4,7 +4,12 @@
 //! the connection's whole position: for each of its rooms, the newest timestamp it was sent, as
 //! `<room tag>.<timestamp>` pairs joined by `~`, both in base 36. A room's tag is a 32-bit hash of
 //! its name: offsets stay short whatever the names, and a session's rooms are told apart unless
-//! two of them collide (then neither is taken from the offset; see [`Offset::position`]).
+//! two of them collide (then neither is taken from the offset; see [`Offset::positions`]).
+//!
+//! An offset grows with the connection's rooms: at most [`BYTES_PER_ROOM`] bytes each (about 15
+//! for a room with a current timestamp), so at most that times `--max-rooms`, on every event the
+//! client is sent. Socket.IO keeps only the last offset a client received, so it must be whole;
+//! sessions in hundreds of rooms are better served by the cookie flow, whose events carry none.
 
 use std::collections::HashMap;
 
@@ -21,8 +26,9 @@ pub struct Offset {
 #[error("the offset could not be read")]
 pub struct Unreadable;
 
-/// Longest offset read back, in bytes (a client sends it in its handshake).
-const MAX_LEN: usize = 16 * 1024;
+/// Most bytes one room takes in an offset: a tag (up to 7 base-36 digits), a dot, a timestamp (up
+/// to 13) and a separator.
+pub const BYTES_PER_ROOM: usize = 22;
 
 /// A room's tag: FNV-1a of its name.
 pub fn tag(room: &str) -> u32 {
@@ -61,8 +67,9 @@ pub fn encode<'a>(rooms: impl Iterator<Item = (&'a str, Position)>) -> String {
 }
 
 impl Offset {
-    pub fn decode(text: &str) -> Result<Offset, Unreadable> {
-        if text.len() > MAX_LEN {
+    /// Reads an offset of at most `max_rooms` rooms (longer ones were not written here).
+    pub fn decode(text: &str, max_rooms: usize) -> Result<Offset, Unreadable> {
+        if text.len() > max_rooms.saturating_mul(BYTES_PER_ROOM) {
             return Err(Unreadable);
         }
         let mut positions = HashMap::new();
@@ -80,17 +87,21 @@ impl Offset {
         self.positions.is_empty()
     }
 
-    /// Where the offset puts `room`, one of `rooms` (the session's): `None` when the offset does
-    /// not name it, or names it ambiguously (another of `rooms` has the same tag).
-    pub fn position<'a>(
-        &self,
-        room: &str,
-        rooms: impl Iterator<Item = &'a str>,
-    ) -> Option<Position> {
-        let tag = tag(room);
-        let position = self.positions.get(&tag)?;
-        let sharing = rooms.filter(|r| self::tag(r) == tag).count();
-        (sharing == 1).then_some(*position)
+    /// Where the offset puts each of `rooms` (the session's), in their order: `None` for a room
+    /// it does not name, or names ambiguously (another of `rooms` has the same tag). Linear in
+    /// the rooms.
+    pub fn positions(&self, rooms: &[&str]) -> Vec<Option<Position>> {
+        let tags: Vec<u32> = rooms.iter().map(|room| tag(room)).collect();
+        let mut sharing: HashMap<u32, usize> = HashMap::with_capacity(tags.len());
+        for t in &tags {
+            *sharing.entry(*t).or_default() += 1;
+        }
+        tags.iter()
+            .map(|t| {
+                let alone = sharing[t] == 1;
+                self.positions.get(t).copied().filter(|_| alone)
+            })
+            .collect()
     }
 }
 
@@ -107,33 +118,42 @@ mod tests {
         ];
         let text = encode(rooms.iter().map(|(r, p)| (*r, *p)));
         assert!(text.len() < 60, "{text}");
-        let offset = Offset::decode(&text).unwrap();
-        let names = || rooms.iter().map(|(r, _)| *r);
-        for (room, position) in rooms {
-            assert_eq!(offset.position(room, names()), Some(position), "{room}");
-        }
-        assert_eq!(offset.position("other", names()), None);
-        assert_eq!(Offset::decode("").unwrap(), Offset::default());
+        let offset = Offset::decode(&text, rooms.len()).unwrap();
+        let names = ["news", "a~b.c", "", "other"];
+        let wanted: Vec<Option<Position>> =
+            rooms.iter().map(|(_, p)| Some(*p)).chain([None]).collect();
+        assert_eq!(offset.positions(&names), wanted);
+        assert_eq!(Offset::decode("", 1).unwrap(), Offset::default());
     }
 
     #[test]
     fn foreign_or_hostile_offsets_are_refused() {
         for text in ["abc", "g_.1", "1.2~3", "zzzzzzzzzzzzz.1", "1.-5"] {
-            assert_eq!(Offset::decode(text), Err(Unreadable), "{text}");
+            assert_eq!(Offset::decode(text, 10), Err(Unreadable), "{text}");
         }
-        assert_eq!(Offset::decode(&"1.1~".repeat(5000)), Err(Unreadable));
+        assert_eq!(Offset::decode(&"1.1~".repeat(5000), 100), Err(Unreadable));
     }
 
     #[test]
     fn a_tag_shared_by_two_rooms_of_the_session_names_neither() {
-        let offset = Offset::decode(&encode([("a", Position(5))].into_iter())).unwrap();
+        let offset = Offset::decode(&encode([("a", Position(5))].into_iter()), 1).unwrap();
         // Pretend the session has a second room with the same tag.
-        let positions = offset.positions.clone();
-        let same = Offset { positions };
-        assert_eq!(same.position("a", ["a", "a"].into_iter()), None);
-        assert_eq!(
-            same.position("a", ["a", "b"].into_iter()),
-            Some(Position(5))
+        assert_eq!(offset.positions(&["a", "a"]), [None, None]);
+        assert_eq!(offset.positions(&["a", "b"]), [Some(Position(5)), None]);
+    }
+
+    #[test]
+    fn a_full_session_fits_its_bound() {
+        let rooms: Vec<String> = (0..1_000).map(|i| format!("room-{i}")).collect();
+        let position = Position(u64::MAX);
+        let text = encode(rooms.iter().map(|r| (r.as_str(), position)));
+        let offset = Offset::decode(&text, rooms.len()).unwrap();
+        let names: Vec<&str> = rooms.iter().map(String::as_str).collect();
+        assert!(
+            offset
+                .positions(&names)
+                .iter()
+                .all(|p| *p == Some(position))
         );
     }
 }

@@ -19,9 +19,6 @@ use governor::{Quota, RateLimiter};
 use serde::Serialize;
 use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
 use serde_json::value::RawValue;
-use socketioxide::adapter::LocalAdapter;
-use socketioxide::handler::{MessageHandler, Value};
-use socketioxide::socket::{Sid, Socket};
 use tokio::time::Instant;
 use twine_store::{Joined, Position, Session};
 
@@ -36,6 +33,7 @@ use crate::outbox::acks::Slot;
 use crate::room;
 use crate::session::SessionHandle;
 use crate::state::AppState;
+use crate::transport::{Sid, Transport};
 
 /// Every event a client may send that the server handles; others are ignored (and counted as
 /// `other` in `GET /metrics`). The flood test drives each of them.
@@ -140,7 +138,46 @@ struct Membership {
 }
 
 impl Connection {
-    pub fn new(
+    /// A connection over `transport`, counted and known to the drain; its work starts when
+    /// [`Connection::connected`].
+    pub fn open(
+        app: &Arc<AppState>,
+        transport: Arc<dyn Transport>,
+        session: SessionHandle,
+        replay_not_before: Option<Instant>,
+        grant: Grant,
+        resume: Option<Resume>,
+    ) -> Arc<Connection> {
+        let config = &app.config;
+        let sid = transport.sid();
+        let outbox = Outbox::new(
+            transport,
+            config.send_queue as usize,
+            config.ping_interval + config.ping_timeout,
+            app.metrics.clone(),
+        );
+        if let Some(resume) = &resume {
+            outbox.transport().reply_with_pid(&resume.pid);
+            // The client's offsets are its positions: none are stored for it.
+            outbox.give_offsets();
+            outbox.freeze_positions();
+        }
+        app.metrics.connections.inc();
+        let connection = Connection::new(
+            sid,
+            outbox,
+            session,
+            app.clone(),
+            replay_not_before,
+            grant,
+            resume,
+        );
+        let drained: Arc<dyn Drained> = connection.clone();
+        app.draining.register(sid, Arc::downgrade(&drained));
+        connection
+    }
+
+    fn new(
         sid: Sid,
         outbox: Arc<Outbox>,
         session: SessionHandle,
@@ -560,9 +597,7 @@ impl Connection {
         }
         self.app.meters.remove(self.sid);
         self.app.draining.forget(self.sid);
-        // The socket's event handler keeps this connection, and the connection keeps the socket:
-        // let go of each other.
-        self.outbox.socket().on_fallback(Ignored);
+        self.outbox.transport().release();
     }
 }
 
@@ -570,16 +605,6 @@ impl Drained for Connection {
     fn drain(self: Arc<Self>) {
         self.push(Command::Drain);
     }
-}
-
-/// Marks this crate's socket handlers apart from socketioxide's closure handlers.
-pub struct Handled;
-
-/// Takes events after the connection ended: none are handled.
-struct Ignored;
-
-impl MessageHandler<LocalAdapter, Handled> for Ignored {
-    fn call(&self, _: Arc<Socket<LocalAdapter>>, _: Value, _: Option<i64>) {}
 }
 
 /// A decoded event: its name and first argument (as raw JSON, parsed only if needed).

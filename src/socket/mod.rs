@@ -25,13 +25,13 @@ use socketioxide::socket::{DisconnectReason, Socket};
 use tokio::time::Instant;
 
 use crate::auth::Grant;
-use crate::metrics::{Transport, TransportLabel};
+use crate::metrics::{Transport as TransportKind, TransportLabel};
 use crate::net::Received;
 use crate::net::pending::Pending;
 use crate::net::wire::Wire;
-use crate::outbox::Outbox;
 use crate::session::{SessionHandle, twineid};
 use crate::state::AppState;
+use crate::transport::socketio::{Handled, SocketTransport};
 use connection::Connection;
 use resume::Resume;
 
@@ -46,8 +46,7 @@ struct Admission {
     app: Arc<AppState>,
 }
 
-/// Marks this crate's handlers apart from socketioxide's closure handlers.
-pub use connection::{EVENTS, Handled};
+pub use connection::EVENTS;
 
 type Admitted<'a> = Pin<Box<dyn Future<Output = Result<(), Box<dyn Display + Send>>> + Send + 'a>>;
 
@@ -99,45 +98,22 @@ impl Admission {
         {
             wire.carry(&meter);
         }
-        let outbox = Outbox::new(
-            SocketRef::from(s.clone()),
-            meter.clone(),
-            config.send_queue as usize,
-            config.ping_interval + config.ping_timeout,
-            app.metrics.clone(),
-        );
-        let transport = if is_websocket_handshake(parts) {
-            Transport::Websocket
+        let transport = SocketTransport::new(SocketRef::from(s.clone()), meter);
+        let kind = if is_websocket_handshake(parts) {
+            TransportKind::Websocket
         } else {
-            Transport::Polling
+            TransportKind::Polling
         };
         app.metrics
             .connections_opened
-            .get_or_create(&TransportLabel { transport })
+            .get_or_create(&TransportLabel { transport: kind })
             .inc();
-        app.metrics.connections.inc();
         let session = match &resume {
-            Some(resume) => {
-                meter.reply_with_pid(&resume.pid);
-                // The client's offsets are its positions: none are stored for it.
-                outbox.give_offsets();
-                outbox.freeze_positions();
-                SessionHandle::named(&resume.pid, app.sessions.clone())
-            }
+            Some(resume) => SessionHandle::named(&resume.pid, app.sessions.clone()),
             None => SessionHandle::for_request(&parts.headers, app.sessions.clone()),
         };
         let not_before = replay_not_before(parts, config.replay_grace);
-        let connection = Connection::new(
-            s.id,
-            outbox,
-            session,
-            app.clone(),
-            not_before,
-            grant,
-            resume,
-        );
-        let drained: Arc<dyn crate::drain::Drained> = connection.clone();
-        app.draining.register(s.id, Arc::downgrade(&drained));
+        let connection = Connection::open(app, transport, session, not_before, grant, resume);
         s.on_fallback(Events(connection.clone()));
         s.on_disconnect(Ended(connection.clone()));
         s.extensions.insert(connection);
@@ -200,35 +176,4 @@ impl DisconnectHandler<LocalAdapter, Handled> for Ended {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use axum::http::Request;
-
-    use super::*;
-
-    fn parts(headers: &[(&str, &str)]) -> Parts {
-        let mut request = Request::get("/socket.io/?EIO=4&transport=websocket");
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let (mut parts, ()) = request.body(()).unwrap().into_parts();
-        parts.extensions.insert(Received(std::time::Instant::now()));
-        parts
-    }
-
-    #[test]
-    fn pages_get_the_grace_and_programs_do_not() {
-        let grace = Duration::from_millis(250);
-        assert!(replay_not_before(&parts(&[("origin", "https://app.example")]), grace).is_some());
-        let browser = [("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/156")];
-        assert!(replay_not_before(&parts(&browser), grace).is_some());
-        assert!(
-            replay_not_before(&parts(&[("user-agent", "python-requests/2.32")]), grace).is_none()
-        );
-        assert!(replay_not_before(&parts(&[]), grace).is_none());
-        let page = [("origin", "https://app.example")];
-        assert!(replay_not_before(&parts(&page), Duration::ZERO).is_none());
-        assert!(is_websocket_handshake(&parts(&[])));
-    }
-}
+mod tests;

@@ -125,7 +125,8 @@ impl Resume {
             signer: &app.signer,
             window: app.config.recovery_window,
         };
-        Resume::decide_with(auth, app.sessions.as_ref(), &app.history, &pids).await
+        let max_rooms = app.config.max_rooms as usize;
+        Resume::decide_with(auth, app.sessions.as_ref(), &app.history, &pids, max_rooms).await
     }
 
     async fn decide_with(
@@ -133,6 +134,7 @@ impl Resume {
         sessions: &dyn SessionStore,
         history: &Arc<dyn History>,
         pids: &Pids<'_>,
+        max_rooms: usize,
     ) -> Resume {
         let asked: Asked = auth
             .and_then(|a| serde_json::from_str(a).ok())
@@ -140,7 +142,8 @@ impl Resume {
         let Some(pid) = asked.pid.filter(|p| crate::session::usable_id(p)) else {
             return Resume::fresh(pids, None);
         };
-        let offset = match Offset::decode(asked.offset.as_deref().unwrap_or_default()) {
+        let text = asked.offset.as_deref().unwrap_or_default();
+        let offset = match Offset::decode(text, max_rooms) {
             Ok(offset) => offset,
             Err(e) => return Resume::fresh(pids, Some(e.to_string())),
         };
@@ -183,9 +186,12 @@ impl Resume {
 
 /// `session` with each room's cursor where `offset` puts it.
 fn placed(mut session: Session, offset: &Offset) -> Session {
-    let names: Vec<String> = session.rooms.keys().cloned().collect();
-    for (room, cursor) in &mut session.rooms {
-        if let Some(position) = offset.position(room, names.iter().map(String::as_str)) {
+    let positions = {
+        let names: Vec<&str> = session.rooms.keys().map(String::as_str).collect();
+        offset.positions(&names)
+    };
+    for (cursor, position) in session.rooms.values_mut().zip(positions) {
+        if let Some(position) = position {
             cursor.acked = position;
         }
     }
@@ -240,7 +246,7 @@ mod tests {
             signer: &signer,
             window: Duration::from_secs(3600),
         };
-        Resume::decide_with(Some(auth), store, &history, &pids).await
+        Resume::decide_with(Some(auth), store, &history, &pids, 10).await
     }
 
     #[tokio::test]

@@ -37,7 +37,7 @@ pub struct SendMeter {
     cut: AtomicBool,
     carrier: OnceLock<Weak<dyn Carrier>>,
     /// The `pid` the connection's CONNECT reply must carry, until the reply has gone out (see
-    /// [`super::connect_reply`]).
+    /// [`super::frames`]).
     connect_pid: Mutex<Option<Box<str>>>,
     pid_pending: AtomicBool,
 }
@@ -122,7 +122,7 @@ impl SendMeter {
     }
 
     /// The `pid` the CONNECT reply must carry, while it has not gone out.
-    pub(super) fn pending_pid(&self) -> Option<Box<str>> {
+    pub fn pending_pid(&self) -> Option<Box<str>> {
         if !self.pid_pending.load(Ordering::Acquire) {
             return None;
         }
@@ -133,7 +133,7 @@ impl SendMeter {
     }
 
     /// The CONNECT reply went out with its `pid`.
-    pub(super) fn pid_sent(&self) {
+    pub fn pid_sent(&self) {
         self.pid_pending.store(false, Ordering::Release);
         self.connect_pid
             .lock()
@@ -142,7 +142,7 @@ impl SendMeter {
     }
 
     /// From now on `carrier` writes this connection's bytes, and is closed when it is cut.
-    pub(super) fn carried_by(&self, carrier: &Arc<dyn Carrier>) {
+    pub fn carried_by(&self, carrier: &Arc<dyn Carrier>) {
         let _ = self.carrier.set(Arc::downgrade(carrier));
         if self.is_cut() {
             carrier.cut();

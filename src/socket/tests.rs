@@ -1,0 +1,334 @@
+//! The protocol in-process: connections over the in-memory [`FakeTransport`], against a node on
+//! the in-memory store, driven event by event. Recovery's hold / replay / release, its catch-up
+//! from the store, a client over its send queue, a drop during a replay, and the connection's
+//! events, each checked as a client sees them: which events, in which order, with which data.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, Request, header};
+use twine_store::{Position, Publish};
+
+use super::connection::Connection;
+use super::*;
+use crate::auth::ApiKey;
+use crate::config::Config;
+use crate::state::AppState;
+use crate::stores::Stores;
+use crate::transport::Transport;
+use crate::transport::fake::FakeTransport;
+
+/// A node on the in-memory store, configured by `args`.
+async fn node(args: &[&str]) -> Arc<AppState> {
+    let args = std::iter::once("twine").chain(args.iter().copied());
+    let config = Config::from_sources(args, Vec::new()).expect("a valid configuration");
+    let stores = Stores::from_config(&config).await.expect("memory stores");
+    let (key, _) = ApiKey::configured_or_generated(Some("test-key"));
+    AppState::start(config, key, stores).await.expect("started")
+}
+
+/// Publishes `{"n": n}` to `room`, as `POST /api/twine` does.
+async fn publish(app: &AppState, room: &str, n: u64) -> Position {
+    let payload = format!("{{\"n\":{n}}}");
+    let appended = app.history.append(Publish::new(room, &payload)).await;
+    appended.expect("stored").message.position
+}
+
+/// One client: its transport as the test sees it, and its connection.
+struct Client {
+    transport: Arc<FakeTransport>,
+    connection: Arc<Connection>,
+}
+
+impl Client {
+    /// Connects with the `twineid` cookie `session`, its transport `transport`.
+    fn connect(app: &Arc<AppState>, session: &str, transport: Arc<FakeTransport>) -> Client {
+        let mut headers = HeaderMap::new();
+        let cookie = format!("twineid={session}");
+        headers.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());
+        let session = SessionHandle::for_request(&headers, app.sessions.clone());
+        let grant = app.tokens.admit(None).expect("no tokens required");
+        let connection = Connection::open(app, transport.clone(), session, None, grant, None);
+        connection.connected();
+        Client {
+            transport,
+            connection,
+        }
+    }
+
+    fn send(&self, event: &str, arg: serde_json::Value) {
+        self.connection
+            .on_event(&serde_json::json!([event, arg]).to_string());
+    }
+
+    /// Subscribes and waits for `roomJoined`.
+    async fn subscribe(&self, room: &str) {
+        let joined = self.transport.of("roomJoined").len();
+        self.send("subscribe", room.into());
+        eventually(|| self.transport.of("roomJoined").len() > joined).await;
+    }
+
+    /// Acknowledges everything received so far, as a stock client does.
+    fn acknowledge(&self) {
+        let messages = self.transport.of("message");
+        let last = messages.last().expect("something to acknowledge");
+        self.send("updateSessionTS", last["timestamp"].clone());
+    }
+
+    /// Waits until the client has received the messages numbered `n`.
+    async fn receives(&self, n: impl IntoIterator<Item = u64>) {
+        let want: Vec<u64> = n.into_iter().collect();
+        let received = || self.transport.numbers();
+        if tokio::time::timeout(Duration::from_secs(5), async {
+            while received().len() < want.len() {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .is_err()
+        {
+            panic!("received {:?}, want {want:?}", received());
+        }
+        // Nothing more arrives either.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(received(), want);
+    }
+
+    /// Drops the connection, as a transport closing does, and waits until it has ended.
+    async fn drop_connection(&self) {
+        self.transport.cut();
+        self.connection.end();
+        eventually(|| self.transport.was_released()).await;
+    }
+}
+
+/// The `roomJoined` event's data, as the contract words it.
+fn joined(room: &str) -> serde_json::Value {
+    format!("You have joined room: {room}").into()
+}
+
+async fn eventually(mut condition: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("the condition holds within 5 s");
+}
+
+#[tokio::test]
+async fn subscribe_delivers_live_and_unsubscribe_stops_it() {
+    let app = node(&[]).await;
+    let client = Client::connect(&app, "s1", FakeTransport::new());
+    client.subscribe("news").await;
+    assert_eq!(client.transport.of("roomJoined"), [joined("news")]);
+    let position = publish(&app, "news", 1).await;
+    client.receives([1]).await;
+    let message = &client.transport.of("message")[0];
+    assert_eq!(message["room"], "news");
+    assert_eq!(message["timestamp"], position.0);
+    client.send("unsubscribe", "news".into());
+    eventually(|| client.transport.of("roomLeft") == ["You have left room: news"]).await;
+    publish(&app, "news", 2).await;
+    client.receives([1]).await;
+}
+
+#[tokio::test]
+async fn a_returning_session_gets_every_missed_message_in_publish_order_then_live() {
+    let app = node(&[]).await;
+    let first = Client::connect(&app, "s1", FakeTransport::new());
+    first.subscribe("a").await;
+    first.subscribe("b").await;
+    publish(&app, "a", 1).await;
+    first.receives([1]).await;
+    first.acknowledge();
+    first.drop_connection().await;
+
+    for n in 2..=11 {
+        publish(&app, if n % 3 == 0 { "b" } else { "a" }, n).await;
+        // Positions are per room, in milliseconds: publishes to two rooms within one may be
+        // merged in either order.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let again = Client::connect(&app, "s1", FakeTransport::new());
+    let mut rooms = again.transport.of("roomJoined");
+    eventually(|| {
+        rooms = again.transport.of("roomJoined");
+        rooms.len() == 2
+    })
+    .await;
+    rooms.sort_by_key(|room| room.to_string());
+    assert_eq!(rooms, [joined("a"), joined("b")]);
+    again.receives(2..=11).await;
+    publish(&app, "b", 12).await;
+    again.receives(2..=12).await;
+    // The rooms came back before any message.
+    let events: Vec<String> = again
+        .transport
+        .emitted()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(&events[..2], ["roomJoined", "roomJoined"]);
+}
+
+#[tokio::test]
+async fn messages_published_during_a_replay_follow_it_exactly() {
+    // A small send queue: the replay waits on the client, and the hold overflows into the
+    // store's catch-up while it waits.
+    let app = node(&["--max-payload", "2048", "--send-queue", "4096"]).await;
+    let first = Client::connect(&app, "s1", FakeTransport::new());
+    first.subscribe("room").await;
+    first.drop_connection().await;
+    for n in 1..=100 {
+        publish(&app, "room", n).await;
+    }
+
+    let slow = FakeTransport::held();
+    let again = Client::connect(&app, "s1", slow.clone());
+    eventually(|| !slow.numbers().is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        slow.numbers().len() < 100,
+        "the replay waits for a client that does not read"
+    );
+    for n in 101..=400 {
+        publish(&app, "room", n).await;
+    }
+    slow.write();
+    again.receives(1..=400).await;
+    assert!(!slow.is_cut());
+}
+
+#[tokio::test]
+async fn a_live_client_over_its_send_queue_is_cut_and_recovers_what_it_missed() {
+    let app = node(&["--max-payload", "2048", "--send-queue", "4096"]).await;
+    let stuck = FakeTransport::new();
+    let client = Client::connect(&app, "s1", stuck.clone());
+    client.subscribe("room").await;
+    publish(&app, "room", 1).await;
+    client.receives([1]).await;
+    client.acknowledge();
+    stuck.hold();
+    for n in 2..=200 {
+        publish(&app, "room", n).await;
+    }
+    eventually(|| stuck.is_cut()).await;
+    client.connection.end();
+    eventually(|| stuck.was_released()).await;
+
+    let again = Client::connect(&app, "s1", FakeTransport::new());
+    again.receives(2..=200).await;
+}
+
+#[tokio::test]
+async fn a_drop_during_a_replay_loses_nothing_on_the_next_connection() {
+    let app = node(&["--max-payload", "2048", "--send-queue", "4096"]).await;
+    let first = Client::connect(&app, "s1", FakeTransport::new());
+    first.subscribe("room").await;
+    first.drop_connection().await;
+    for n in 1..=150 {
+        publish(&app, "room", n).await;
+    }
+    let slow = FakeTransport::held();
+    let dropped = Client::connect(&app, "s1", slow.clone());
+    eventually(|| slow.numbers().len() >= 10).await;
+    let tenth = slow.of("message")[9]["timestamp"].clone();
+    dropped.send("updateSessionTS", tenth);
+    dropped.drop_connection().await;
+    for n in 151..=160 {
+        publish(&app, "room", n).await;
+    }
+    // Ten were acknowledged: the next connection gets the rest, once.
+    let again = Client::connect(&app, "s1", FakeTransport::new());
+    again.receives(11..=160).await;
+}
+
+#[tokio::test]
+async fn a_bad_room_or_a_flood_is_answered_with_an_error_event() {
+    let app = node(&["--event-rate", "10", "--event-burst", "10"]).await;
+    let client = Client::connect(&app, "s1", FakeTransport::new());
+    client.send("subscribe", "bad\u{7}room".into());
+    client.send("subscribe", serde_json::json!(42));
+    eventually(|| client.transport.of("error").len() == 2).await;
+    let errors = client.transport.of("error");
+    assert!(errors.iter().all(|e| e["event"] == "subscribe"));
+    assert!(client.transport.of("roomJoined").is_empty());
+
+    for _ in 0..100 {
+        client.send("unsubscribe", "nowhere".into());
+    }
+    eventually(|| {
+        client
+            .transport
+            .of("error")
+            .iter()
+            .any(|e| e["message"].as_str().unwrap_or("").contains("faster"))
+    })
+    .await;
+    // Refused events leave the session as it was.
+    let session = app.sessions.load("s1").await.unwrap();
+    assert!(session.is_none_or(|s| s.rooms.is_empty()));
+}
+
+#[tokio::test]
+async fn an_ended_connection_handles_nothing_and_lets_go_of_its_transport() {
+    let app = node(&[]).await;
+    let client = Client::connect(&app, "s1", FakeTransport::new());
+    client.subscribe("news").await;
+    client.drop_connection().await;
+    client.send("subscribe", "other".into());
+    publish(&app, "news", 1).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(client.transport.of("roomJoined"), [joined("news")]);
+    assert!(client.transport.numbers().is_empty());
+    assert_eq!(app.metrics.connections.get(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pages_replay_waits_for_its_grace() {
+    let app = node(&["--replay-grace", "300ms"]).await;
+    let first = Client::connect(&app, "s1", FakeTransport::new());
+    first.subscribe("news").await;
+    first.drop_connection().await;
+    publish(&app, "news", 1).await;
+
+    let page = parts(&[("origin", "https://app.example")]);
+    let not_before = replay_not_before(&page, app.config.replay_grace);
+    let transport = FakeTransport::new();
+    let mut headers = HeaderMap::new();
+    headers.insert(header::COOKIE, HeaderValue::from_static("twineid=s1"));
+    let session = SessionHandle::for_request(&headers, app.sessions.clone());
+    let grant = app.tokens.admit(None).unwrap();
+    let connection = Connection::open(&app, transport.clone(), session, not_before, grant, None);
+    connection.connected();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(transport.of("roomJoined"), [joined("news")]);
+    assert!(transport.numbers().is_empty(), "not before the grace");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(transport.numbers(), [1]);
+}
+
+fn parts(headers: &[(&str, &str)]) -> Parts {
+    let mut request = Request::get("/socket.io/?EIO=4&transport=websocket");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (mut parts, ()) = request.body(()).unwrap().into_parts();
+    parts.extensions.insert(Received(std::time::Instant::now()));
+    parts
+}
+
+#[test]
+fn pages_get_the_grace_and_programs_do_not() {
+    let grace = Duration::from_millis(250);
+    assert!(replay_not_before(&parts(&[("origin", "https://app.example")]), grace).is_some());
+    let browser = [("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/156")];
+    assert!(replay_not_before(&parts(&browser), grace).is_some());
+    assert!(replay_not_before(&parts(&[("user-agent", "python-requests/2.32")]), grace).is_none());
+    assert!(replay_not_before(&parts(&[]), grace).is_none());
+    let page = [("origin", "https://app.example")];
+    assert!(replay_not_before(&parts(&page), Duration::ZERO).is_none());
+    assert!(is_websocket_handshake(&parts(&[])));
+}
