@@ -29,7 +29,7 @@ use twine_store::{Feed, FeedBudget, FeedEvent, History, Listen, Position, StoreE
 
 use crate::metrics::Metrics;
 use lag::Lag;
-use shard::{Command, Member, Released, Shard, ShardContext};
+use shard::{Command, Released, Shard, ShardContext, Subscriber};
 
 /// This node's live delivery.
 pub struct Fanout {
@@ -158,7 +158,7 @@ impl Fanout {
     }
 
     /// Joins `member` to `room` live. Returns the cut: the member gets every message after it.
-    pub async fn join(&self, room: &Arc<str>, member: Member) -> Result<Position, JoinError> {
+    pub async fn join(&self, room: &Arc<str>, member: Subscriber) -> Result<Position, JoinError> {
         let floor = self.track(room).await?;
         let cut = self
             .ask(room, |reply| Command::Join {
@@ -192,7 +192,7 @@ impl Fanout {
 
     /// Starts buffering `room`'s live messages for `member`, which then replays it from the
     /// store and calls [`Fanout::release`].
-    pub async fn hold(&self, room: &Arc<str>, member: Member) -> Result<(), JoinError> {
+    pub async fn hold(&self, room: &Arc<str>, member: Subscriber) -> Result<(), JoinError> {
         let floor = self.track(room).await?;
         self.ask(room, |reply| Command::Hold {
             room: room.clone(),

@@ -56,7 +56,7 @@ impl Recipient for Outbox {
 
 /// A local connection in a room.
 #[derive(Clone)]
-pub struct Member {
+pub struct Subscriber {
     pub sid: Sid,
     pub outbox: Arc<dyn Recipient>,
     /// The room's place in the connection's bookkeeping.
@@ -66,9 +66,9 @@ pub struct Member {
     pub after: Position,
 }
 
-impl Member {
-    pub fn new(sid: Sid, outbox: Arc<dyn Recipient>, slot: Slot) -> Member {
-        Member {
+impl Subscriber {
+    pub fn new(sid: Sid, outbox: Arc<dyn Recipient>, slot: Slot) -> Subscriber {
+        Subscriber {
             sid,
             outbox,
             slot,
@@ -115,7 +115,7 @@ pub enum Command {
     /// from the store, when `Track` answered `None`).
     Join {
         room: Arc<str>,
-        member: Member,
+        member: Subscriber,
         floor: Option<Position>,
         reply: oneshot::Sender<Position>,
     },
@@ -131,7 +131,7 @@ pub enum Command {
     /// answers once in place, so whatever the replay does not read from the store is buffered.
     Hold {
         room: Arc<str>,
-        member: Member,
+        member: Subscriber,
         floor: Option<Position>,
         reply: oneshot::Sender<()>,
     },
@@ -185,7 +185,7 @@ struct Room {
     gap_pending: bool,
     /// A catch-up from the history is under way.
     catching: Option<Catching>,
-    members: Indexed<Member>,
+    members: Indexed<Subscriber>,
     holders: Indexed<Holder>,
     /// `Track`s not yet ended.
     pending: u32,
@@ -199,14 +199,14 @@ struct Catching {
 }
 
 struct Holder {
-    member: Member,
+    member: Subscriber,
     buffer: Vec<Arc<Encoded>>,
     bytes: usize,
     overflowed: bool,
 }
 
 impl Holder {
-    fn new(member: Member) -> Holder {
+    fn new(member: Subscriber) -> Holder {
         Holder {
             member,
             buffer: Vec::new(),
@@ -651,7 +651,7 @@ mod tests {
             answer.try_recv().unwrap()
         }
 
-        fn join(&mut self, room: &str, member: Member, floor: Option<Position>) -> Position {
+        fn join(&mut self, room: &str, member: Subscriber, floor: Option<Position>) -> Position {
             self.track(room);
             let (reply, mut answer) = oneshot::channel();
             self.shard.handle(Command::Join {
@@ -663,7 +663,7 @@ mod tests {
             answer.try_recv().unwrap()
         }
 
-        fn hold(&mut self, room: &str, member: Member, floor: Option<Position>) {
+        fn hold(&mut self, room: &str, member: Subscriber, floor: Option<Position>) {
             self.track(room);
             let (reply, _answer) = oneshot::channel();
             self.shard.handle(Command::Hold {
@@ -709,9 +709,9 @@ mod tests {
         }
     }
 
-    fn member(record: &Arc<Record>) -> (Sid, Member) {
+    fn member(record: &Arc<Record>) -> (Sid, Subscriber) {
         let sid = Sid::new();
-        (sid, Member::new(sid, record.clone(), 0))
+        (sid, Subscriber::new(sid, record.clone(), 0))
     }
 
     fn room_of(h: &mut Harness, room: &str, members: usize, behind: Duration) {

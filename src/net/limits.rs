@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-/// The counts, shared by the accept loop and every open connection's [`Slot`].
+/// The counts, shared by the accept loop and every open connection's [`Place`].
 pub struct ConnectionLimits {
     total: usize,
     per_ip: usize,
@@ -50,7 +50,7 @@ impl Refusal {
 }
 
 /// One admitted connection; dropping it frees its place.
-pub struct Slot {
+pub struct Place {
     limits: Arc<ConnectionLimits>,
     ip: IpAddr,
 }
@@ -65,7 +65,7 @@ impl ConnectionLimits {
         })
     }
 
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Place, Refusal> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if open.total >= self.total {
             return Err(Refusal::Full);
@@ -76,7 +76,7 @@ impl ConnectionLimits {
         }
         *from_ip += 1;
         open.total += 1;
-        Ok(Slot {
+        Ok(Place {
             limits: self.clone(),
             ip,
         })
@@ -88,7 +88,7 @@ impl ConnectionLimits {
     }
 }
 
-impl Drop for Slot {
+impl Drop for Place {
     fn drop(&mut self) {
         let mut open = self.limits.open.lock().unwrap_or_else(|e| e.into_inner());
         open.total -= 1;

@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use super::limits::{ConnectionLimits, Refusal, Slot};
+use super::limits::{ConnectionLimits, Place, Refusal};
 
 /// The pending sessions' counts.
 pub struct PendingSessions {
@@ -19,7 +19,7 @@ pub struct PendingSessions {
 /// A session's place among the pending ones, kept with its handshake request (engineioxide keeps
 /// that request as long as the session lives, so the place goes with the session at the latest).
 #[derive(Clone)]
-pub struct Pending(Arc<Mutex<Option<Slot>>>);
+pub struct Pending(Arc<Mutex<Option<Place>>>);
 
 impl PendingSessions {
     /// `per_ip == 0` puts no bound per address.
@@ -31,8 +31,8 @@ impl PendingSessions {
 
     /// A place for a handshake from `ip`.
     pub fn admit(&self, ip: IpAddr) -> Result<Pending, Refusal> {
-        let slot = self.limits.admit(ip)?;
-        Ok(Pending(Arc::new(Mutex::new(Some(slot)))))
+        let place = self.limits.admit(ip)?;
+        Ok(Pending(Arc::new(Mutex::new(Some(place)))))
     }
 
     /// Sessions pending now.

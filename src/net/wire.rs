@@ -15,7 +15,7 @@ use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::limits::Slot;
+use super::limits::Place;
 use crate::transport::socketio::frames::Rewrite;
 use crate::transport::socketio::meter::{Carrier, SendMeter};
 
@@ -118,17 +118,17 @@ fn cut_error() -> io::Error {
 pub struct MeteredStream {
     io: TcpStream,
     wire: Arc<Wire>,
-    _slot: Slot,
+    _place: Place,
     /// A rewritten frame not yet all written; it goes before anything else.
     rewritten: Vec<u8>,
 }
 
 impl MeteredStream {
-    pub fn new(io: TcpStream, wire: Arc<Wire>, slot: Slot) -> MeteredStream {
+    pub fn new(io: TcpStream, wire: Arc<Wire>, place: Place) -> MeteredStream {
         MeteredStream {
             io,
             wire,
-            _slot: slot,
+            _place: place,
             rewritten: Vec::new(),
         }
     }

@@ -22,11 +22,11 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 use twine_store::{Joined, Position, Session};
 
-use super::recovery::Recovery;
+use super::replay::Replay;
 use super::resume::{Notice, Resume};
 use crate::auth::Grant;
 use crate::drain::Drained;
-use crate::fanout::shard::Member;
+use crate::fanout::shard::Subscriber;
 use crate::metrics::Limit;
 use crate::outbox::Outbox;
 use crate::outbox::acks::Slot;
@@ -70,7 +70,8 @@ type EventLimiter = RateLimiter<
 
 /// Work a connection does in order.
 enum Command {
-    Recover,
+    /// Rooms back and missed messages replayed: always the first command.
+    Start,
     Subscribe(Arc<str>),
     Unsubscribe(Arc<str>),
     Presence(PresenceRequest),
@@ -219,7 +220,7 @@ impl Connection {
 
     /// The client has joined the namespace: recovery is its first work.
     pub fn connected(self: &Arc<Self>) {
-        self.push(Command::Recover);
+        self.push(Command::Start);
     }
 
     /// Handles one event as it is decoded: `data` is its JSON text, `[name, args...]`.
@@ -352,7 +353,7 @@ impl Connection {
 
     async fn run(&self, command: Command) {
         match command {
-            Command::Recover => self.recover().await,
+            Command::Start => self.start().await,
             Command::Subscribe(room) => self.subscribe(room).await,
             Command::Unsubscribe(room) => self.unsubscribe(room).await,
             Command::Presence(request) => self.presence(request).await,
@@ -370,7 +371,9 @@ impl Connection {
             .await;
     }
 
-    async fn recover(&self) {
+    /// The connection's first work: its session's rooms back and what it missed, by its cookie
+    /// (Twine's recovery) or by its `pid` and offset (Socket.IO's, [`Resume`]).
+    async fn start(&self) {
         let resume = self.resume.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(resume) = resume {
             return self.resume(resume).await;
@@ -389,22 +392,22 @@ impl Connection {
                     .await;
             }
         };
-        self.restore(session, None).await;
+        self.replay(session, None).await;
     }
 
     /// Starts under Socket.IO's recovery: the client is told whether it recovered (with its
     /// first offset), then gets its rooms and what it missed.
     async fn resume(&self, resume: Resume) {
         match resume.session {
-            Some(session) => self.restore(session, Some(&resume.notice)).await,
+            Some(session) => self.replay(session, Some(&resume.notice)).await,
             None => {
                 let _ = self.outbox.send("recovery", &resume.notice).await;
             }
         }
     }
 
-    async fn restore(&self, session: Session, notice: Option<&Notice>) {
-        let recovery = Recovery {
+    async fn replay(&self, session: Session, notice: Option<&Notice>) {
+        let replay = Replay {
             app: &self.app,
             outbox: &self.outbox,
             sid: self.sid,
@@ -412,9 +415,9 @@ impl Connection {
             grant: &self.grant,
             notice,
         };
-        let restored = recovery.recover(session).await;
+        let rejoined = replay.run(session).await;
         let mut state = self.state();
-        for r in restored {
+        for r in rejoined {
             let membership = Membership {
                 slot: r.slot,
                 live: r.live,
@@ -441,7 +444,7 @@ impl Connection {
             return self.refuse("subscribe", &message).await;
         }
         let slot = self.outbox.add_room(room.clone(), false);
-        let member = Member::new(self.sid, self.outbox.clone(), slot);
+        let member = Subscriber::new(self.sid, self.outbox.clone(), slot);
         let cut = match self.app.fanout.join(&room, member).await {
             Ok(cut) => cut,
             Err(e) => {

@@ -4,10 +4,10 @@
 //! session is known and its events are handled from the very first one; under Socket.IO's
 //! recovery, whether it recovers is decided then too ([`resume`]). Events are handed over
 //! on the connection's read path, in arrival order, without a task per event
-//! ([`connection`]); recovery is the connection's first work ([`recovery`]).
+//! ([`connection`]); its first work is to replay what the session missed ([`replay`]).
 
 pub mod connection;
-mod recovery;
+mod replay;
 mod resume;
 
 use std::fmt::Display;

@@ -148,7 +148,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::memory::{MemoryArchive, MemoryOptions, MemoryStore};
+    use crate::memory::{MemoryOptions, MemoryStore};
+    use crate::testing::MemoryArchive;
 
     /// A recent tier keeping 3 messages in front of an archive holding all 8.
     async fn tiers() -> (Tiered, Vec<Message>) {

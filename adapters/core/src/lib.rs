@@ -15,10 +15,12 @@
 //! - [`WriteThrough`]: history kept only in an archive, written before a publish is accepted.
 //! - [`Presence`]: who is present in each room, shared by the nodes ([`MemoryPresence`] for one).
 //! - [`memory`]: the embedded default, both stores in one process, within bounds of its own.
-//! - [`conformance`]: the suite every store implementation must pass.
+//! - `conformance` (with the `testing` feature): the suite every store implementation must
+//!   pass; `testing`: test doubles (an archive in memory).
 //! - [`StoreError`]: what a store can fail with.
 
 mod archive;
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 mod error;
 pub mod feed;
@@ -27,13 +29,15 @@ pub mod memory;
 mod position;
 mod presence;
 mod session;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod write_through;
 
 pub use archive::{Archive, Tiered};
 pub use error::StoreError;
 pub use feed::{EveryRoom, Feed, FeedBudget, FeedEvent, FeedSender, Listen};
 pub use history::{Appended, History, Message, Page, PageLimit, Publish, ReplayStart};
-pub use memory::{MemoryArchive, MemoryOptions, MemoryStore};
+pub use memory::{MemoryOptions, MemoryStore};
 pub use position::Position;
 pub use presence::{Change, Member, MemoryPresence, Presence, PresenceEvent, PresenceFeed, Update};
 pub use session::{Joined, Progress, RoomCursor, Session, SessionStore};

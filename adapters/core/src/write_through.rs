@@ -15,14 +15,26 @@ use crate::{
 
 /// Idempotency keys remembered at most, oldest forgotten first.
 const MAX_KEYS: usize = 100_000;
+/// Rooms whose newest position is kept at least; beyond, rooms no append is using are forgotten
+/// (their next append reads the position from the archive again).
+const CACHED_ROOMS: usize = 10_000;
 
 pub struct WriteThrough {
     archive: Arc<dyn Archive>,
     /// Newest position per room (loaded from the archive on first use), each behind its own lock
     /// so a room's appends are ordered without holding up other rooms.
-    rooms: StdMutex<HashMap<String, Arc<Mutex<Option<Position>>>>>,
+    rooms: StdMutex<Rooms>,
     feeds: StdMutex<Vec<FeedSender>>,
     keys: StdMutex<Keys>,
+}
+
+/// The newest position of rooms appended to lately.
+#[derive(Default)]
+struct Rooms {
+    last: HashMap<String, Arc<Mutex<Option<Position>>>>,
+    /// How many may be kept before the next sweep: twice what the last one left, so sweeps cost
+    /// a constant per append.
+    sweep_at: usize,
 }
 
 /// Idempotency keys of recent appends, for `window`.
@@ -68,7 +80,18 @@ impl WriteThrough {
 
     fn room(&self, room: &str) -> Arc<Mutex<Option<Position>>> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        rooms.entry(room.to_owned()).or_default().clone()
+        if let Some(cell) = rooms.last.get(room) {
+            return cell.clone();
+        }
+        if rooms.last.len() >= rooms.sweep_at.max(CACHED_ROOMS) {
+            // Nobody else holds a room's cell while this lock is held and its count is one: an
+            // append in flight keeps its own.
+            rooms.last.retain(|_, cell| Arc::strong_count(cell) > 1);
+            rooms.sweep_at = 2 * rooms.last.len();
+        }
+        let cell = Arc::new(Mutex::new(None));
+        rooms.last.insert(room.to_owned(), cell.clone());
+        cell
     }
 
     fn keys(&self) -> std::sync::MutexGuard<'_, Keys> {
@@ -173,7 +196,8 @@ impl History for WriteThrough {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::{MemoryArchive, MemoryOptions, MemoryStore};
+    use crate::memory::{MemoryOptions, MemoryStore};
+    use crate::testing::MemoryArchive;
 
     #[tokio::test]
     async fn write_through_passes_the_conformance_suite() {
@@ -201,5 +225,23 @@ mod tests {
         let history = WriteThrough::new(archive, Duration::from_secs(60));
         let next = history.append(Publish::new("r", "{}")).await.unwrap();
         assert_eq!(next.message.position, Position(future.0 + 1));
+    }
+
+    #[tokio::test]
+    async fn rooms_no_append_uses_are_forgotten_and_positions_still_continue() {
+        let archive = Arc::new(MemoryArchive::default());
+        let history = WriteThrough::new(archive, Duration::from_secs(60));
+        let first = history.append(Publish::new("first", "{}")).await.unwrap();
+        for i in 0..(2 * CACHED_ROOMS + 1) {
+            history
+                .append(Publish::new(&format!("room-{i}"), "{}"))
+                .await
+                .unwrap();
+        }
+        let cached = history.rooms.lock().unwrap().last.len();
+        assert!(cached <= CACHED_ROOMS + 1, "{cached} rooms kept");
+        assert!(!history.rooms.lock().unwrap().last.contains_key("first"));
+        let next = history.append(Publish::new("first", "{}")).await.unwrap();
+        assert!(next.message.position > first.message.position);
     }
 }

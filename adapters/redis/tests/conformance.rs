@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use redis_server::RedisServer;
-use twine_store::{
-    Archive, History, MemoryArchive, Message, PageLimit, Position, Publish, SessionStore,
-};
+use twine_store::testing::MemoryArchive;
+use twine_store::{Archive, History, Message, PageLimit, Position, Publish, SessionStore};
 use twine_store_redis::{RedisOptions, RedisStore};
 
 fn options(prefix: &str) -> RedisOptions {

@@ -1,4 +1,5 @@
-//! Recovery on connect: a known session gets its rooms back (`roomJoined` for each) and every
+//! The replay on connect: a known session (by its `twineid` cookie, or by its Socket.IO `pid`, see
+//! [`super::resume`]) gets its rooms back (`roomJoined` for each) and every
 //! message published after its position in each room, merged across rooms in publish order, with
 //! original timestamps, then goes live from the exact cut where its replay stopped.
 //!
@@ -18,7 +19,7 @@ use twine_store::{Message, PageLimit, Position, Session, StoreError};
 
 use super::resume::Notice;
 use crate::auth::Grant;
-use crate::fanout::shard::{Member, Released};
+use crate::fanout::shard::{Released, Subscriber};
 use crate::metrics::Limit;
 use crate::outbox::acks::Slot;
 use crate::outbox::{Encoded, Gone, Outbox};
@@ -50,7 +51,7 @@ struct RecoveryError<'a> {
 }
 
 /// A connection recovering its session.
-pub struct Recovery<'a> {
+pub struct Replay<'a> {
     pub app: &'a AppState,
     pub outbox: &'a Arc<Outbox>,
     pub sid: Sid,
@@ -64,7 +65,7 @@ pub struct Recovery<'a> {
 }
 
 /// A room the connection got back.
-pub struct Restored {
+pub struct Rejoined {
     pub room: Arc<str>,
     pub slot: Slot,
     /// In the room live; otherwise it may still be held and must be let go.
@@ -83,7 +84,7 @@ struct RoomReplay {
     more: bool,
 }
 
-impl Recovery<'_> {
+impl Replay<'_> {
     fn page_limit(&self, rooms: usize) -> PageLimit {
         PageLimit {
             count: PAGE_COUNT,
@@ -93,11 +94,11 @@ impl Recovery<'_> {
 
     /// Restores `session`'s rooms on this connection. Returns them, each marked live or not;
     /// stops early (rooms not live) if the client goes.
-    pub async fn recover(&self, session: Session) -> Vec<Restored> {
+    pub async fn run(&self, session: Session) -> Vec<Rejoined> {
         let started = std::time::Instant::now();
         let max_rooms = self.app.config.max_rooms as usize;
         let mut rooms: Vec<RoomReplay> = Vec::new();
-        let mut restored: Vec<Restored> = Vec::new();
+        let mut rejoined: Vec<Rejoined> = Vec::new();
         let allowed = session
             .rooms
             .iter()
@@ -106,7 +107,7 @@ impl Recovery<'_> {
             let name: Arc<str> = Arc::from(name.as_str());
             let slot = self.outbox.add_room(name.clone(), cursor.listened);
             self.outbox.has_up_to(slot, cursor.resume_after());
-            restored.push(Restored {
+            rejoined.push(Rejoined {
                 room: name.clone(),
                 slot,
                 live: false,
@@ -120,25 +121,25 @@ impl Recovery<'_> {
                 more: false,
             });
         }
-        if self.restore(&mut rooms).await.is_err() {
-            return restored;
+        if self.replay_all(&mut rooms).await.is_err() {
+            return rejoined;
         }
-        for (room, restored) in rooms.iter().zip(restored.iter_mut()) {
+        for (room, rejoined) in rooms.iter().zip(rejoined.iter_mut()) {
             match self.release(room).await {
-                Ok(live) => restored.live = live,
+                Ok(live) => rejoined.live = live,
                 Err(Gone) => break,
             }
         }
-        tracing::debug!(sid = %self.sid, rooms = restored.len(), "recovered");
+        tracing::debug!(sid = %self.sid, rooms = rejoined.len(), "recovered");
         self.app
             .metrics
             .replay_seconds
             .observe(started.elapsed().as_secs_f64());
-        restored
+        rejoined
     }
 
     /// Rejoins, holds and replays every room, up to the point where each can go live.
-    async fn restore(&self, rooms: &mut [RoomReplay]) -> Result<(), Gone> {
+    async fn replay_all(&self, rooms: &mut [RoomReplay]) -> Result<(), Gone> {
         if let Some(notice) = self.notice {
             self.outbox.send("recovery", notice).await?;
         }
@@ -147,7 +148,7 @@ impl Recovery<'_> {
             self.outbox.send("roomJoined", &joined).await?;
         }
         for room in rooms.iter() {
-            let member = Member::new(self.sid, self.outbox.clone(), room.slot);
+            let member = Subscriber::new(self.sid, self.outbox.clone(), room.slot);
             if self.app.fanout.hold(&room.name, member).await.is_err() {
                 self.fail("live delivery is not running; reconnect to retry")
                     .await?;
