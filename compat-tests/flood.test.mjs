@@ -29,6 +29,7 @@ const EVENT_FLOODS = {
   unsubscribe: (ws, i) => ws.sendEvent('unsubscribe', i % 2 ? 'crowd' : `flood-${i}`),
   updateSessionTS: (ws, i) => ws.sendEvent('updateSessionTS', Date.now() + i),
   stateRecovery: (ws) => ws.sendEvent('stateRecovery'),
+  publish: (ws, i) => ws.sendEvent('publish', { room_id: 'crowd', payload: { i, pad }, id: `m-${i}` }),
   'presence:enter': (ws, i) => ws.sendEvent('presence:enter', { room: 'crowd', data: { i, pad } }),
   'presence:update': (ws, i) =>
     ws.sendEvent(i === 0 ? 'presence:enter' : 'presence:update', { room: 'crowd', data: { i, pad } }),

@@ -111,12 +111,17 @@ pub struct Claims {
     /// Rooms the connection may join: names, or prefixes ending in `*`. Absent: any room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rooms: Option<Vec<String>>,
+    /// Rooms the connection may publish to with `--client-publish token`, as `rooms`. Absent:
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<Vec<String>>,
 }
 
 /// What one connection was granted.
 #[derive(Clone, Debug, Default)]
 pub struct Grant {
     rooms: Option<Vec<String>>,
+    publish: Option<Vec<String>>,
     /// The token's subject: who the connection is, as the backend that minted it said.
     user: Option<String>,
 }
@@ -126,14 +131,34 @@ impl Grant {
         self.user.as_deref()
     }
 
-    pub fn allows(&self, room: &str) -> bool {
-        self.rooms.as_ref().is_none_or(|allowed| {
-            allowed.iter().any(|a| match a.strip_suffix('*') {
-                Some(prefix) => room.starts_with(prefix),
-                None => a == room,
-            })
-        })
+    /// The grant with `user` as who the connection is (the connect hook said so).
+    pub fn with_user(mut self, user: Option<String>) -> Grant {
+        if user.is_some() {
+            self.user = user;
+        }
+        self
     }
+
+    pub fn allows(&self, room: &str) -> bool {
+        self.rooms
+            .as_ref()
+            .is_none_or(|allowed| names(allowed, room))
+    }
+
+    /// Whether the token lists `room` among those it may publish to.
+    pub fn allows_publishing(&self, room: &str) -> bool {
+        self.publish
+            .as_ref()
+            .is_some_and(|allowed| names(allowed, room))
+    }
+}
+
+/// Whether `patterns` (names, or prefixes ending in `*`) name `room`.
+fn names(patterns: &[String], room: &str) -> bool {
+    patterns.iter().any(|a| match a.strip_suffix('*') {
+        Some(prefix) => room.starts_with(prefix),
+        None => a == room,
+    })
 }
 
 /// A handshake's token was missing, expired or forged. Clients see only `Authentication error`,
@@ -196,23 +221,31 @@ impl Tokens {
             .claims;
         Ok(Grant {
             rooms: claims.rooms,
+            publish: claims.publish,
             user: claims.sub,
         })
     }
 
-    /// A token for `rooms` (any when `None`), living `ttl` (the default when `None`, at most the
-    /// maximum). Returns it with its expiry, seconds since the epoch.
+    /// A token for `rooms` (any when `None`) that may publish to `publish`, living `ttl` (the
+    /// default when `None`, at most the maximum). Returns it with its expiry, seconds since the
+    /// epoch.
     pub fn mint(
         &self,
         sub: Option<String>,
         rooms: Option<Vec<String>>,
+        publish: Option<Vec<String>>,
         ttl: Option<Duration>,
     ) -> (String, u64) {
         let ttl = ttl.unwrap_or(self.ttl).min(self.max_ttl);
         let exp = (SystemTime::now() + ttl)
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let claims = Claims { exp, sub, rooms };
+        let claims = Claims {
+            exp,
+            sub,
+            rooms,
+            publish,
+        };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing does not fail");
         (token, exp)
@@ -239,7 +272,12 @@ mod tests {
     #[test]
     fn minted_tokens_are_accepted_and_limit_their_rooms() {
         let t = tokens(AuthMode::Required);
-        let (token, exp) = t.mint(None, Some(vec!["news".into(), "team-*".into()]), None);
+        let (token, exp) = t.mint(
+            None,
+            Some(vec!["news".into(), "team-*".into()]),
+            Some(vec!["team-*".into()]),
+            None,
+        );
         assert!(
             exp > SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -251,8 +289,15 @@ mod tests {
         assert!(grant.allows("team-red"));
         assert!(!grant.allows("newsroom"));
         assert!(!grant.allows("other"));
-        let (any, _) = t.mint(None, None, None);
-        assert!(t.admit(Some(&auth(&any))).unwrap().allows("anything"));
+        assert!(grant.allows_publishing("team-red"));
+        assert!(!grant.allows_publishing("news"));
+        let (any, _) = t.mint(None, None, None, None);
+        let any = t.admit(Some(&auth(&any))).unwrap();
+        assert!(any.allows("anything"));
+        assert!(
+            !any.allows_publishing("anything"),
+            "no room to publish unless listed"
+        );
     }
 
     #[test]
@@ -262,6 +307,7 @@ mod tests {
             exp: 1,
             sub: None,
             rooms: None,
+            publish: None,
         };
         let key = EncodingKey::from_secret(b"secret");
         let expired = jsonwebtoken::encode(&Header::default(), &expired, &key).unwrap();
@@ -272,7 +318,7 @@ mod tests {
             Duration::from_secs(60),
             Duration::from_secs(60),
         );
-        let (forged, _) = other.mint(None, None, None);
+        let (forged, _) = other.mint(None, None, None, None);
         assert!(t.admit(Some(&auth(&forged))).is_err(), "forged");
         assert!(t.admit(None).is_err(), "missing when required");
         assert!(t.admit(Some("{}")).is_err(), "no token field");
@@ -296,7 +342,7 @@ mod tests {
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let (_, exp) = t.mint(None, None, Some(Duration::from_secs(86_400 * 30)));
+        let (_, exp) = t.mint(None, None, None, Some(Duration::from_secs(86_400 * 30)));
         assert!(exp <= now + 3601);
     }
 

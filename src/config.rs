@@ -290,6 +290,77 @@ pub struct Config {
     #[arg(long, env = "TWINE_DRAIN_PERIOD", default_value = "20s", value_parser = parse_duration_or_zero)]
     pub drain_period: Duration,
 
+    /// The app's backend decides who connects: each Socket.IO connection is posted here first
+    /// (see README, "Backend hooks"). Off when unset.
+    #[arg(long, env = "TWINE_CONNECT_HOOK_URL")]
+    pub connect_hook_url: Option<String>,
+
+    /// The app's backend decides who joins a room: each `subscribe` to a room the session does
+    /// not hold yet is posted here first. Off when unset.
+    #[arg(long, env = "TWINE_SUBSCRIBE_HOOK_URL")]
+    pub subscribe_hook_url: Option<String>,
+
+    /// The app's backend decides, and may change, what clients publish (`--client-publish
+    /// hook`): each client `publish` is posted here before it is stored.
+    #[arg(long, env = "TWINE_PUBLISH_HOOK_URL")]
+    pub publish_hook_url: Option<String>,
+
+    /// Key of the `Twine-Signature` on every hook call (HMAC-SHA256); required with any hook.
+    #[arg(long, env = "TWINE_HOOK_SECRET", hide_env_values = true)]
+    pub hook_secret: Option<String>,
+
+    /// How long a hook call may take before it counts as failed.
+    #[arg(long, env = "TWINE_HOOK_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub hook_timeout: Duration,
+
+    /// Hook calls in flight at once on this node, all hooks together; a call over it is not
+    /// made (nor queued): it counts as failed.
+    #[arg(long, env = "TWINE_HOOK_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub hook_max_in_flight: u32,
+
+    /// What a connect does when its hook fails (slow, down, busy or garbled): `allow` or
+    /// `refuse`.
+    #[arg(
+        long,
+        env = "TWINE_CONNECT_HOOK_FAILURE",
+        value_enum,
+        default_value = "refuse"
+    )]
+    pub connect_hook_failure: HookFailure,
+
+    /// What a subscribe does when its hook fails.
+    #[arg(
+        long,
+        env = "TWINE_SUBSCRIBE_HOOK_FAILURE",
+        value_enum,
+        default_value = "refuse"
+    )]
+    pub subscribe_hook_failure: HookFailure,
+
+    /// What a client publish does when its hook fails (`allow` stores the client's payload as
+    /// the filter left it).
+    #[arg(
+        long,
+        env = "TWINE_PUBLISH_HOOK_FAILURE",
+        value_enum,
+        default_value = "refuse"
+    )]
+    pub publish_hook_failure: HookFailure,
+
+    /// Whether clients may publish with the `publish` event: `off`, `hook` (the publish hook
+    /// decides each one) or `token` (the connection's token lists the rooms, claim `publish`).
+    #[arg(long, env = "TWINE_CLIENT_PUBLISH", value_enum, default_value = "off")]
+    pub client_publish: ClientPublish,
+
+    /// A file of words (one per line) masked with `*` in every string of a client-published
+    /// payload, before its hook: a word filter that needs no backend.
+    #[arg(long, env = "TWINE_PUBLISH_FILTER_WORDS")]
+    pub publish_filter_words: Option<std::path::PathBuf>,
+
+    /// Largest payload a client may publish, in bytes (as JSON text; within `--max-payload`).
+    #[arg(long, env = "TWINE_CLIENT_PUBLISH_MAX_BYTES", default_value = "16KiB", value_parser = parse_bytes)]
+    pub client_publish_max_bytes: u64,
+
     /// Log filter (`error`, `warn`, `info`, `debug`, or per-target directives).
     #[arg(long, env = "TWINE_LOG", default_value = "info")]
     pub log: String,
@@ -315,6 +386,21 @@ impl Role {
     pub fn publishes(self) -> bool {
         self != Role::Edge
     }
+}
+
+/// What a call to the app's backend does when the backend cannot answer it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookFailure {
+    Allow,
+    Refuse,
+}
+
+/// Whether clients may publish, and who decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientPublish {
+    Off,
+    Hook,
+    Token,
 }
 
 /// Who may read `GET /metrics`.
@@ -347,6 +433,8 @@ pub enum ConfigError {
     SendQueueTooSmall { send_queue: u64, max_payload: u64 },
     #[error("--send-queue ({0} bytes) may be at most {MAX_SEND_QUEUE} bytes (1 GiB)")]
     SendQueueTooLarge(u64),
+    #[error("{0}: {1}")]
+    Hooks(&'static str, String),
 }
 
 /// The largest `--send-queue`: one long-polling response takes everything a connection has
@@ -399,7 +487,71 @@ impl Config {
         if config.send_queue > MAX_SEND_QUEUE {
             return Err(ConfigError::SendQueueTooLarge(config.send_queue));
         }
+        config.check_hooks()?;
+        config.publish_filter_words()?;
         Ok(config)
+    }
+
+    /// Each hook's URL, by hook name.
+    pub fn hook_urls(&self) -> [(&'static str, Option<&str>); 3] {
+        [
+            ("connect", self.connect_hook_url.as_deref()),
+            ("subscribe", self.subscribe_hook_url.as_deref()),
+            ("publish", self.publish_hook_url.as_deref()),
+        ]
+    }
+
+    fn check_hooks(&self) -> Result<(), ConfigError> {
+        let mut any = false;
+        for (hook, url) in self.hook_urls() {
+            let Some(url) = url else { continue };
+            any = true;
+            let uri: axum::http::Uri = url.parse().map_err(|e| {
+                ConfigError::Hooks("hook URL", format!("the {hook} hook's URL {url:?}: {e}"))
+            })?;
+            if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                return Err(ConfigError::Hooks(
+                    "hook URL",
+                    format!(
+                        "the {hook} hook's URL {url:?} must be http://host[:port]/path (for HTTPS, put a proxy on the backend's side)"
+                    ),
+                ));
+            }
+        }
+        if any && self.hook_secret.as_deref().is_none_or(str::is_empty) {
+            return Err(ConfigError::Hooks(
+                "--hook-secret / TWINE_HOOK_SECRET",
+                "required with any hook URL: the backend checks each call's Twine-Signature with it".into(),
+            ));
+        }
+        if self.client_publish == ClientPublish::Hook && self.publish_hook_url.is_none() {
+            return Err(ConfigError::Hooks(
+                "--client-publish hook",
+                "needs --publish-hook-url".into(),
+            ));
+        }
+        if self.publish_hook_url.is_some() && self.client_publish != ClientPublish::Hook {
+            return Err(ConfigError::Hooks(
+                "--publish-hook-url",
+                "is called only with --client-publish hook".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The words of `--publish-filter-words`, lowercased (none when unset).
+    pub fn publish_filter_words(&self) -> Result<Vec<String>, ConfigError> {
+        let Some(path) = &self.publish_filter_words else {
+            return Ok(Vec::new());
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::Hooks("--publish-filter-words", format!("{}: {e}", path.display()))
+        })?;
+        Ok(text
+            .lines()
+            .map(|w| w.trim().to_lowercase())
+            .filter(|w| !w.is_empty() && !w.starts_with('#'))
+            .collect())
     }
 
     /// The listen port: `--port`/`PORT`, else `ENV_PORT`, else 3005.

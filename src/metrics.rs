@@ -63,6 +63,8 @@ pub enum Limit {
     PendingSessions,
     /// An Engine.IO handshake refused over its address's pending sessions.
     PendingSessionsPerAddress,
+    /// A hook call not made: the node had its most calls in flight.
+    HooksInFlight,
 }
 
 impl Transport {
@@ -88,10 +90,11 @@ impl Limit {
             Limit::PresenceMembers => "presence_members",
             Limit::PendingSessions => "pending_sessions",
             Limit::PendingSessionsPerAddress => "pending_sessions_per_address",
+            Limit::HooksInFlight => "hooks_in_flight",
         }
     }
 
-    const ALL: [Limit; 11] = [
+    const ALL: [Limit; 12] = [
         Limit::SendQueue,
         Limit::Stalled,
         Limit::EventRate,
@@ -103,6 +106,7 @@ impl Limit {
         Limit::PresenceMembers,
         Limit::PendingSessions,
         Limit::PendingSessionsPerAddress,
+        Limit::HooksInFlight,
     ];
 }
 
@@ -139,6 +143,17 @@ pub struct RouteLabel {
     pub route: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookLabel {
+    pub hook: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HookOutcomeLabel {
+    pub hook: &'static str,
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub connections: Gauge,
@@ -172,6 +187,9 @@ pub struct Metrics {
     client_events: Family<EventLabel, Counter>,
     /// HTTP requests to each route.
     http_requests: Family<RouteLabel, Counter>,
+    /// Calls to the app's backend, by hook and outcome.
+    hook_calls: Family<HookOutcomeLabel, Counter>,
+    hook_seconds: Family<HookLabel, Histogram>,
     /// The names events and routes are counted under, fixed at start.
     surface: std::sync::OnceLock<(Vec<&'static str>, Vec<&'static str>)>,
 }
@@ -189,6 +207,18 @@ impl Metrics {
         for &route in routes {
             drop(self.http_requests.get_or_create(&RouteLabel { route }));
         }
+    }
+
+    /// Counts a call to the app's backend.
+    pub fn hook_call(&self, hook: &'static str, outcome: &'static str) {
+        self.hook_calls
+            .get_or_create(&HookOutcomeLabel { hook, outcome })
+            .inc();
+    }
+
+    /// The latency of `hook`'s calls.
+    pub fn hook_seconds(&self, hook: &'static str) -> Histogram {
+        self.hook_seconds.get_or_create(&HookLabel { hook }).clone()
     }
 
     /// Brings the feed's counters up to `stats`.
@@ -255,6 +285,10 @@ impl Metrics {
             redis_resubscribed: Counter::default(),
             client_events: Family::default(),
             http_requests: Family::default(),
+            hook_calls: Family::default(),
+            hook_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            }),
             surface: std::sync::OnceLock::new(),
             registry: Registry::default(),
         };
@@ -322,6 +356,16 @@ impl Metrics {
             "delivery_lag_seconds",
             "How far live delivery on this node runs behind",
             metrics.delivery_lag_seconds.clone(),
+        );
+        registry.register(
+            "hook_calls",
+            "Calls to the app's backend, by hook and outcome (allowed, refused, timeout, unreachable, garbled, busy)",
+            metrics.hook_calls.clone(),
+        );
+        registry.register(
+            "hook_seconds",
+            "How long calls to the app's backend took, by hook",
+            metrics.hook_seconds.clone(),
         );
         registry.register(
             "draining",

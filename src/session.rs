@@ -99,6 +99,11 @@ impl SessionHandle {
         }
     }
 
+    /// The session's id: its `twineid`, or its Socket.IO `pid`.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
     pub fn is_stored(&self) -> bool {
         self.id.is_some()
     }

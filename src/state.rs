@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::drain::Draining;
 use crate::error::AppError;
 use crate::fanout::Fanout;
+use crate::hooks::Hooks;
 use crate::metrics::{Limit, Metrics};
 use crate::presence::{PresenceHub, PresenceOptions};
 use crate::session::Flusher;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Whether the node is draining before it stops.
     pub draining: Arc<Draining>,
+    /// The app's backend in the loop.
+    pub hooks: Hooks,
     publishing: PublishLimiter,
 }
 
@@ -72,6 +75,7 @@ impl AppState {
             .to_vec();
         let tokens = Tokens::new(config.auth, &secret, config.token_ttl, config.token_max_ttl);
         let signer = Signer::new(&secret);
+        let hooks = Hooks::new(&config, metrics.clone());
         AppState {
             config,
             api_key,
@@ -85,6 +89,7 @@ impl AppState {
             flusher,
             metrics,
             draining: Arc::default(),
+            hooks,
             publishing,
         }
     }

@@ -7,27 +7,20 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
+use crate::error::AppError;
+use crate::publish;
+use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::value::RawValue;
-use twine_store::Publish;
-
-use crate::error::AppError;
-use crate::state::AppState;
 
 /// The header a backend sets to make retries of one publish safe.
 pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Set on the answer to a retry that stored nothing new.
 static REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-/// Longest idempotency key, in bytes.
-const MAX_KEY_BYTES: usize = 255;
-/// A publish the store has not run after this long is refused by the store instead, so a
-/// `503` means "not stored".
-const STORE_DEADLINE: Duration = Duration::from_secs(1);
 
 pub async fn publish(
     State(app): State<Arc<AppState>>,
@@ -50,14 +43,7 @@ pub async fn publish(
             }
         })?;
     let (room, payload) = parse(&bytes)?;
-    let publish = Publish::new(&room, payload)
-        .with_key(key)
-        .with_deadline(Some(SystemTime::now() + STORE_DEADLINE));
-    let appended = app.history.append(publish).await?;
-    if !appended.repeated {
-        app.metrics.published.inc();
-    }
-    tracing::debug!(%room, position = %appended.message.position, repeated = appended.repeated, "published");
+    let appended = publish::store(&app, &room, payload, key).await?;
     let mut response = (StatusCode::CREATED, "ok").into_response();
     if appended.repeated {
         response
@@ -74,9 +60,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, AppError> {
     value
         .to_str()
         .ok()
-        .filter(|k| {
-            (1..=MAX_KEY_BYTES).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic())
-        })
+        .filter(|k| publish::usable_key(k))
         .map(Some)
         .ok_or(AppError::Malformed(
             "Idempotency-Key must be 1 to 255 visible ASCII characters.",

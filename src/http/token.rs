@@ -26,6 +26,8 @@ struct Request {
     sub: Option<String>,
     /// Rooms the connection may join: names, or prefixes ending in `*`. Absent: any room.
     rooms: Option<Vec<String>>,
+    /// Rooms the connection may publish to with `--client-publish token`. Absent: none.
+    publish: Option<Vec<String>>,
     /// Lifetime, e.g. `10m` (capped by `--token-max-ttl`).
     ttl: Option<String>,
 }
@@ -47,7 +49,9 @@ pub async fn mint(
         Request::default()
     } else {
         serde_json::from_slice(&body).map_err(|_| {
-            AppError::Malformed("the body must be a JSON object with optional sub, rooms and ttl.")
+            AppError::Malformed(
+                "the body must be a JSON object with optional sub, rooms, publish and ttl.",
+            )
         })?
     };
     let ttl = request
@@ -56,7 +60,9 @@ pub async fn mint(
         .map(parse_duration)
         .transpose()
         .map_err(|_| AppError::Malformed("ttl must be a duration such as 10m."))?;
-    let (token, expires_at) = app.tokens.mint(request.sub, request.rooms, ttl);
+    let (token, expires_at) = app
+        .tokens
+        .mint(request.sub, request.rooms, request.publish, ttl);
     // The token travels in the handshake's CONNECT packet, which must fit in --max-payload.
     let max_payload = app.config.max_payload;
     if (token.len() + HANDSHAKE_FRAMING) as u64 > max_payload {

@@ -22,26 +22,29 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 use twine_store::{Joined, Position, Session};
 
+use super::publish::{self, Outcome, Publisher};
 use super::replay::Replay;
 use super::resume::{Notice, Resume};
 use crate::auth::Grant;
 use crate::drain::Drained;
 use crate::fanout::shard::Subscriber;
+use crate::hooks::Decision;
 use crate::metrics::Limit;
 use crate::outbox::Outbox;
 use crate::outbox::acks::Slot;
 use crate::room;
 use crate::session::SessionHandle;
 use crate::state::AppState;
-use crate::transport::{Sid, Transport};
+use crate::transport::{Reply, Sid, Transport};
 
 /// Every event a client may send that the server handles; others are ignored (and counted as
 /// `other` in `GET /metrics`). The flood test drives each of them.
-pub const EVENTS: [&str; 8] = [
+pub const EVENTS: [&str; 9] = [
     "updateSessionTS",
     "stateRecovery",
     "subscribe",
     "unsubscribe",
+    "publish",
     "presence:enter",
     "presence:update",
     "presence:leave",
@@ -73,6 +76,11 @@ enum Command {
     /// Rooms back and missed messages replayed: always the first command.
     Start,
     Subscribe(Arc<str>),
+    /// A room the connect hook named: joined as a subscribe is, without asking the subscribe
+    /// hook, and silently if the connection is in it already.
+    Join(Arc<str>),
+    /// A client publish (or why it was refused as it was decoded), and its acknowledgement.
+    Publish(Result<publish::Request, String>, Option<Box<dyn Reply>>),
     Unsubscribe(Arc<str>),
     Presence(PresenceRequest),
     /// An event refused as it was decoded; answered in order with the others.
@@ -117,6 +125,8 @@ pub struct Connection {
     grant: Grant,
     /// Under Socket.IO's recovery: how the connection starts (taken by its recovery).
     resume: Mutex<Option<Resume>>,
+    /// Rooms the connect hook named, joined once the connection starts.
+    joins: Mutex<Vec<Arc<str>>>,
     limiter: EventLimiter,
     listings: EventLimiter,
     state: Mutex<State>,
@@ -148,6 +158,7 @@ impl Connection {
         replay_not_before: Option<Instant>,
         grant: Grant,
         resume: Option<Resume>,
+        joins: Vec<Arc<str>>,
     ) -> Arc<Connection> {
         let config = &app.config;
         let sid = transport.sid();
@@ -173,6 +184,7 @@ impl Connection {
             grant,
             resume,
         );
+        *connection.joins.lock().unwrap_or_else(|e| e.into_inner()) = joins;
         let drained: Arc<dyn Drained> = connection.clone();
         app.draining.register(sid, Arc::downgrade(&drained));
         connection
@@ -208,6 +220,7 @@ impl Connection {
             replay_not_before,
             grant,
             resume: Mutex::new(resume),
+            joins: Mutex::default(),
             limiter,
             listings,
             state: Mutex::default(),
@@ -218,13 +231,19 @@ impl Connection {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The client has joined the namespace: recovery is its first work.
+    /// The client has joined the namespace: recovery is its first work, then the rooms the
+    /// connect hook named.
     pub fn connected(self: &Arc<Self>) {
         self.push(Command::Start);
+        let joins = std::mem::take(&mut *self.joins.lock().unwrap_or_else(|e| e.into_inner()));
+        for room in joins {
+            self.push(Command::Join(room));
+        }
     }
 
-    /// Handles one event as it is decoded: `data` is its JSON text, `[name, args...]`.
-    pub fn on_event(self: &Arc<Self>, data: &str) {
+    /// Handles one event as it is decoded: `data` is its JSON text, `[name, args...]`; `reply`
+    /// its acknowledgement, if it asked for one (only `publish` answers it).
+    pub fn on_event(self: &Arc<Self>, data: &str, reply: Option<Box<dyn Reply>>) {
         let Ok(Event { name, arg }) = serde_json::from_str::<Event<'_>>(data) else {
             return self.over_limit_or(|| {
                 self.push(Command::Refuse("?", "the event could not be read".into()));
@@ -255,6 +274,9 @@ impl Connection {
             "subscribe" => self.over_limit_or(|| match room::from_json(arg) {
                 Ok(room) => self.push(Command::Subscribe(room)),
                 Err(e) => self.push(Command::Refuse("subscribe", e.to_string())),
+            }),
+            "publish" => self.over_limit_or(|| {
+                self.push(Command::Publish(publish::decode(arg), reply));
             }),
             "unsubscribe" => self.over_limit_or(|| match room::from_json(arg) {
                 Ok(room) => self.push(Command::Unsubscribe(room)),
@@ -354,7 +376,9 @@ impl Connection {
     async fn run(&self, command: Command) {
         match command {
             Command::Start => self.start().await,
-            Command::Subscribe(room) => self.subscribe(room).await,
+            Command::Subscribe(room) => self.subscribe(room, true).await,
+            Command::Join(room) => self.subscribe(room, false).await,
+            Command::Publish(request, reply) => self.publish(request, reply).await,
             Command::Unsubscribe(room) => self.unsubscribe(room).await,
             Command::Presence(request) => self.presence(request).await,
             Command::Refuse(event, message) => self.refuse(event, &message).await,
@@ -426,14 +450,17 @@ impl Connection {
         }
     }
 
-    async fn subscribe(&self, room: Arc<str>) {
+    /// Joins `room`: asked by the client, or named by the connect hook.
+    async fn subscribe(&self, room: Arc<str>, asked: bool) {
         let joined = format!("You have joined room: {room}");
         let (known, count) = {
             let state = self.state();
             (state.rooms.contains_key(&room), state.rooms.len())
         };
         if known {
-            let _ = self.outbox.send("roomJoined", &joined).await;
+            if asked {
+                let _ = self.outbox.send("roomJoined", &joined).await;
+            }
             return;
         }
         if count >= self.app.config.max_rooms as usize {
@@ -442,6 +469,14 @@ impl Connection {
         if !self.grant.allows(&room) {
             let message = format!("this connection's token does not allow room {room}");
             return self.refuse("subscribe", &message).await;
+        }
+        if asked {
+            let hooks = &self.app.hooks;
+            let user = self.grant.user();
+            if let Decision::Refuse(reason) = hooks.subscribe(self.session.id(), user, &room).await
+            {
+                return self.refuse("subscribe", &reason).await;
+            }
         }
         let slot = self.outbox.add_room(room.clone(), false);
         let member = Subscriber::new(self.sid, self.outbox.clone(), slot);
@@ -469,6 +504,29 @@ impl Connection {
             .rooms
             .insert(room, Membership { slot, live: true });
         let _ = self.outbox.send("roomJoined", &joined).await;
+    }
+
+    async fn publish(
+        &self,
+        request: Result<publish::Request, String>,
+        reply: Option<Box<dyn Reply>>,
+    ) {
+        let publisher = Publisher {
+            app: &self.app,
+            session: &self.session,
+            grant: &self.grant,
+            sid: self.sid,
+        };
+        let outcome = match request {
+            Ok(request) => publisher.publish(request).await,
+            Err(reason) => Err(reason),
+        };
+        match (outcome, reply) {
+            (Ok(appended), Some(reply)) => reply.send(&to_raw(&Outcome::stored(&appended))),
+            (Ok(_), None) => {}
+            (Err(reason), Some(reply)) => reply.send(&to_raw(&Outcome::refused(&reason))),
+            (Err(reason), None) => self.refuse("publish", &reason).await,
+        }
     }
 
     async fn refuse_room_limit(&self) {
@@ -608,6 +666,10 @@ impl Drained for Connection {
     fn drain(self: Arc<Self>) {
         self.push(Command::Drain);
     }
+}
+
+fn to_raw<T: Serialize>(value: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).expect("replies serialize")
 }
 
 /// A decoded event: its name and first argument (as raw JSON, parsed only if needed).

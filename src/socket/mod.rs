@@ -7,6 +7,7 @@
 //! ([`connection`]); its first work is to replay what the session missed ([`replay`]).
 
 pub mod connection;
+mod publish;
 mod replay;
 mod resume;
 
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use axum::http::header;
 use axum::http::request::Parts;
+use serde_json::value::RawValue;
 use socketioxide::SocketIo;
 use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::SocketRef;
@@ -25,6 +27,7 @@ use socketioxide::socket::{DisconnectReason, Socket};
 use tokio::time::Instant;
 
 use crate::auth::Grant;
+use crate::hooks::{Admitted, ConnectHeaders, ConnectRequest, Decision};
 use crate::metrics::{Transport as TransportKind, TransportLabel};
 use crate::net::Received;
 use crate::net::pending::Pending;
@@ -48,7 +51,7 @@ struct Admission {
 
 pub use connection::EVENTS;
 
-type Admitted<'a> = Pin<Box<dyn Future<Output = Result<(), Box<dyn Display + Send>>> + Send + 'a>>;
+type Admitting<'a> = Pin<Box<dyn Future<Output = Result<(), Box<dyn Display + Send>>> + Send + 'a>>;
 
 impl ConnectHandler<LocalAdapter, Handled> for Admission {
     fn call(&self, s: Arc<Socket<LocalAdapter>>, _auth: Option<Value>) {
@@ -62,7 +65,7 @@ impl ConnectHandler<LocalAdapter, Handled> for Admission {
         &'a self,
         s: Arc<Socket<LocalAdapter>>,
         auth: &'a Option<Value>,
-    ) -> Admitted<'a> {
+    ) -> Admitting<'a> {
         let auth = auth.as_ref().and_then(|a| a.as_str()).map(|a| a.as_str());
         Box::pin(async move {
             // Sent to the client as the connect error's message.
@@ -72,20 +75,80 @@ impl ConnectHandler<LocalAdapter, Handled> for Admission {
                 .admit(auth)
                 .map_err(|refused| Box::new(refused) as Box<dyn Display + Send>)?;
             let app = &self.app;
+            let (grant, joins) = match self.ask_backend(&s, auth).await {
+                Decision::Allow(admitted) => {
+                    let joins = admitted
+                        .rooms
+                        .iter()
+                        .filter_map(|r| named_room(r))
+                        .collect();
+                    (grant.with_user(admitted.user), joins)
+                }
+                Decision::Refuse(reason) => return Err(Box::new(reason) as Box<dyn Display + Send>),
+            };
             let resume =
                 if app.config.socketio_recovery && twineid(&s.req_parts().headers).is_none() {
                     Some(Resume::decide(auth, app).await)
                 } else {
                     None
                 };
-            self.admit(&s, grant, resume);
+            self.admit(&s, grant, resume, joins);
             Ok(())
         })
     }
 }
 
+/// A room the connect hook named, if it is one (else logged and left out).
+fn named_room(room: &str) -> Option<Arc<str>> {
+    match crate::room::check(room) {
+        Ok(()) => Some(Arc::from(room)),
+        Err(e) => {
+            tracing::warn!(room, "the connect hook named a room that is not one: {e}");
+            None
+        }
+    }
+}
+
 impl Admission {
-    fn admit(&self, s: &Arc<Socket<LocalAdapter>>, grant: Grant, resume: Option<Resume>) {
+    /// The connect hook's decision (allowed, with nothing more, when there is no hook).
+    async fn ask_backend(
+        &self,
+        s: &Arc<Socket<LocalAdapter>>,
+        auth: Option<&str>,
+    ) -> Decision<Admitted> {
+        let hooks = &self.app.hooks;
+        if !hooks.on_connect() {
+            return Decision::Allow(Admitted::default());
+        }
+        let parts = s.req_parts();
+        let header =
+            |name: header::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let auth = auth.and_then(|a| serde_json::from_str::<&RawValue>(a).ok());
+        let twineid = twineid(&parts.headers);
+        let request = ConnectRequest {
+            twineid: twineid.as_deref(),
+            auth,
+            headers: ConnectHeaders {
+                cookie: header(header::COOKIE),
+                origin: header(header::ORIGIN),
+                user_agent: header(header::USER_AGENT),
+                forwarded_for: header(header::HeaderName::from_static("x-forwarded-for")),
+            },
+            address: parts
+                .extensions
+                .get::<Arc<Wire>>()
+                .map(|w| w.peer.ip().to_string()),
+        };
+        hooks.connect(&request).await
+    }
+
+    fn admit(
+        &self,
+        s: &Arc<Socket<LocalAdapter>>,
+        grant: Grant,
+        resume: Option<Resume>,
+        joins: Vec<Arc<str>>,
+    ) {
         let app = &self.app;
         let config = &app.config;
         let parts = s.req_parts();
@@ -113,7 +176,8 @@ impl Admission {
             None => SessionHandle::for_request(&parts.headers, app.sessions.clone()),
         };
         let not_before = replay_not_before(parts, config.replay_grace);
-        let connection = Connection::open(app, transport, session, not_before, grant, resume);
+        let connection =
+            Connection::open(app, transport, session, not_before, grant, resume, joins);
         s.on_fallback(Events(connection.clone()));
         s.on_disconnect(Ended(connection.clone()));
         s.extensions.insert(connection);
@@ -152,9 +216,10 @@ fn replay_not_before(parts: &Parts, grace: std::time::Duration) -> Option<Instan
 struct Events(Arc<Connection>);
 
 impl MessageHandler<LocalAdapter, Handled> for Events {
-    fn call(&self, _: Arc<Socket<LocalAdapter>>, data: Value, _ack: Option<i64>) {
+    fn call(&self, s: Arc<Socket<LocalAdapter>>, mut data: Value, ack: Option<i64>) {
+        let reply = crate::transport::socketio::reply(&s, &mut data, ack);
         if let Some(text) = data.as_str() {
-            self.0.on_event(text);
+            self.0.on_event(text, reply);
         }
     }
 }

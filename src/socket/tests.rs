@@ -48,7 +48,15 @@ impl Client {
         headers.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());
         let session = SessionHandle::for_request(&headers, app.sessions.clone());
         let grant = app.tokens.admit(None).expect("no tokens required");
-        let connection = Connection::open(app, transport.clone(), session, None, grant, None);
+        let connection = Connection::open(
+            app,
+            transport.clone(),
+            session,
+            None,
+            grant,
+            None,
+            Vec::new(),
+        );
         connection.connected();
         Client {
             transport,
@@ -58,7 +66,17 @@ impl Client {
 
     fn send(&self, event: &str, arg: serde_json::Value) {
         self.connection
-            .on_event(&serde_json::json!([event, arg]).to_string());
+            .on_event(&serde_json::json!([event, arg]).to_string(), None);
+    }
+
+    /// Sends `event` asking for an acknowledgement, and waits for it.
+    async fn ask(&self, event: &str, arg: serde_json::Value) -> serde_json::Value {
+        let acks = self.transport.of("ack").len();
+        let event = serde_json::json!([event, arg]).to_string();
+        self.connection
+            .on_event(&event, Some(self.transport.reply()));
+        eventually(|| self.transport.of("ack").len() > acks).await;
+        self.transport.of("ack")[acks].clone()
     }
 
     /// Subscribes and waits for `roomJoined`.
@@ -286,6 +304,85 @@ async fn an_ended_connection_handles_nothing_and_lets_go_of_its_transport() {
     assert_eq!(app.metrics.connections.get(), 0);
 }
 
+#[tokio::test]
+async fn a_client_publishes_where_its_token_allows_once_per_id() {
+    let app = node(&["--auth", "optional", "--client-publish", "token"]).await;
+    let (token, _) = app.tokens.mint(None, None, Some(vec!["chat".into()]), None);
+    let auth = serde_json::json!({ "token": token }).to_string();
+    let mut headers = HeaderMap::new();
+    headers.insert(header::COOKIE, HeaderValue::from_static("twineid=s1"));
+    let session = SessionHandle::for_request(&headers, app.sessions.clone());
+    let grant = app.tokens.admit(Some(&auth)).unwrap();
+    let transport = FakeTransport::new();
+    let connection = Connection::open(
+        &app,
+        transport.clone(),
+        session,
+        None,
+        grant,
+        None,
+        Vec::new(),
+    );
+    connection.connected();
+    let client = Client {
+        transport,
+        connection,
+    };
+    client.subscribe("chat").await;
+
+    let message = serde_json::json!({"room_id": "chat", "payload": {"n": 1}, "id": "m-1"});
+    let first = client.ask("publish", message.clone()).await;
+    assert_eq!(first["ok"], true, "{first}");
+    assert_eq!(first["repeated"], false);
+    let again = client.ask("publish", message).await;
+    assert_eq!(again["repeated"], true);
+    assert_eq!(again["timestamp"], first["timestamp"]);
+    client.receives([1]).await;
+
+    let elsewhere = serde_json::json!({"room_id": "news", "payload": {"n": 2}});
+    let refused = client.ask("publish", elsewhere).await;
+    assert_eq!(refused["ok"], false);
+    assert!(refused["reason"].as_str().unwrap().contains("news"));
+    // Without an acknowledgement, a refusal is an `error` event.
+    client.send(
+        "publish",
+        serde_json::json!({"room_id": "chat", "payload": "text"}),
+    );
+    eventually(|| {
+        client
+            .transport
+            .of("error")
+            .iter()
+            .any(|e| e["event"] == "publish")
+    })
+    .await;
+    let page = app
+        .history
+        .read_page(
+            "news",
+            Position::ZERO,
+            Position::MAX,
+            twine_store::PageLimit::count(10),
+        )
+        .await
+        .unwrap();
+    assert!(page.messages.is_empty(), "nothing refused was stored");
+}
+
+#[tokio::test]
+async fn client_publishing_is_off_unless_configured() {
+    let app = node(&[]).await;
+    let client = Client::connect(&app, "s1", FakeTransport::new());
+    let answer = client
+        .ask(
+            "publish",
+            serde_json::json!({"room_id": "chat", "payload": {}}),
+        )
+        .await;
+    assert_eq!(answer["ok"], false);
+    assert!(answer["reason"].as_str().unwrap().contains("off"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_pages_replay_waits_for_its_grace() {
     let app = node(&["--replay-grace", "300ms"]).await;
@@ -301,7 +398,15 @@ async fn a_pages_replay_waits_for_its_grace() {
     headers.insert(header::COOKIE, HeaderValue::from_static("twineid=s1"));
     let session = SessionHandle::for_request(&headers, app.sessions.clone());
     let grant = app.tokens.admit(None).unwrap();
-    let connection = Connection::open(&app, transport.clone(), session, not_before, grant, None);
+    let connection = Connection::open(
+        &app,
+        transport.clone(),
+        session,
+        not_before,
+        grant,
+        None,
+        Vec::new(),
+    );
     connection.connected();
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(transport.of("roomJoined"), [joined("news")]);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
-use super::{Refused, Sid, Transport, Waiting, cost};
+use super::{Refused, Reply, Sid, Transport, Waiting, cost};
 
 /// One event handed over: its name, its data and its recovery offset.
 #[derive(Clone, Debug)]
@@ -86,6 +86,11 @@ impl FakeTransport {
             .collect()
     }
 
+    /// An acknowledgement for one event: it arrives among the events, named `ack`.
+    pub fn reply(self: &Arc<Self>) -> Box<dyn Reply> {
+        Box::new(FakeReply(self.clone()))
+    }
+
     pub fn pid(&self) -> Option<String> {
         self.pid.lock().unwrap().clone()
     }
@@ -152,5 +157,18 @@ impl Transport for FakeTransport {
 
     fn release(&self) {
         self.released.store(true, Ordering::Release);
+    }
+}
+
+struct FakeReply(Arc<FakeTransport>);
+
+impl Reply for FakeReply {
+    fn send(self: Box<Self>, data: &RawValue) {
+        let data = serde_json::from_str(data.get()).expect("replies are JSON");
+        self.0.emitted.lock().unwrap().push(Emitted {
+            event: "ack".into(),
+            data,
+            offset: None,
+        });
     }
 }

@@ -40,6 +40,11 @@ pub enum Refused {
     Closed,
 }
 
+/// The answer to one client event that asked for an acknowledgement, sent once.
+pub trait Reply: Send + Sync + 'static {
+    fn send(self: Box<Self>, data: &RawValue);
+}
+
 /// A future a transport answers with.
 pub type Waiting<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 

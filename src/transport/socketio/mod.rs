@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::SocketRef;
-use socketioxide::handler::{MessageHandler, Value};
+use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::handler::{FromMessageParts, MessageHandler, Value};
 use socketioxide::socket::Socket;
 use socketioxide::{SendError, SocketError};
 
-use super::{Refused, Sid, Transport, Waiting, cost};
+use super::{Refused, Reply, Sid, Transport, Waiting, cost};
 use meter::SendMeter;
 
 /// A socketioxide socket and its byte meter.
@@ -29,6 +29,27 @@ pub struct SocketTransport {
 impl SocketTransport {
     pub fn new(socket: SocketRef, meter: Arc<SendMeter>) -> Arc<SocketTransport> {
         Arc::new(SocketTransport { socket, meter })
+    }
+}
+
+/// The acknowledgement an event asked for, if it asked for one.
+pub fn reply(
+    socket: &Arc<Socket<LocalAdapter>>,
+    data: &mut Value,
+    ack: Option<i64>,
+) -> Option<Box<dyn Reply>> {
+    ack?;
+    let Ok(sender) = AckSender::from_message_parts(socket, data, &ack);
+    Some(Box::new(AckReply(sender)))
+}
+
+struct AckReply(AckSender<LocalAdapter>);
+
+impl Reply for AckReply {
+    fn send(self: Box<Self>, data: &RawValue) {
+        if let Err(e) = self.0.send(data) {
+            tracing::debug!("acknowledgement not sent: {e}");
+        }
     }
 }
 
