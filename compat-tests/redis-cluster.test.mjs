@@ -30,14 +30,18 @@ async function metric(node, name) {
   return line ? Number(line.split(' ')[1]) : 0;
 }
 
-/** The name of `room`'s stream, found on whichever primary holds it. */
+/** The name of `room`'s stream, found on whichever node holds it (a replica may answer first). */
 async function streamOf(room) {
-  for (const port of await cluster.primaries()) {
-    const found = (await redisCli(port, '--scan', '--pattern', `twine:*:h:${room}`)).split('\n').filter(Boolean);
-    if (found.length) return found[0];
+  const deadline = Date.now() + 3000;
+  for (;;) {
+    for (const port of ports()) {
+      const found = await redisCli(port, '--scan', '--pattern', `twine:*:h:${room}`).catch(() => '');
+      const key = found.split('\n').find(Boolean);
+      if (key) return key;
+    }
+    if (Date.now() > deadline) throw new Error(`no stream for ${room} on any of ${ports()}`);
+    await sleep(100);
   }
-  const all = await Promise.all(ports().map((p) => redisCli(p, "--scan", "--pattern", `twine:*:${room}`).catch((e) => e.message)));
-  throw new Error(`no stream for ${room} on ${await cluster.primaries()}: ${JSON.stringify(all)}`);
 }
 
 /** Publishes `{n, run}` for n = 0, 1, … every `everyMs` through `node` until stopped; records answers. */

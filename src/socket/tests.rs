@@ -43,16 +43,27 @@ struct Client {
 impl Client {
     /// Connects with the `twineid` cookie `session`, its transport `transport`.
     fn connect(app: &Arc<AppState>, session: &str, transport: Arc<FakeTransport>) -> Client {
+        let grant = app.tokens.admit(None).expect("no tokens required");
+        Client::connect_with(app, session, transport, grant, None)
+    }
+
+    /// As [`Client::connect`], with what its token granted and its replay's start.
+    fn connect_with(
+        app: &Arc<AppState>,
+        session: &str,
+        transport: Arc<FakeTransport>,
+        grant: crate::auth::Grant,
+        replay_not_before: Option<tokio::time::Instant>,
+    ) -> Client {
         let mut headers = HeaderMap::new();
         let cookie = format!("twineid={session}");
         headers.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());
         let session = SessionHandle::for_request(&headers, app.sessions.clone());
-        let grant = app.tokens.admit(None).expect("no tokens required");
         let connection = Connection::open(
             app,
             transport.clone(),
             session,
-            None,
+            replay_not_before,
             grant,
             None,
             Vec::new(),
@@ -309,25 +320,8 @@ async fn a_client_publishes_where_its_token_allows_once_per_id() {
     let app = node(&["--auth", "optional", "--client-publish", "token"]).await;
     let (token, _) = app.tokens.mint(None, None, Some(vec!["chat".into()]), None);
     let auth = serde_json::json!({ "token": token }).to_string();
-    let mut headers = HeaderMap::new();
-    headers.insert(header::COOKIE, HeaderValue::from_static("twineid=s1"));
-    let session = SessionHandle::for_request(&headers, app.sessions.clone());
     let grant = app.tokens.admit(Some(&auth)).unwrap();
-    let transport = FakeTransport::new();
-    let connection = Connection::open(
-        &app,
-        transport.clone(),
-        session,
-        None,
-        grant,
-        None,
-        Vec::new(),
-    );
-    connection.connected();
-    let client = Client {
-        transport,
-        connection,
-    };
+    let client = Client::connect_with(&app, "s1", FakeTransport::new(), grant, None);
     client.subscribe("chat").await;
 
     let message = serde_json::json!({"room_id": "chat", "payload": {"n": 1}, "id": "m-1"});
@@ -393,21 +387,9 @@ async fn a_pages_replay_waits_for_its_grace() {
 
     let page = parts(&[("origin", "https://app.example")]);
     let not_before = replay_not_before(&page, app.config.replay_grace);
-    let transport = FakeTransport::new();
-    let mut headers = HeaderMap::new();
-    headers.insert(header::COOKIE, HeaderValue::from_static("twineid=s1"));
-    let session = SessionHandle::for_request(&headers, app.sessions.clone());
     let grant = app.tokens.admit(None).unwrap();
-    let connection = Connection::open(
-        &app,
-        transport.clone(),
-        session,
-        not_before,
-        grant,
-        None,
-        Vec::new(),
-    );
-    connection.connected();
+    let client = Client::connect_with(&app, "s1", FakeTransport::new(), grant, not_before);
+    let transport = &client.transport;
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(transport.of("roomJoined"), [joined("news")]);
     assert!(transport.numbers().is_empty(), "not before the grace");
