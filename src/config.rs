@@ -313,8 +313,8 @@ pub struct Config {
     #[arg(long, env = "TWINE_HOOK_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub hook_timeout: Duration,
 
-    /// Hook calls in flight at once on this node, all hooks together; a call over it is not
-    /// made (nor queued): it counts as failed.
+    /// Calls of each hook in flight at once on this node; a call over it is not made (nor
+    /// queued): it counts as failed.
     #[arg(long, env = "TWINE_HOOK_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub hook_max_in_flight: u32,
 

@@ -463,6 +463,12 @@ pub struct MeteredHistory {
 
 #[async_trait]
 impl History for MeteredHistory {
+    async fn repeat(&self, publish: &Publish<'_>) -> Result<Option<Position>, StoreError> {
+        self.metrics
+            .timed("repeat", self.inner.repeat(publish))
+            .await
+    }
+
     async fn append(&self, publish: Publish<'_>) -> Result<Appended, StoreError> {
         self.metrics
             .timed("append", self.inner.append(publish))

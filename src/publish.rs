@@ -21,16 +21,11 @@ pub fn usable_key(key: &str) -> bool {
     (1..=MAX_KEY_BYTES).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// Stores `payload` (a JSON object, as text) in `room`; a repeat of `key` stores nothing again.
-pub async fn store(
-    app: &AppState,
-    room: &str,
-    payload: &str,
-    key: Option<&str>,
-) -> Result<Appended, AppError> {
-    let publish = Publish::new(room, payload)
-        .with_key(key)
-        .with_deadline(Some(SystemTime::now() + STORE_DEADLINE));
+/// Stores `publish` (its payload a JSON object, as text); a repeat of its key stores nothing
+/// again.
+pub async fn store(app: &AppState, publish: Publish<'_>) -> Result<Appended, AppError> {
+    let room = publish.room;
+    let publish = publish.with_deadline(Some(SystemTime::now() + STORE_DEADLINE));
     let appended = app.history.append(publish).await?;
     if !appended.repeated {
         app.metrics.published.inc();

@@ -3,8 +3,9 @@
 //!
 //! Every call is an HTTP POST of JSON, signed with `Twine-Signature: t=<unix seconds>,v1=<hex
 //! HMAC-SHA256 of "<t>.<body>">` keyed by `--hook-secret`, over one pooled keep-alive client. A
-//! call is bounded three ways: `--hook-timeout`, at most `--hook-max-in-flight` calls at once on
-//! the node (a call over it is not made, and never waits in a queue), and an answer of at most
+//! call is bounded three ways: `--hook-timeout`, at most `--hook-max-in-flight` calls of each hook
+//! at once on the node (a call over it is not made, and never waits in a queue; a flood of
+//! connects cannot take the subscribe and publish hooks' places), and an answer of at most
 //! [`MAX_ANSWER`] bytes. A call that fails any way (slow, down, busy, an answer that is not the
 //! contract's) takes its hook's `--<hook>-hook-failure` outcome. [`filter`] is the stage that
 //! runs before the publish hook, or without one.
@@ -75,6 +76,7 @@ struct Hook {
     name: &'static str,
     url: Uri,
     failure: HookFailure,
+    in_flight: Arc<Semaphore>,
 }
 
 /// The connect hook's request.
@@ -141,7 +143,6 @@ pub struct Hooks {
     connect: Option<Hook>,
     subscribe: Option<Hook>,
     publish: Option<Hook>,
-    in_flight: Arc<Semaphore>,
     timeout: Duration,
     metrics: Arc<Metrics>,
     /// The publish filter, before the hook.
@@ -162,7 +163,13 @@ impl Hooks {
                 .zip(failures)
                 .map(|((name, url), failure)| {
                     let url = url?.parse().expect("checked when the configuration loaded");
-                    Some(Hook { name, url, failure })
+                    let in_flight = Arc::new(Semaphore::new(config.hook_max_in_flight as usize));
+                    Some(Hook {
+                        name,
+                        url,
+                        failure,
+                        in_flight,
+                    })
                 });
         let (connect, subscribe, publish) = (
             hooks.next().flatten(),
@@ -184,7 +191,6 @@ impl Hooks {
             connect,
             subscribe,
             publish,
-            in_flight: Arc::new(Semaphore::new(config.hook_max_in_flight as usize)),
             timeout: config.hook_timeout,
             metrics,
             filter: WordFilter::new(words),
@@ -252,18 +258,7 @@ impl Hooks {
             payload: &payload,
         };
         match self.call(hook, &request).await {
-            Some(answer) if answer.allow => match answer.payload {
-                Some(replaced) if replaced.get().starts_with('{') => Decision::Allow(replaced),
-                Some(_) => {
-                    tracing::warn!(
-                        hook = hook.name,
-                        "the publish hook's payload is not a JSON object: taken as a failed call"
-                    );
-                    self.count(hook, "garbled");
-                    failed(hook, payload)
-                }
-                None => Decision::Allow(payload),
-            },
+            Some(answer) if answer.allow => Decision::Allow(answer.payload.unwrap_or(payload)),
             Some(answer) => Decision::Refuse(refusal(answer.reason)),
             None => failed(hook, payload),
         }
@@ -272,7 +267,10 @@ impl Hooks {
     /// Calls `hook` with `request`; `None` when it gave no answer (logged and counted).
     async fn call<R: Serialize>(&self, hook: &Hook, request: &R) -> Option<Answer> {
         let started = Instant::now();
-        let answer = self.post::<Answer, R>(hook, request).await;
+        let answer = self
+            .post::<Answer, R>(hook, request)
+            .await
+            .and_then(Hooks::checked);
         self.metrics
             .hook_seconds(hook.name)
             .observe(started.elapsed().as_secs_f64());
@@ -298,12 +296,22 @@ impl Hooks {
         self.metrics.hook_call(hook.name, outcome);
     }
 
+    /// An answer that keeps the contract: a `payload`, when there is one, is a JSON object.
+    fn checked(answer: Answer) -> Result<Answer, CallError> {
+        match &answer.payload {
+            Some(payload) if !payload.get().starts_with('{') => Err(CallError::Garbled(
+                "its payload is not a JSON object".into(),
+            )),
+            _ => Ok(answer),
+        }
+    }
+
     async fn post<A: DeserializeOwned, R: Serialize>(
         &self,
         hook: &Hook,
         request: &R,
     ) -> Result<A, CallError> {
-        let _permit = self
+        let _permit = hook
             .in_flight
             .clone()
             .try_acquire_owned()

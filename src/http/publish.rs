@@ -8,6 +8,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use twine_store::Publish;
+
 use crate::error::AppError;
 use crate::publish;
 use crate::state::AppState;
@@ -43,7 +45,7 @@ pub async fn publish(
             }
         })?;
     let (room, payload) = parse(&bytes)?;
-    let appended = publish::store(&app, &room, payload, key).await?;
+    let appended = publish::store(&app, Publish::new(&room, payload).with_key(key)).await?;
     let mut response = (StatusCode::CREATED, "ok").into_response();
     if appended.repeated {
         response

@@ -51,6 +51,9 @@ pub const EVENTS: [&str; 9] = [
     "presence:members",
 ];
 
+/// What a client is told of events dropped over its rate.
+const RATE_EXCEEDED: &str =
+    "events are arriving faster than this server accepts; some were dropped";
 /// Commands that may wait in one connection's queue.
 const MAX_QUEUED: usize = 4_096;
 /// Least time between two "events dropped" notices to one connection.
@@ -275,9 +278,15 @@ impl Connection {
                 Ok(room) => self.push(Command::Subscribe(room)),
                 Err(e) => self.push(Command::Refuse("subscribe", e.to_string())),
             }),
-            "publish" => self.over_limit_or(|| {
-                self.push(Command::Publish(publish::decode(arg), reply));
-            }),
+            "publish" => {
+                if self.within_rate() {
+                    self.push(Command::Publish(publish::decode(arg), reply));
+                } else if let Some(reply) = reply {
+                    // Dropped, but answered: a client awaiting its acknowledgement learns why.
+                    let refused = Outcome::refused(RATE_EXCEEDED);
+                    reply.send(&to_raw(&refused));
+                }
+            }
             "unsubscribe" => self.over_limit_or(|| match room::from_json(arg) {
                 Ok(room) => self.push(Command::Unsubscribe(room)),
                 Err(e) => self.push(Command::Refuse("unsubscribe", e.to_string())),
@@ -295,11 +304,19 @@ impl Connection {
 
     /// Runs `accepted` if the event is within the connection's rate, else drops it.
     fn over_limit_or(self: &Arc<Self>, accepted: impl FnOnce()) {
+        if self.within_rate() {
+            accepted();
+        }
+    }
+
+    /// Takes one event from the connection's rate; over it, the event is dropped with a notice.
+    fn within_rate(&self) -> bool {
         if self.limiter.check().is_ok() {
-            return accepted();
+            return true;
         }
         self.app.metrics.limit(Limit::EventRate);
-        self.notice("events are arriving faster than this server accepts; some were dropped");
+        self.notice(RATE_EXCEEDED);
+        false
     }
 
     /// An `error` event about dropped events, at most once per [`NOTICE_EVERY`].

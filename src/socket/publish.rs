@@ -6,7 +6,10 @@
 //! (`token`), or whom the publish hook allows (`hook`). The payload passes, in order: its size
 //! (`--client-publish-max-bytes`), the word filter, the hook (which may replace it), the node's
 //! publish rate; then it is stored. An `id` makes retries safe: the same `id` from the same
-//! session stores the message once. An event that asks for an acknowledgement gets
+//! session, with the same payload as the client sent it, stores the message once, and a retry of
+//! one already stored is answered from the store before the filter and the hook run again (the
+//! hook may change its answer, or be down, by then). An event that asks for an acknowledgement
+//! gets
 //! `{ok: true, timestamp, repeated}` or `{ok: false, reason}`; one that does not gets an `error`
 //! event when it is refused.
 
@@ -14,10 +17,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use twine_store::Appended;
+use twine_store::{Appended, Message, Publish, StoreError};
 
 use crate::auth::Grant;
 use crate::config::ClientPublish;
+use crate::error::AppError;
 use crate::hooks::Decision;
 use crate::publish;
 use crate::room;
@@ -128,8 +132,34 @@ impl Publisher<'_> {
                 "the payload is over {max} bytes (--client-publish-max-bytes)"
             ));
         }
-        let payload = app.hooks.filter.apply(payload);
         let twineid = self.session.id();
+        // Scoped to the session (a retry after a reconnect is the same publish), or to the
+        // connection without one.
+        let key = id.map(|id| match twineid {
+            Some(session) => format!("client:{session}:{id}"),
+            None => format!("client:{}:{id}", self.sid),
+        });
+        let sent = payload.get().to_owned();
+        if key.is_some() {
+            let probe = Publish::new(&room, &sent)
+                .with_key(key.as_deref())
+                .with_identity(Some(&sent));
+            match app.history.repeat(&probe).await {
+                Ok(Some(position)) => {
+                    return Ok(Appended {
+                        message: Message {
+                            room: room.to_string(),
+                            position,
+                            payload: sent.clone(),
+                        },
+                        repeated: true,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => return Err(refusal(AppError::Store(e))),
+            }
+        }
+        let payload = app.hooks.filter.apply(payload);
         let payload = match app
             .hooks
             .publish(twineid, self.grant.user(), &room, payload)
@@ -144,16 +174,21 @@ impl Publisher<'_> {
                 config.max_payload
             ));
         }
-        app.admit_publish().map_err(|e| e.to_string())?;
-        // Scoped to the session (a retry after a reconnect is the same publish), or to the
-        // connection without one.
-        let key = id.map(|id| match twineid {
-            Some(session) => format!("client:{session}:{id}"),
-            None => format!("client:{}:{id}", self.sid),
-        });
-        publish::store(app, &room, payload.get(), key.as_deref())
-            .await
-            .map_err(|e| e.to_string())
+        app.admit_publish().map_err(refusal)?;
+        let publish = Publish::new(&room, payload.get())
+            .with_key(key.as_deref())
+            .with_identity(Some(&sent));
+        publish::store(app, publish).await.map_err(refusal)
+    }
+}
+
+/// What the client is told of a publish the node refused.
+fn refusal(e: AppError) -> String {
+    match e {
+        AppError::Store(StoreError::KeyReused) => {
+            "this id was used for another message: send a new id with a new message".into()
+        }
+        e => e.to_string(),
     }
 }
 

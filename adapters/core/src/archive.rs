@@ -68,6 +68,10 @@ impl History for Tiered {
         self.recent.append(publish).await
     }
 
+    async fn repeat(&self, publish: &Publish<'_>) -> Result<Option<Position>, StoreError> {
+        self.recent.repeat(publish).await
+    }
+
     async fn read_page(
         &self,
         room: &str,

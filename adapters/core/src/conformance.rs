@@ -36,6 +36,8 @@ pub async fn run_all(factory: impl StoreFactory) {
     let (h, _) = factory();
     a_repeated_key_stores_nothing_and_answers_the_first_append(h).await;
     let (h, _) = factory();
+    a_stored_key_is_found_by_its_identity_before_appending(h).await;
+    let (h, _) = factory();
     an_append_past_its_deadline_is_not_stored(h).await;
     let (_, s) = factory();
     sessions_remember_rooms_and_acks(s).await;
@@ -359,6 +361,41 @@ pub async fn a_repeated_key_stores_nothing_and_answers_the_first_append(h: Arc<d
     );
     assert_eq!(next_of(&mut feed, "room").await, first.message);
     assert_eq!(next_of(&mut feed, "room").await, next, "fed once");
+}
+
+pub async fn a_stored_key_is_found_by_its_identity_before_appending(h: Arc<dyn History>) {
+    let sent = "{\"text\":\"hi\"}";
+    let stamped = |n: u32| format!("{{\"text\":\"hi\",\"stamp\":{n}}}");
+    let first_payload = stamped(1);
+    let first = h
+        .append(
+            Publish::new("room", &first_payload)
+                .with_key(Some("m-1"))
+                .with_identity(Some(sent)),
+        )
+        .await
+        .unwrap();
+    let second_payload = stamped(2);
+    let retry = Publish::new("room", &second_payload)
+        .with_key(Some("m-1"))
+        .with_identity(Some(sent));
+    assert_eq!(
+        h.repeat(&retry).await.unwrap(),
+        Some(first.message.position),
+        "a retry of the same identity is found, whatever its payload became"
+    );
+    let again = h.append(retry).await.unwrap();
+    assert!(again.repeated, "and appending it stores nothing");
+    assert_eq!(again.message.position, first.message.position);
+    let other = Publish::new("room", sent)
+        .with_key(Some("m-1"))
+        .with_identity(Some("{\"text\":\"bye\"}"));
+    assert!(matches!(h.repeat(&other).await, Err(StoreError::KeyReused)));
+    let unknown = Publish::new("room", sent).with_key(Some("m-2"));
+    assert_eq!(h.repeat(&unknown).await.unwrap(), None);
+    assert_eq!(h.repeat(&Publish::new("room", sent)).await.unwrap(), None);
+    let read = read_all(&*h, "room", Position::ZERO, PageLimit::count(10)).await;
+    assert_eq!(read, vec![first.message], "stored once");
 }
 
 pub async fn an_append_past_its_deadline_is_not_stored(h: Arc<dyn History>) {

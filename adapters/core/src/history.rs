@@ -35,6 +35,9 @@ pub struct Publish<'a> {
     /// refuses it ([`StoreError::Expired`]) instead, so a publisher that gave up can be told the
     /// message was not stored.
     pub deadline: Option<SystemTime>,
+    /// What makes two appends with one key the same message: the payload, unless set (a client's
+    /// payload as the client sent it, before a filter or a hook changed it).
+    pub identity: Option<&'a str>,
 }
 
 impl<'a> Publish<'a> {
@@ -44,7 +47,13 @@ impl<'a> Publish<'a> {
             payload,
             key: None,
             deadline: None,
+            identity: None,
         }
+    }
+
+    pub fn with_identity(mut self, identity: Option<&'a str>) -> Self {
+        self.identity = identity;
+        self
     }
 
     pub fn with_key(mut self, key: Option<&'a str>) -> Self {
@@ -64,12 +73,13 @@ impl<'a> Publish<'a> {
             .map(|key| format!("{}:{}{key}", self.room.len(), self.room))
     }
 
-    /// A fingerprint of room and payload, so a key reused for another message is told apart
-    /// from a retry.
+    /// A fingerprint of room and identity (the payload unless set), so a key reused for another
+    /// message is told apart from a retry.
     pub fn fingerprint(&self) -> u64 {
         // FNV-1a: stable across processes and nodes, unlike std's randomly seeded hasher.
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in self.room.bytes().chain([0]).chain(self.payload.bytes()) {
+        let identity = self.identity.unwrap_or(self.payload);
+        for byte in self.room.bytes().chain([0]).chain(identity.bytes()) {
             hash ^= u64::from(byte);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }
@@ -159,6 +169,15 @@ pub trait History: Send + Sync + 'static {
 
     /// Whether the store answers now; a load balancer is told through `GET /`.
     async fn check(&self) -> Result<(), StoreError>;
+
+    /// Where `publish`'s key was stored in its room already, for the same message (the same
+    /// fingerprint): a retry answered without running anything a fresh publish runs first. A
+    /// key stored for another message is [`StoreError::KeyReused`]. Stores that cannot look a
+    /// key up answer `None`, and [`History::append`] still stores a retry once.
+    async fn repeat(&self, publish: &Publish<'_>) -> Result<Option<Position>, StoreError> {
+        let _ = publish;
+        Ok(None)
+    }
 
     /// Messages accepted but not yet written to the archive, for stores that write behind.
     async fn backlog(&self) -> Result<Option<u64>, StoreError> {

@@ -425,6 +425,19 @@ fn deadline_passed(deadline: Option<SystemTime>) -> bool {
 
 #[async_trait]
 impl History for MemoryStore {
+    async fn repeat(&self, publish: &Publish<'_>) -> Result<Option<Position>, StoreError> {
+        let Some(key) = publish.scoped_key() else {
+            return Ok(None);
+        };
+        match self.lock().keys.get(key.as_str()) {
+            Some(record) if record.fingerprint != publish.fingerprint() => {
+                Err(StoreError::KeyReused)
+            }
+            Some(record) => Ok(Some(record.position)),
+            None => Ok(None),
+        }
+    }
+
     async fn append(&self, publish: Publish<'_>) -> Result<Appended, StoreError> {
         if deadline_passed(publish.deadline) {
             return Err(StoreError::Expired("the publish deadline passed".into()));

@@ -117,6 +117,10 @@ impl WriteThrough {
 
 #[async_trait]
 impl History for WriteThrough {
+    async fn repeat(&self, publish: &Publish<'_>) -> Result<Option<Position>, StoreError> {
+        Ok(self.repeated(publish)?.map(|a| a.message.position))
+    }
+
     async fn append(&self, publish: Publish<'_>) -> Result<Appended, StoreError> {
         let cell = self.room(publish.room);
         let mut last = cell.lock().await;

@@ -450,6 +450,25 @@ impl History for RedisStore {
         })
     }
 
+    async fn repeat(&self, publish: &Publish<'_>) -> Result<Option<Position>, StoreError> {
+        let Some(key) = publish.key else {
+            return Ok(None);
+        };
+        // The record APPEND keeps: "<fingerprint>:<timestamp>".
+        let seen: Option<String> = redis::cmd("GET")
+            .arg(self.keys.key_record(publish.room, key))
+            .query_async(&mut self.link.clone())
+            .await
+            .map_err(classify)?;
+        let Some((fingerprint, position)) = seen.as_deref().and_then(|s| s.split_once(':')) else {
+            return Ok(None);
+        };
+        if fingerprint != publish.fingerprint().to_string() {
+            return Err(StoreError::KeyReused);
+        }
+        Ok(position.parse().ok().map(Position))
+    }
+
     async fn last_position(&self, room: &str) -> Result<Position, StoreError> {
         let last: u64 = scripts::LAST
             .key(self.keys.history(room))
