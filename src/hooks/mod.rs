@@ -151,30 +151,29 @@ pub struct Hooks {
 
 impl Hooks {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Hooks {
-        let failures = [
+        let hook = |name, url: &Option<String>, failure| {
+            let url = url.as_deref()?;
+            Some(Hook {
+                name,
+                url: url.parse().expect("checked when the configuration loaded"),
+                failure,
+                in_flight: Arc::new(Semaphore::new(config.hook_max_in_flight as usize)),
+            })
+        };
+        let connect = hook(
+            "connect",
+            &config.connect_hook_url,
             config.connect_hook_failure,
+        );
+        let subscribe = hook(
+            "subscribe",
+            &config.subscribe_hook_url,
             config.subscribe_hook_failure,
+        );
+        let publish = hook(
+            "publish",
+            &config.publish_hook_url,
             config.publish_hook_failure,
-        ];
-        let mut hooks =
-            config
-                .hook_urls()
-                .into_iter()
-                .zip(failures)
-                .map(|((name, url), failure)| {
-                    let url = url?.parse().expect("checked when the configuration loaded");
-                    let in_flight = Arc::new(Semaphore::new(config.hook_max_in_flight as usize));
-                    Some(Hook {
-                        name,
-                        url,
-                        failure,
-                        in_flight,
-                    })
-                });
-        let (connect, subscribe, publish) = (
-            hooks.next().flatten(),
-            hooks.next().flatten(),
-            hooks.next().flatten(),
         );
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);

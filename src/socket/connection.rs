@@ -247,6 +247,11 @@ impl Connection {
     /// Handles one event as it is decoded: `data` is its JSON text, `[name, args...]`; `reply`
     /// its acknowledgement, if it asked for one (only `publish` answers it).
     pub fn on_event(self: &Arc<Self>, data: &str, reply: Option<Box<dyn Reply>>) {
+        // Most events are acknowledgements, one per message received: read them without serde.
+        if let Some(position) = plain_acknowledgement(data) {
+            self.app.metrics.client_event("updateSessionTS");
+            return self.acknowledged(position);
+        }
         let Ok(Event { name, arg }) = serde_json::from_str::<Event<'_>>(data) else {
             return self.over_limit_or(|| {
                 self.push(Command::Refuse("?", "the event could not be read".into()));
@@ -255,16 +260,7 @@ impl Connection {
         self.app.metrics.client_event(&name);
         match name.as_ref() {
             "updateSessionTS" => match arg.and_then(timestamp) {
-                Some(position) => {
-                    if self.outbox.ack(position) {
-                        self.app.flusher.mark(&self.session, &self.outbox);
-                    } else {
-                        // Only acknowledgements of what was sent are free.
-                        self.over_limit_or(|| {
-                            tracing::debug!(sid = %self.sid, %position, "acknowledged timestamp not among those sent");
-                        });
-                    }
-                }
+                Some(position) => self.acknowledged(position),
                 None => self.over_limit_or(|| {
                     self.push(Command::Refuse(
                         "updateSessionTS",
@@ -299,6 +295,17 @@ impl Connection {
                 })
             }
             _ => self.over_limit_or(|| ()), // not part of the contract: ignored, as the original did
+        }
+    }
+
+    fn acknowledged(self: &Arc<Self>, position: Position) {
+        if self.outbox.ack(position) {
+            self.app.flusher.mark(&self.session, &self.outbox);
+        } else {
+            // Only acknowledgements of what was sent are free.
+            self.over_limit_or(|| {
+                tracing::debug!(sid = %self.sid, %position, "acknowledged timestamp not among those sent");
+            });
         }
     }
 
@@ -797,6 +804,17 @@ fn presence_request(
 }
 
 /// A client's `updateSessionTS` argument as a position: a non-negative whole number.
+/// `["updateSessionTS",<digits>]` as clients send it, without spaces: its position.
+fn plain_acknowledgement(data: &str) -> Option<Position> {
+    let digits = data
+        .strip_prefix("[\"updateSessionTS\",")?
+        .strip_suffix(']')?;
+    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(Position)
+}
+
 fn timestamp(arg: &RawValue) -> Option<Position> {
     let number: serde_json::Number = serde_json::from_str(arg.get()).ok()?;
     number.as_u64().map(Position).or_else(|| {
@@ -822,6 +840,32 @@ mod tests {
         assert!(event.arg.is_none());
         assert!(serde_json::from_str::<Event>("[]").is_err());
         assert!(serde_json::from_str::<Event>("[7]").is_err());
+    }
+
+    #[test]
+    fn plain_acknowledgements_are_read_as_serde_reads_them() {
+        for data in [
+            r#"["updateSessionTS",1732000000123]"#,
+            r#"["updateSessionTS",0]"#,
+            r#"["updateSessionTS",18446744073709551615]"#,
+        ] {
+            let Event { arg, .. } = serde_json::from_str(data).unwrap();
+            assert_eq!(
+                plain_acknowledgement(data),
+                arg.and_then(timestamp),
+                "{data}"
+            );
+        }
+        for other in [
+            r#"["updateSessionTS", 1]"#,
+            r#"["updateSessionTS",1.5e12]"#,
+            r#"["updateSessionTS",-1]"#,
+            r#"["updateSessionTS","1"]"#,
+            r#"["updateSessionTS",99999999999999999999]"#,
+            r#"["subscribe",1]"#,
+        ] {
+            assert_eq!(plain_acknowledgement(other), None, "{other}");
+        }
     }
 
     #[test]

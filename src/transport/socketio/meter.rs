@@ -27,19 +27,24 @@ pub trait Carrier: Send + Sync {
 }
 
 /// One connection's queued bytes and its kill switch.
+///
+/// In declared order (`repr(C)`): what every delivery and every write reads (`queued`, `cut`,
+/// `pid_pending`) shares the first cache line, so a delivery to thousands of connections costs
+/// one cache miss per connection here, not three.
 #[derive(Default)]
+#[repr(C)]
 pub struct SendMeter {
     queued: AtomicUsize,
+    cut: AtomicBool,
+    pid_pending: AtomicBool,
     /// When the queue last went from empty to not empty (see [`now_us`]); 0 while empty.
     backlog_since: AtomicU64,
     waiting: AtomicUsize,
-    drained: Notify,
-    cut: AtomicBool,
     carrier: OnceLock<Weak<dyn Carrier>>,
+    drained: Notify,
     /// The `pid` the connection's CONNECT reply must carry, until the reply has gone out (see
     /// [`super::frames`]).
     connect_pid: Mutex<Option<Box<str>>>,
-    pid_pending: AtomicBool,
 }
 
 impl SendMeter {
