@@ -27,6 +27,11 @@ use crate::session::Flusher;
 const STEP: Duration = Duration::from_millis(100);
 /// How long the last closes have to end their connections (and store their positions).
 const SETTLE: Duration = Duration::from_secs(1);
+/// How long the drained connections have, at most, to finish draining before whatever is left
+/// is closed: a second for their clients' acknowledgements, then their positions stored.
+const LAST_DRAINS: Duration = Duration::from_secs(3);
+/// How often the drain looks whether they have.
+const LAST_DRAINS_POLL: Duration = Duration::from_millis(20);
 /// How often the drain's progress is logged.
 const REPORT_EVERY: Duration = Duration::from_secs(2);
 
@@ -69,6 +74,19 @@ impl Draining {
     fn open(&self) -> Vec<Arc<dyn Drained>> {
         let connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
         connections.values().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Waits for the drained connections to end (at most [`LAST_DRAINS`]): closing them
+    /// before they stored what their clients acknowledged would repeat it. Returns whether a
+    /// second signal cut it short.
+    async fn last_drains(&self) -> bool {
+        let deadline = Instant::now() + LAST_DRAINS;
+        while !self.open().is_empty() && Instant::now() < deadline {
+            if self.sleep_unless_hurried(LAST_DRAINS_POLL).await {
+                return true;
+            }
+        }
+        false
     }
 
     /// The second signal.
@@ -118,8 +136,9 @@ pub async fn drain(
         sockets = open,
         "draining: /ready answers 503 and new connections are refused; closing sockets over {period:?} in {delay:?}"
     );
-    let hurried =
-        draining.sleep_unless_hurried(delay).await || close_paced(draining, period, metrics).await;
+    let hurried = draining.sleep_unless_hurried(delay).await
+        || close_paced(draining, period, metrics).await
+        || draining.last_drains().await;
     if hurried {
         tracing::info!("second signal: closing every socket now");
     }

@@ -12,17 +12,25 @@ const PER_ADDRESS: u32 = 20_000;
 /// `PER_ADDRESS` of them.
 pub struct SourceAddrs {
     next: AtomicU32,
+    per_address: u32,
 }
 
 impl SourceAddrs {
     pub const fn new() -> SourceAddrs {
+        SourceAddrs::spread(PER_ADDRESS)
+    }
+
+    /// `per_address` connections per source address: fewer for clients that reconnect over and
+    /// over, whose closed connections wait in TIME_WAIT on their address's ports for a minute.
+    pub const fn spread(per_address: u32) -> SourceAddrs {
         SourceAddrs {
             next: AtomicU32::new(0),
+            per_address,
         }
     }
 
     pub fn next(&self) -> IpAddr {
-        let n = self.next.fetch_add(1, Ordering::Relaxed) / PER_ADDRESS;
+        let n = self.next.fetch_add(1, Ordering::Relaxed) / self.per_address;
         IpAddr::V4(Ipv4Addr::new(
             127,
             0,

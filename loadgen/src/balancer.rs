@@ -1,6 +1,7 @@
 //! A small TCP load balancer in front of several nodes, for the rolling deploy: each new
 //! connection goes round robin to the next node whose `GET /ready` answered `200` in the last half
-//! second (every node is asked every 250 ms), as a cloud balancer's readiness check does. It never
+//! second (every node is asked every 250 ms), as a cloud balancer's readiness check does; a node
+//! that answers anything else, or refuses the connection, is out at once. It never
 //! cuts a connection to a node that stops being ready: closing those is the node's job, and what
 //! the deploy measures. A node it cannot connect to is skipped for the next ready one (nginx's
 //! `proxy_next_upstream error`). The load generator's clients use WebSocket only, so no
@@ -114,9 +115,14 @@ async fn poll(state: Arc<State>, mut stop: watch::Receiver<bool>) {
         let asks = state.nodes.iter().enumerate().map(|(i, &node)| {
             let state = state.clone();
             async move {
-                if ready(node, POLL).await {
-                    let now = state.started.elapsed().as_millis().max(1) as u64;
-                    state.ready_at[i].store(now, Ordering::Relaxed);
+                match ready(node, POLL).await {
+                    Some(true) => {
+                        let now = state.started.elapsed().as_millis().max(1) as u64;
+                        state.ready_at[i].store(now, Ordering::Relaxed);
+                    }
+                    Some(false) => state.ready_at[i].store(0, Ordering::Relaxed),
+                    // No answer in time: the last one stands until it is half a second old.
+                    None => {}
                 }
             }
         });

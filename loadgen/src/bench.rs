@@ -47,6 +47,9 @@ pub struct Args {
     /// Exit non-zero if our server lost, duplicated or dropped anything.
     #[arg(long)]
     pub strict: bool,
+    /// Run our side only (e.g. an earlier build's figures, with `--twine` pointing at it).
+    #[arg(long)]
+    pub ours_only: bool,
 }
 
 /// One point: a scenario, and the two deployments it compares.
@@ -461,12 +464,17 @@ async fn measure(args: &scenario::Args, pin: bool) -> anyhow::Result<Figures> {
     } else {
         Command::new(exe)
     };
+    // Not `output()`: it would capture stderr too, and the load generator's progress and errors
+    // belong on ours.
     let out = c
         .arg("spec")
         .arg(spec)
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
+        .spawn()
+        .context("running the load generator")?
+        .wait_with_output()
         .await
         .context("running the load generator")?;
     if !out.status.success() {
@@ -510,7 +518,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     for p in &points {
         for repeat in 0..repeats {
-            for (side, deployment) in [(report::Side::Ours, p.ours), (report::Side::Peer, p.peer)] {
+            let sides = [(report::Side::Ours, p.ours), (report::Side::Peer, p.peer)];
+            let sides = &sides[..if args.ours_only { 1 } else { 2 }];
+            for &(side, deployment) in sides {
                 let label = report::label(deployment);
                 eprintln!("== {} [{}/{repeats}]: {label}", p.title, repeat + 1);
                 let patience = if args.scale == Scale::Full { 180 } else { 10 };

@@ -177,7 +177,14 @@ impl Client {
             match frame? {
                 Frame::Text(text) if text.as_str() == "2" => self.send("3").await?,
                 Frame::Text(text) => return Ok(Some(text.as_str().to_owned())),
-                Frame::Close(_) => return Ok(None),
+                Frame::Close(_) => {
+                    // Acknowledgements already written go out before the close reply, as a
+                    // client that writes each one at once would have sent them.
+                    if self.unflushed {
+                        let _ = self.ws.flush().await;
+                    }
+                    return Ok(None);
+                }
                 _ => {}
             }
         }

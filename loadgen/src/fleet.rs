@@ -146,10 +146,16 @@ pub struct Run {
 
 impl Run {
     pub fn new(ack: bool, quiet: bool) -> Run {
+        Run::with_sources(ack, quiet, SourceAddrs::new())
+    }
+
+    /// A fleet whose clients come from `sources` (e.g. spread over many addresses, as many
+    /// users are).
+    pub fn with_sources(ack: bool, quiet: bool, sources: SourceAddrs) -> Run {
         let (stop, stop_rx) = watch::channel(false);
         Run {
             fleet: Arc::new(Fleet {
-                sources: SourceAddrs::new(),
+                sources,
                 ready: AtomicUsize::new(0),
                 errors: AtomicUsize::new(0),
                 dropped: AtomicUsize::new(0),

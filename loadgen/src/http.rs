@@ -65,11 +65,13 @@ pub async fn metric(target: SocketAddr, name: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
-/// Whether `GET /ready` answers `200` within `patience`.
-pub async fn ready(target: SocketAddr, patience: std::time::Duration) -> bool {
+/// Whether `GET /ready` answers `200`: `Some(false)` for another answer or a refused
+/// connection, `None` when no answer came within `patience`.
+pub async fn ready(target: SocketAddr, patience: std::time::Duration) -> Option<bool> {
     match tokio::time::timeout(patience, get(target, None, "/ready")).await {
-        Ok(Ok(response)) => response.split_whitespace().nth(1) == Some("200"),
-        _ => false,
+        Ok(Ok(response)) => Some(response.split_whitespace().nth(1) == Some("200")),
+        Ok(Err(_)) => Some(false),
+        Err(_) => None,
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::addrs::SourceAddrs;
 use crate::fleet::{self, Plan, Run};
 use crate::procfs::total_precise_cpu_seconds;
 use crate::publisher::{self, Limit, Schedule, Tally, room_name};
@@ -112,7 +113,10 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
         subscribe: true,
         waiting_for: None,
     };
-    let members = Run::new(args.ack, args.quiet);
+    // The members are many users: from many addresses (100 each), as a per-address limit on
+    // handshakes in progress would otherwise refuse what one address opens at once.
+    let spread = || SourceAddrs::spread(100);
+    let members = Run::with_sources(args.ack, args.quiet, spread());
     let handles = members
         .launch((0..n).map(|i| plan(i, 0)).collect(), args.connect_rate)
         .await;
@@ -181,7 +185,7 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Every member comes back at once and recovers.
-    let again = Run::new(args.ack, args.quiet);
+    let again = Run::with_sources(args.ack, args.quiet, spread());
     let plans: Vec<Plan> = before
         .iter()
         .enumerate()

@@ -89,7 +89,8 @@ impl Group {
             Group::Deploy => {
                 "Three nodes on core 0 and one Redis, behind a TCP load balancer inside the load \
                  generator (core 1): each new connection goes round robin to a node whose \
-                 `GET /ready` answered `200` in the last 0.5 s (asked every 250 ms); connections \
+                 `GET /ready` answered `200` in the last 0.5 s (asked every 250 ms; any other \
+                 answer, or a refused connection, takes it out at once); connections \
                  to a node that stops being ready are not cut by the balancer. Clients connect \
                  over WebSocket through it, acknowledge every message and reconnect by \
                  themselves with socket.io-client's backoff (0.5–1.5 s, doubling to 5 s), ours \
@@ -441,8 +442,22 @@ fn rows(scenario: &str) -> Vec<(&'static str, Pick, usize)> {
                 |f| {
                     f.redis
                         .as_ref()
-                        .filter(|r| r.cpu_us_per_publish > 0.0)
+                        .filter(|r| r.cpu_us_per_publish > 0.0 && r.primaries.is_empty())
                         .map(|r| 1e6 / r.cpu_us_per_publish)
+                },
+                0,
+            ),
+            (
+                "the cluster's ceiling at that cost (one core ÷ its busiest primary's CPU per publish), publishes/s",
+                |f| {
+                    let busiest = f
+                        .redis
+                        .as_ref()?
+                        .primaries
+                        .iter()
+                        .map(|p| p.cpu_us_per_publish)
+                        .reduce(f64::max)?;
+                    (busiest > 0.0).then(|| 1e6 / busiest)
                 },
                 0,
             ),

@@ -78,6 +78,9 @@ pub struct Sessions {
     pub recovered: AtomicU64,
     pub not_recovered: AtomicU64,
     pub delivered: AtomicU64,
+    /// Deliveries of messages the session had not received before (what [`SessionRun::settle`]
+    /// waits for: repeats must not stand in for a message still on its way).
+    pub fresh: AtomicU64,
     /// Publish → deliver of messages published while connected.
     pub live: Histogram,
     /// Publish → deliver of messages published before the reconnect that delivered them began.
@@ -141,6 +144,7 @@ async fn session(s: Arc<Sessions>, plan: SessionPlan, seed: u64) -> Trace {
     let (mut pid, mut offset) = (None::<String>, None::<String>);
     let (mut subscribed, mut counted_ready) = (false, false);
     let mut attempt = 0u32;
+    let mut seen = HashSet::new();
     let mut away_since: Option<Instant> = None;
     loop {
         if *stop.borrow() {
@@ -222,6 +226,9 @@ async fn session(s: Arc<Sessions>, plan: SessionPlan, seed: u64) -> Trace {
                 event = client.next_event() => match event {
                     Ok(Some(Event::Message(m))) => {
                         s.delivered.fetch_add(1, Ordering::Relaxed);
+                        if seen.insert(m.seq) {
+                            s.fresh.fetch_add(1, Ordering::Relaxed);
+                        }
                         let latency = now_us().saturating_sub(m.sent_us);
                         if !first && m.sent_us < began_us {
                             s.replayed.record_us(latency);
@@ -297,7 +304,10 @@ impl SessionRun {
         let (churn, churn_rx) = watch::channel(false);
         SessionRun {
             sessions: Arc::new(Sessions {
-                sources: SourceAddrs::new(),
+                // Every (re)connection takes the next address after 1,000: a session's closed
+                // connections stay in TIME_WAIT on its address for a minute, and one address
+                // has about 28,000 ports.
+                sources: SourceAddrs::spread(1_000),
                 started: Instant::now(),
                 ack,
                 stop: stop_rx,
@@ -315,6 +325,7 @@ impl SessionRun {
                 recovered: AtomicU64::new(0),
                 not_recovered: AtomicU64::new(0),
                 delivered: AtomicU64::new(0),
+                fresh: AtomicU64::new(0),
                 live: Histogram::new(),
                 replayed: Histogram::new(),
                 replay_after_connect: Histogram::new(),
@@ -338,8 +349,9 @@ impl SessionRun {
         counter.load(Ordering::Relaxed)
     }
 
-    pub fn delivered(&self) -> u64 {
-        Self::load(&self.sessions.delivered)
+    /// Deliveries of messages new to their session.
+    pub fn fresh(&self) -> u64 {
+        Self::load(&self.sessions.fresh)
     }
 
     pub fn connected(&self) -> usize {
@@ -403,14 +415,14 @@ impl SessionRun {
         }
     }
 
-    /// Waits until `expected` messages have arrived in all, or nothing more arrives for
-    /// `quiet_for`.
+    /// Waits until `expected` messages have arrived in all (each counted once per session), or
+    /// nothing more arrives for `quiet_for`.
     pub async fn settle(&self, expected: u64, quiet_for: Duration) {
-        let mut last = self.delivered();
+        let mut last = self.fresh();
         let mut still_since = Instant::now();
         let give_up = Instant::now() + Duration::from_secs(120);
         loop {
-            let now = self.delivered();
+            let now = self.fresh();
             if now >= expected || still_since.elapsed() > quiet_for || Instant::now() > give_up {
                 return;
             }
