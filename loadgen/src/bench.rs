@@ -63,6 +63,9 @@ pub struct Point {
     pub peer_recovery: Option<RecoveryFlow>,
     /// Run the load generator unpinned for our side (the many-rooms point).
     pub ours_unpinned: bool,
+    /// The peer's column header, when its deployment's name does not say what differs (ours
+    /// against ours with other flags).
+    pub peer_label: Option<&'static str>,
 }
 
 /// A scenario with the defaults; targets and pids are filled in when its servers start.
@@ -88,6 +91,7 @@ fn scenario_args(kind: Kind) -> scenario::Args {
         p99_limit_ms: 50.0,
         members: 1,
         every: 15.0,
+        backend_pid: None,
         restart: Vec::new(),
         // A progress line only where someone watches it.
         quiet: !std::io::stderr().is_terminal(),
@@ -101,6 +105,7 @@ const fn deploy(server: Server, nodes: usize, redis: Redis) -> Deployment {
         redis,
         pinned: true,
         flags: &[],
+        backend: false,
     }
 }
 
@@ -123,6 +128,7 @@ fn point(
         peer,
         peer_recovery: None,
         ours_unpinned: false,
+        peer_label: None,
     }
 }
 
@@ -294,7 +300,8 @@ pub fn plan(scale: Scale) -> Vec<Point> {
     points
 }
 
-/// Points 6–10: Redis Cluster, the quiet node, the rolling deploy, churn, mass disconnect.
+/// Points 6–11: Redis Cluster, the quiet node, the rolling deploy, churn, mass disconnect,
+/// backend hooks.
 fn more_points(points: &mut Vec<Point>, full: bool) {
     // 6. Redis Cluster: publishes accepted per second, as 5a, on three primaries.
     for (rooms, prefill) in [(1, if full { 10_000 } else { 1_000 }), (1_000, 0)] {
@@ -425,6 +432,32 @@ fn more_points(points: &mut Vec<Point>, full: bool) {
         p.peer_recovery = Some(RecoveryFlow::SocketIo);
         points.push(p);
     }
+
+    // 11. Backend hooks: ours with every hook on (its backend on core 1) against ours with none,
+    // the token granting what the publish hook would.
+    let mut a = scenario_args(Kind::Hooks);
+    (a.connections, a.rooms, a.concurrency) = (if full { 2_000 } else { 200 }, 20, 64);
+    let mut p = point(
+        Group::Hooks,
+        format!(
+            "hooks: {} clients connect, subscribe ({} rooms) and publish {} each, {} in flight: every hook on, backend on core 1, against hooks off",
+            a.connections,
+            a.rooms,
+            crate::hooks::PUBLISHES_PER_CLIENT,
+            a.concurrency
+        ),
+        a,
+        Deployment {
+            backend: true,
+            ..TWINE
+        },
+        Deployment {
+            flags: &["--auth", "optional", "--client-publish", "token"],
+            ..TWINE
+        },
+    );
+    p.peer_label = Some("twine, hooks off (--auth optional --client-publish token)");
+    points.push(p);
 }
 
 /// Other work on the machine (cores busy) above which a run is run again.
@@ -504,13 +537,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         })
         .filter(|p| {
             // A binary from before a flag existed (a "before" run) skips the points that need it.
-            let known = knows_flags(&args.twine, p.ours.flags);
+            let mut flags = p.ours.flags.to_vec();
+            if p.ours.backend {
+                flags.extend(servers::HOOK_FLAGS);
+            }
+            if p.peer.server == Server::Twine && !args.ours_only {
+                flags.extend(p.peer.flags);
+            }
+            let known = knows_flags(&args.twine, &flags);
             if !known {
                 eprintln!(
                     "== {}: skipped, {} does not take {}",
                     p.title,
                     args.twine.display(),
-                    p.ours.flags.join(" ")
+                    flags.join(" ")
                 );
             }
             known
@@ -521,7 +561,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let sides = [(report::Side::Ours, p.ours), (report::Side::Peer, p.peer)];
             let sides = &sides[..if args.ours_only { 1 } else { 2 }];
             for &(side, deployment) in sides {
-                let label = report::label(deployment);
+                let label = match (side, p.peer_label) {
+                    (report::Side::Peer, Some(label)) => label.to_owned(),
+                    _ => report::label(deployment),
+                };
                 eprintln!("== {} [{}/{repeats}]: {label}", p.title, repeat + 1);
                 let patience = if args.scale == Scale::Full { 180 } else { 10 };
                 wait_until_quiet(std::time::Duration::from_secs(patience)).await?;
@@ -531,6 +574,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 a.server_pids = running.pids();
                 a.redis = running.redis();
                 a.restart = running.recipes();
+                a.backend_pid = running.backend_pid();
                 if side == report::Side::Peer
                     && let Some(flow) = p.peer_recovery
                 {
@@ -554,6 +598,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     a.server_pids = running.pids();
                     a.redis = running.redis();
                     a.restart = running.recipes();
+                    a.backend_pid = running.backend_pid();
                     figures = measure(&a, pin).await?;
                 }
                 runs.push(Run {
@@ -643,6 +688,11 @@ fn trouble(f: &Figures) -> Vec<String> {
     if let Some(c) = &f.churn {
         flag("out of order", c.count.out_of_order);
         flag("never came back", c.never_back as u64);
+    }
+    if let Some(h) = &f.hooks {
+        flag("client publishes refused", h.publishes_refused);
+        flag("subscribes refused", h.subscribes_refused);
+        flag("subscribes unanswered", h.subscribes_failed);
     }
     if let Some(m) = &f.mass {
         flag(

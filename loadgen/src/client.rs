@@ -5,7 +5,8 @@
 //! session) or the way stock socket.io-client recovers a session (Socket.IO v5 connection state
 //! recovery): the namespace connect reply carries a `pid`, each broadcast event carries an
 //! offset as its last argument, and a reconnect sends `{"pid": ..., "offset": ...}` in the
-//! connect packet, as `socket.io-client/lib/socket.ts` does.
+//! connect packet, as `socket.io-client/lib/socket.ts` does. A token, when it has one, travels in
+//! the same connect packet (`{"token": ...}`), and it may publish with an acknowledgement.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -35,6 +36,10 @@ pub struct Delivered {
 pub enum Event {
     Message(Delivered),
     Joined,
+    /// The acknowledgement (`43<id>[...]`) of an event sent with id `.0`; `.1` its arguments.
+    Ack(u64, String),
+    /// An `error` event: something the client asked was refused.
+    Error,
     /// The server disconnected the namespace (`41`): socket.io-client does not reconnect after it.
     Kicked,
     Other,
@@ -47,6 +52,8 @@ pub struct Hello<'a> {
     pub cookie: Option<&'a str>,
     /// A session to recover the Socket.IO v5 way: `(pid, offset)`.
     pub recover: Option<(&'a str, &'a str)>,
+    /// A token (`POST /api/token`), sent as `auth.token`.
+    pub token: Option<&'a str>,
 }
 
 pub struct Client {
@@ -124,12 +131,19 @@ impl Client {
         if !open.starts_with('0') {
             bail!("expected the Engine.IO open packet, got {open:.40}");
         }
-        match hello.recover {
-            Some((pid, offset)) => {
-                let auth = serde_json::json!({ "pid": pid, "offset": offset });
-                client.send(&format!("40{auth}")).await?;
-            }
-            None => client.send("40").await?,
+        let mut auth = serde_json::Map::new();
+        if let Some((pid, offset)) = hello.recover {
+            auth.insert("pid".into(), pid.into());
+            auth.insert("offset".into(), offset.into());
+        }
+        if let Some(token) = hello.token {
+            auth.insert("token".into(), token.into());
+        }
+        if auth.is_empty() {
+            client.send("40").await?;
+        } else {
+            let auth = serde_json::Value::Object(auth);
+            client.send(&format!("40{auth}")).await?;
         }
         loop {
             let text = client
@@ -195,6 +209,18 @@ impl Client {
         self.send(&packet).await
     }
 
+    /// A client publish (`--client-publish`) into `room`, asking for acknowledgement `ack`: the
+    /// argument is `POST /api/twine`'s body.
+    pub async fn publish(
+        &mut self,
+        ack: u64,
+        room: &str,
+        payload: &serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let arg = serde_json::json!({ "room_id": room, "payload": payload });
+        self.send(&format!("42{ack}[\"publish\",{arg}]")).await
+    }
+
     /// `updateSessionTS`, as twine-client-library sends for each message; written now, flushed
     /// with the others of its batch when nothing more is waiting to be read.
     pub async fn acknowledge(&mut self, timestamp: u64) -> anyhow::Result<()> {
@@ -217,6 +243,12 @@ impl Client {
         if text == "41" {
             return Ok(Some(Event::Kicked));
         }
+        if let Some(ack) = text.strip_prefix("43") {
+            let digits = ack.bytes().take_while(u8::is_ascii_digit).count();
+            if let Ok(id) = ack[..digits].parse() {
+                return Ok(Some(Event::Ack(id, ack[digits..].to_owned())));
+            }
+        }
         let Some(body) = text.strip_prefix("42") else {
             return Ok(Some(Event::Other));
         };
@@ -225,6 +257,9 @@ impl Client {
         }
         if body.starts_with("[\"roomJoined\"") {
             return Ok(Some(Event::Joined));
+        }
+        if body.starts_with("[\"error\"") {
+            return Ok(Some(Event::Error));
         }
         Ok(Some(Event::Other))
     }

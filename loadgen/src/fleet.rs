@@ -71,6 +71,7 @@ async fn client_task(fleet: Arc<Fleet>, plan: Plan) -> Seen {
             .recover
             .as_ref()
             .map(|(pid, offset)| (pid.as_str(), offset.as_str())),
+        token: None,
     };
     // A server too busy to finish a handshake in this time counts it as a connect error, so a
     // run never waits on it for ever.

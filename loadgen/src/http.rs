@@ -1,5 +1,5 @@
-//! The plain HTTP/1.1 requests of the Twine flow: fetching the cookie, publishing, reading
-//! `/metrics` and asking `/ready`, over loopback, without an HTTP client library (one small
+//! The plain HTTP/1.1 requests of the Twine flow: fetching the cookie, minting a token,
+//! publishing, reading `/metrics` and asking `/ready`, over loopback, without an HTTP client library (one small
 //! request each, so the load generator spends little per publish).
 
 use std::net::{IpAddr, SocketAddr};
@@ -16,15 +16,47 @@ pub async fn connect_from(source: IpAddr, target: SocketAddr) -> anyhow::Result<
 
 /// A whole response to a `Connection: close` request.
 async fn get(target: SocketAddr, source: Option<IpAddr>, path: &str) -> anyhow::Result<String> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+    exchange(target, source, &request).await
+}
+
+/// Sends `request` on a new connection and reads until the server closes it.
+async fn exchange(
+    target: SocketAddr,
+    source: Option<IpAddr>,
+    request: &str,
+) -> anyhow::Result<String> {
     let mut stream = match source {
         Some(source) => connect_from(source, target).await?,
         None => TcpStream::connect(target).await?,
     };
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
     Ok(response)
+}
+
+/// `POST /api/token` with the API key; returns the minted token.
+pub async fn mint_token(target: SocketAddr, api_key: &str, claims: &str) -> anyhow::Result<String> {
+    let request = format!(
+        "POST /api/token HTTP/1.1\r\nHost: {target}\r\nAuthorization: {api_key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{claims}",
+        claims.len()
+    );
+    let response = exchange(target, None, &request).await?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("no body in the /api/token response")?;
+    if head.split_whitespace().nth(1) != Some("201") {
+        bail!(
+            "POST /api/token answered {}",
+            head.lines().next().unwrap_or("")
+        );
+    }
+    let minted: serde_json::Value = serde_json::from_str(body).context("the minted token")?;
+    minted["token"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no token in the /api/token answer")
 }
 
 /// `GET /set-cookie`; returns the `twineid=...` pair.
@@ -49,14 +81,31 @@ pub async fn delivery_lag(target: SocketAddr) -> Option<f64> {
 
 /// A metric from `GET /metrics`, summed over its label sets; `None` from a server without it.
 pub async fn metric(target: SocketAddr, name: &str) -> Option<f64> {
-    let response = get(target, None, "/metrics").await.ok()?;
-    let values: Vec<f64> = response
+    sample_sum(&metrics(target).await?, name, &[])
+}
+
+/// The text of `GET /metrics`.
+pub async fn metrics(target: SocketAddr) -> Option<String> {
+    get(target, None, "/metrics").await.ok()
+}
+
+/// The samples of `name` in a `/metrics` text whose labels include every `key="value"` of
+/// `labels`, summed; `None` when there are none.
+pub fn sample_sum(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    let values: Vec<f64> = text
         .lines()
         .filter_map(|l| {
             let rest = l.strip_prefix(name)?;
             let value = match rest.as_bytes().first() {
-                Some(b' ') => rest,
-                Some(b'{') => &rest[rest.find('}')? + 1..],
+                Some(b' ') if labels.is_empty() => rest,
+                Some(b'{') => {
+                    let end = rest.find('}')?;
+                    let set: Vec<&str> = rest[1..end].split(',').collect();
+                    if !labels.iter().all(|l| set.contains(l)) {
+                        return None;
+                    }
+                    &rest[end + 1..]
+                }
                 _ => return None,
             };
             value.split_whitespace().next()?.parse().ok()
@@ -164,5 +213,33 @@ impl Publisher {
             self.reader.read_exact(&mut body).await?;
         }
         Ok(Answer { status, reusable })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_are_picked_by_label() {
+        let text = "# TYPE twine_hook_calls counter\n\
+            twine_hook_calls_total{hook=\"connect\",outcome=\"allowed\"} 7\n\
+            twine_hook_calls_total{hook=\"connect\",outcome=\"busy\"} 1\n\
+            twine_hook_calls_total{hook=\"publish\",outcome=\"allowed\"} 3\n\
+            twine_hook_seconds_sum{hook=\"connect\"} 0.5\n\
+            twine_connections 4\n";
+        let calls = "twine_hook_calls_total";
+        assert_eq!(sample_sum(text, calls, &["hook=\"connect\""]), Some(8.0));
+        assert_eq!(sample_sum(text, calls, &[]), Some(11.0));
+        assert_eq!(
+            sample_sum(text, calls, &["hook=\"publish\"", "outcome=\"busy\""]),
+            None
+        );
+        assert_eq!(
+            sample_sum(text, "twine_hook_seconds_sum", &["hook=\"connect\""]),
+            Some(0.5)
+        );
+        assert_eq!(sample_sum(text, "twine_connections", &[]), Some(4.0));
+        assert_eq!(sample_sum(text, "twine_connections", &["hook=\"x\""]), None);
     }
 }

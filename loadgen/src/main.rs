@@ -18,6 +18,7 @@
 //! - [`quiet`], [`deploy`], [`churn`], [`mass`]: the node whose rooms get no traffic, the rolling
 //!   restart behind a load balancer, connections force-closed over and over, the mass disconnect
 //!   and recovery of one room.
+//! - [`hooks`]: connects, subscribes and client publishes decided by the app's backend.
 //! - [`session`]: clients that reconnect by themselves (socket.io-client's backoff) and recover.
 //! - [`balancer`]: the TCP load balancer of the rolling restart (ready nodes only).
 //! - [`servers`]: starting the servers, the Node peers and Redis (one primary or a cluster),
@@ -32,6 +33,7 @@ mod churn;
 mod client;
 mod deploy;
 mod fleet;
+mod hooks;
 mod http;
 mod mass;
 mod procfs;
@@ -107,6 +109,7 @@ async fn run(args: &scenario::Args) -> anyhow::Result<scenario::Figures> {
         Kind::Deploy => deploy::run(args, &setup, &mut figures).await?,
         Kind::Churn => churn::run(args, &setup, &mut figures).await?,
         Kind::MassDrop => mass::run(args, &setup, &mut figures).await?,
+        Kind::Hooks => hooks::run(args, &setup, &mut figures).await?,
     }
     Ok(figures)
 }

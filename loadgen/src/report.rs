@@ -2,7 +2,8 @@
 //! command), a table per point with ours, the peer and their ratio (each cell the median of the
 //! runs and their range), the targets of issue 11, and two SVG charts drawn here. A section
 //! filled by hand (what an idle connection holds, from a heap profile) is carried over from the
-//! existing report when it is regenerated.
+//! existing report when it is regenerated, and a profile kept beside the raw figures
+//! (`bench/profile.md`) ends the report.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -31,6 +32,7 @@ pub enum Group {
     Deploy,
     Churn,
     Mass,
+    Hooks,
 }
 
 impl Group {
@@ -50,6 +52,7 @@ impl Group {
             Group::Deploy => "8. Deploy: every node restarted in turn behind a load balancer",
             Group::Churn => "9. Churn: connections force-closed by their clients",
             Group::Mass => "10. Mass disconnect and mass recovery of one room",
+            Group::Hooks => "11. Backend hooks: connects, subscribes and client publishes",
         }
     }
 
@@ -128,6 +131,25 @@ impl Group {
                  other room's latency is over the same span. Figures of an earlier build of ours \
                  come from the same command with `--twine` pointing at it."
             }
+            Group::Hooks => {
+                "Both columns are our server, one node, no Redis; the left one with every hook on \
+                 (`--connect-hook-url`, `--subscribe-hook-url`, `--publish-hook-url`, \
+                 `--client-publish hook`) calling `js-fixtures/backend.mjs` (node:http, every \
+                 hook allowing, checking every call's signature) pinned to core 1 beside the load \
+                 generator; the right one with no hooks (`--auth optional --client-publish \
+                 token`). The ratio is hooks on ÷ hooks off. One token is minted first (`publish` \
+                 claim `hooks-*`); every client fetches its cookie; a first round of 500 other \
+                 clients (all of them in a smoke run), not measured, warms the backend and the \
+                 server's connections to it. Then three phases run one after another, 64 operations in flight in each: every client connects (the \
+                 token in its connect packet; latency to the connect reply), subscribes to one \
+                 room (to `roomJoined`), and sends 5 `publish` events with acknowledgements, one \
+                 after another, into rooms nobody subscribes to (so the publish, not its \
+                 fan-out, is measured; latency to the acknowledgement). Each phase's rate is its \
+                 operations ÷ its wall time; server CPU per operation is the server's CPU over \
+                 the phase (each thread's `schedstat`) ÷ its operations. A hook call's mean is \
+                 the server's own account (`twine_hook_seconds` sum ÷ count on `/metrics`): the \
+                 signed HTTP call to the backend and its answer."
+            }
             _ => return None,
         })
     }
@@ -198,6 +220,9 @@ pub fn label(d: Deployment) -> String {
             nodes(d.nodes)
         ),
     };
+    if d.backend {
+        name.push_str(", every hook on (backend on core 1)");
+    }
     if !d.flags.is_empty() {
         name.push_str(&format!(", {}", d.flags.join(" ")));
     }
@@ -486,6 +511,7 @@ fn rows(scenario: &str) -> Vec<(&'static str, Pick, usize)> {
         "Deploy" => deploy_rows(),
         "Churn" => churn_rows(),
         "MassDrop" => mass_rows(),
+        "Hooks" => hooks_rows(),
         _ => vec![
             ("sessions", |f| Some(f.connections as f64), 0),
             (
@@ -958,6 +984,169 @@ fn mass_rows() -> Rows {
     ]
 }
 
+fn hooked(f: &Figures) -> Option<&crate::hooks::HooksFigures> {
+    f.hooks.as_ref()
+}
+
+/// A phase's latency quantile.
+fn phase_lat(
+    f: &Figures,
+    phase: fn(&crate::hooks::HooksFigures) -> &crate::hooks::Phase,
+    q: fn(&crate::stats::Latency) -> f64,
+) -> Option<f64> {
+    phase(hooked(f)?).latency.as_ref().map(q)
+}
+
+fn hooks_rows() -> Rows {
+    vec![
+        ("clients", |f| hooked(f).map(|h| h.clients as f64), 0),
+        (
+            "connects per second",
+            |f| hooked(f).map(|h| h.connect.per_second),
+            0,
+        ),
+        (
+            "connect latency p50, ms",
+            |f| phase_lat(f, |h| &h.connect, |l| l.p50_ms),
+            1,
+        ),
+        (
+            "connect latency p99, ms",
+            |f| phase_lat(f, |h| &h.connect, |l| l.p99_ms),
+            1,
+        ),
+        (
+            "connects refused or failed",
+            |f| hooked(f).map(|h| (h.connects_refused + h.connects_failed) as f64),
+            0,
+        ),
+        (
+            "server CPU per connect, µs",
+            |f| hooked(f).map(|h| h.connect.server_cpu_us),
+            0,
+        ),
+        (
+            "subscribes per second",
+            |f| hooked(f).map(|h| h.subscribe.per_second),
+            0,
+        ),
+        (
+            "subscribe latency p50, ms",
+            |f| phase_lat(f, |h| &h.subscribe, |l| l.p50_ms),
+            1,
+        ),
+        (
+            "subscribe latency p99, ms",
+            |f| phase_lat(f, |h| &h.subscribe, |l| l.p99_ms),
+            1,
+        ),
+        (
+            "subscribes refused or unanswered",
+            |f| hooked(f).map(|h| (h.subscribes_refused + h.subscribes_failed) as f64),
+            0,
+        ),
+        (
+            "server CPU per subscribe, µs",
+            |f| hooked(f).map(|h| h.subscribe.server_cpu_us),
+            0,
+        ),
+        (
+            "client publishes per second",
+            |f| hooked(f).map(|h| h.publish.per_second),
+            0,
+        ),
+        (
+            "publish → acknowledgement p50, ms",
+            |f| phase_lat(f, |h| &h.publish, |l| l.p50_ms),
+            1,
+        ),
+        (
+            "publish → acknowledgement p99, ms",
+            |f| phase_lat(f, |h| &h.publish, |l| l.p99_ms),
+            1,
+        ),
+        (
+            "publishes acknowledged ok",
+            |f| hooked(f).map(|h| h.publishes_ok as f64),
+            0,
+        ),
+        (
+            "publishes refused",
+            |f| hooked(f).map(|h| h.publishes_refused as f64),
+            0,
+        ),
+        (
+            "publishes unanswered",
+            |f| hooked(f).map(|h| h.publishes_failed as f64),
+            0,
+        ),
+        (
+            "server CPU per publish, µs",
+            |f| hooked(f).map(|h| h.publish.server_cpu_us),
+            0,
+        ),
+        (
+            "connect hook: calls",
+            |f| hooked(f)?.connect_hook.as_ref().map(|h| h.calls),
+            0,
+        ),
+        (
+            "connect hook: mean per call, ms",
+            |f| hooked(f)?.connect_hook.as_ref()?.mean_ms,
+            2,
+        ),
+        (
+            "subscribe hook: calls",
+            |f| hooked(f)?.subscribe_hook.as_ref().map(|h| h.calls),
+            0,
+        ),
+        (
+            "subscribe hook: mean per call, ms",
+            |f| hooked(f)?.subscribe_hook.as_ref()?.mean_ms,
+            2,
+        ),
+        (
+            "publish hook: calls",
+            |f| hooked(f)?.publish_hook.as_ref().map(|h| h.calls),
+            0,
+        ),
+        (
+            "publish hook: mean per call, ms",
+            |f| hooked(f)?.publish_hook.as_ref()?.mean_ms,
+            2,
+        ),
+        (
+            "hook calls failed (timeout, unreachable, garbled, busy)",
+            |f| {
+                let h = hooked(f)?;
+                let calls = [&h.connect_hook, &h.subscribe_hook, &h.publish_hook];
+                let failed: Vec<f64> = calls
+                    .iter()
+                    .filter_map(|c| Some(c.as_ref()?.failed))
+                    .collect();
+                (!failed.is_empty()).then(|| failed.iter().sum())
+            },
+            0,
+        ),
+        (
+            "server CPU, cores busy (all three phases)",
+            |f| Some(f.server_cores),
+            2,
+        ),
+        ("backend CPU, cores busy", |f| hooked(f)?.backend_cores, 2),
+        (
+            "load generator CPU, cores busy",
+            |f| Some(f.loadgen_cores),
+            2,
+        ),
+        (
+            "other load on the machine, cores busy",
+            |f| Some(f.other_cores),
+            2,
+        ),
+    ]
+}
+
 fn side<'a>(runs: &'a [Run], title: &str, side: Side) -> Vec<&'a Run> {
     runs.iter()
         .filter(|r| r.title == title && r.side == side)
@@ -1335,6 +1524,23 @@ fn memory_chart(path: &Path, runs: &[Run]) -> anyhow::Result<()> {
 
 const HAND_FILLED: &str = "## What an idle connection holds";
 
+const PROFILE: &str = "## Where the time goes";
+
+/// `bench/profile.md` (a profile of a point, written by hand beside the raw figures), as the
+/// report's last section: under its own `## ` heading if it has one, else under `PROFILE`.
+fn profile(bench: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(bench.join("profile.md")).ok()?;
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    Some(if text.starts_with("## ") {
+        text.to_owned()
+    } else {
+        format!("{PROFILE}\n\n{text}")
+    })
+}
+
 /// The hand-filled section of an existing report, if any, up to the next `## ` heading.
 fn carried_over(out: &Path) -> Option<String> {
     let old = std::fs::read_to_string(out).ok()?;
@@ -1440,8 +1646,10 @@ fn method(text: &mut String, meta: &Meta) {
          once and paced; (9) churn: 10,000 clients (fewer where the open-files limit is lower) \
          each force-closing its own connection about every 15 s for a minute while each of 50 \
          rooms gets one publish per second; (10) the mass disconnect and recovery of 5,000, \
-         10,000 and 18,000 members of one room, with another room's latency meanwhile. Each \
-         section says how its point runs."
+         10,000 and 18,000 members of one room, with another room's latency meanwhile; (11) \
+         2,000 clients connecting, subscribing and publishing 5 messages each with every backend \
+         hook on (the backend on core 1) against our server without hooks: the cost of each \
+         hook call. Each section says how its point runs."
     );
 }
 
@@ -1496,6 +1704,9 @@ pub fn write(out: &Path, meta: &Meta, runs: &[Run]) -> anyhow::Result<()> {
         text,
         "## Charts\n\n![publish→deliver latency CDF](bench/latency-cdf.svg)\n\n![memory per connection](bench/memory-per-connection.svg)"
     );
+    if let Some(profile) = profile(&charts) {
+        let _ = writeln!(text, "\n{profile}");
+    }
     std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
     // The raw figures, so the report can be redrawn without measuring again.
     let raw = serde_json::json!({ "meta": meta, "runs": runs });

@@ -6,7 +6,8 @@
 //! payload carries.
 //!
 //! `idle` and `fanout` live here; the latency search, the publish-rate run, the reconnect storm,
-//! the quiet node, the rolling deploy, the churn and the mass disconnect have a file each.
+//! the quiet node, the rolling deploy, the churn, the mass disconnect and the hooks have a file
+//! each.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -49,6 +50,9 @@ pub enum Kind {
     /// The members of one room drop at once, then come back at once and recover, while another
     /// room is published to.
     MassDrop,
+    /// Connects, subscribes and client publishes, each at `--concurrency` in flight, with the
+    /// server's backend hooks (where it has them) deciding each.
+    Hooks,
 }
 
 /// How a reconnecting client asks for what it missed.
@@ -125,6 +129,10 @@ pub struct Args {
     /// Churn: mean seconds between two forced closes of one connection.
     #[arg(long, default_value_t = 15.0)]
     pub every: f64,
+    /// Hooks: the app backend's process id, for its CPU time.
+    #[arg(long)]
+    #[serde(default)]
+    pub backend_pid: Option<u32>,
     /// Deploy: how to start each node again (filled in by the benchmark).
     #[arg(skip)]
     #[serde(default)]
@@ -265,6 +273,8 @@ pub struct Figures {
     pub deploy: Option<crate::deploy::DeployFigures>,
     pub churn: Option<crate::churn::ChurnFigures>,
     pub mass: Option<crate::mass::MassFigures>,
+    #[serde(default)]
+    pub hooks: Option<crate::hooks::HooksFigures>,
 }
 
 impl Figures {

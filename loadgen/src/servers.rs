@@ -6,6 +6,10 @@
 //! which it shares with the load generator (pinned there by the benchmark); a deployment can
 //! also run unpinned, free to use every core.
 //!
+//! A deployment of ours may also have an app backend for its hooks (`js-fixtures/backend.mjs`,
+//! every hook allowing), pinned to core 1 beside the load generator, as an app's backend would
+//! run beside the server rather than on its core.
+//!
 //! Each node is started from a [`Recipe`] (its whole command line, its port fixed), which a
 //! scenario that restarts nodes (the rolling deploy) uses to start one again exactly as it was.
 
@@ -70,7 +74,23 @@ pub struct Deployment {
     pub pinned: bool,
     /// Flags our server gets beyond the benchmark's own (e.g. the drain's).
     pub flags: &'static [&'static str],
+    /// An app backend for our server's hooks: every hook on (connect, subscribe, publish),
+    /// clients publishing through the publish hook.
+    pub backend: bool,
 }
+
+/// The key of the benchmark backend's `Twine-Signature`s.
+const HOOK_SECRET: &str = "bench-secret";
+
+/// The flags a deployment with a backend adds to our server's (checked against `--help` before a
+/// point that needs them runs).
+pub const HOOK_FLAGS: &[&str] = &[
+    "--connect-hook-url",
+    "--subscribe-hook-url",
+    "--publish-hook-url",
+    "--hook-secret",
+    "--client-publish",
+];
 
 /// Where the programs are.
 pub struct Programs {
@@ -102,6 +122,8 @@ pub struct Running {
     redis: Vec<(Child, SocketAddr)>,
     /// The cluster's configuration files, removed when the deployment is dropped.
     cluster_dir: Option<PathBuf>,
+    /// The app backend of the hooks.
+    backend: Option<Node>,
 }
 
 impl Running {
@@ -121,6 +143,11 @@ impl Running {
     pub fn recipes(&self) -> Vec<Recipe> {
         self.recipes.clone()
     }
+
+    /// The hooks' backend's process id, when the deployment has one.
+    pub fn backend_pid(&self) -> Option<u32> {
+        self.backend.as_ref().map(|b| b.pid)
+    }
 }
 
 impl Drop for Running {
@@ -130,6 +157,9 @@ impl Drop for Running {
         }
         for r in &mut self.redis {
             let _ = r.0.start_kill();
+        }
+        if let Some(b) = &mut self.backend {
+            let _ = b.child.start_kill();
         }
         if let Some(dir) = &self.cluster_dir {
             let _ = std::fs::remove_dir_all(dir);
@@ -219,11 +249,45 @@ async fn start_cluster(core: Option<u32>, dir: &Path) -> anyhow::Result<Vec<(Chi
     bail!("the Redis Cluster did not reach cluster_state:ok")
 }
 
-/// The command line of one node of `deployment` on `port`.
+/// The hooks' backend (`backend.mjs`, beside the peers' folder), every hook allowing.
+async fn start_backend(programs: &Programs, core: Option<u32>) -> anyhow::Result<Node> {
+    let script = programs.peer_dir.join("../backend.mjs");
+    let mut argv: Vec<String> = Vec::new();
+    if let Some(core) = core {
+        argv.extend(["taskset".into(), "-c".into(), core.to_string()]);
+    }
+    argv.extend(["node".into(), script.display().to_string()]);
+    argv.extend(
+        ["--port", "0", "--secret", HOOK_SECRET, "--quiet"]
+            .iter()
+            .map(|a| a.to_string()),
+    );
+    // It prints `backend listening on 127.0.0.1:<port>`, as a node does.
+    spawn(&Recipe {
+        argv,
+        env: Vec::new(),
+    })
+    .await
+    .context("the hooks' backend")
+}
+
+/// Our server's flags for every hook on, calling the backend at `url`.
+fn hook_flags(url: &str) -> Vec<String> {
+    let mut flags = Vec::new();
+    for hook in ["connect", "subscribe", "publish"] {
+        flags.push(format!("--{hook}-hook-url"));
+        flags.push(format!("{url}/{hook}"));
+    }
+    flags.extend(["--hook-secret", HOOK_SECRET, "--client-publish", "hook"].map(str::to_owned));
+    flags
+}
+
+/// The command line of one node of `deployment` on `port`, its hooks calling `backend`.
 fn recipe(
     deployment: Deployment,
     programs: &Programs,
     redis_url: Option<&str>,
+    backend: Option<&str>,
     port: u16,
     core: Option<u32>,
 ) -> Recipe {
@@ -258,6 +322,9 @@ fn recipe(
             ];
             argv.extend(flags.iter().map(|f| f.to_string()));
             argv.extend(deployment.flags.iter().map(|f| f.to_string()));
+            if let Some(url) = backend {
+                argv.extend(hook_flags(url));
+            }
             if let Some(url) = redis_url {
                 argv.extend(["--redis-url".into(), url.to_owned()]);
             }
@@ -326,7 +393,13 @@ pub async fn start(deployment: Deployment, programs: &Programs) -> anyhow::Resul
         recipes: Vec::new(),
         redis: Vec::new(),
         cluster_dir: None,
+        backend: None,
     };
+    if deployment.backend && deployment.server == Server::Twine {
+        // On the other core from the server's, as an app's backend runs on its own machine.
+        running.backend = Some(start_backend(programs, pin.then_some(1)).await?);
+    }
+    let backend_url = running.backend.as_ref().map(|b| b.url.clone());
     let redis = if deployment.server.needs_redis() && deployment.redis == Redis::None {
         Redis::One
     } else {
@@ -359,6 +432,7 @@ pub async fn start(deployment: Deployment, programs: &Programs) -> anyhow::Resul
             deployment,
             programs,
             redis_url.as_deref(),
+            backend_url.as_deref(),
             free_port()?,
             pin.then_some(0),
         );

@@ -156,10 +156,12 @@ async fn session(s: Arc<Sessions>, plan: SessionPlan, seed: u64) -> Trace {
             RecoveryFlow::Cookie => Hello {
                 cookie: plan.cookie.as_deref(),
                 recover: None,
+                token: None,
             },
             RecoveryFlow::SocketIo => Hello {
                 cookie: None,
                 recover: pid.as_deref().zip(offset.as_deref()),
+                token: None,
             },
         };
         let connected = tokio::time::timeout(
@@ -254,7 +256,7 @@ async fn session(s: Arc<Sessions>, plan: SessionPlan, seed: u64) -> Trace {
                     Ok(Some(Event::Kicked)) => {
                         s.kicked.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(Some(Event::Other)) => {}
+                    Ok(Some(Event::Other | Event::Ack(..) | Event::Error)) => {}
                     Ok(None) | Err(_) => {
                         s.closed_by_server.fetch_add(1, Ordering::Relaxed);
                         break End::Lost;
