@@ -1219,22 +1219,27 @@ fn median(runs: &[Run], title_has: &[&str], side_: Side, pick: Pick) -> Option<f
     stat(&rs, pick).map(|s| s.0)
 }
 
+/// One row of a targets table.
+fn target_line(out: &mut String, target: &str, measured: Option<String>, met: Option<bool>) {
+    let met = match met {
+        Some(true) => "met",
+        Some(false) => "not met",
+        None => "not run",
+    };
+    let _ = writeln!(
+        out,
+        "| {target} | {} | {met} |",
+        measured.unwrap_or_else(|| "–".into())
+    );
+}
+
 fn targets(out: &mut String, runs: &[Run]) {
     let _ = writeln!(
         out,
         "\n## Targets (issue 11)\n\n| target | measured (medians) | met |\n|---|---|---|"
     );
     let mut line = |target: &str, measured: Option<String>, met: Option<bool>| {
-        let met = match met {
-            Some(true) => "met",
-            Some(false) => "not met",
-            None => "not run",
-        };
-        let _ = writeln!(
-            out,
-            "| {target} | {} | {met} |",
-            measured.unwrap_or_else(|| "–".into())
-        );
+        target_line(out, target, measured, met)
     };
     let kb = median(runs, &["idle, 10000 connections"], Side::Ours, |f| {
         Some(f.rss_per_connection_bytes / 1024.0)
@@ -1331,27 +1336,20 @@ fn targets(out: &mut String, runs: &[Run]) {
 
 /// The targets of points 7–9, where they were run.
 fn later_targets(out: &mut String, runs: &[Run]) {
-    if !runs
-        .iter()
-        .any(|r| matches!(r.group, Group::QuietNode | Group::Deploy | Group::Churn))
-    {
+    if !runs.iter().any(|r| {
+        matches!(
+            r.group,
+            Group::QuietNode | Group::Deploy | Group::Churn | Group::Mass
+        )
+    }) {
         return;
     }
     let _ = writeln!(
         out,
-        "\n## Targets of points 7–9\n\n| target | measured (medians) | met |\n|---|---|---|"
+        "\n## Targets of points 7–10\n\n| target | measured (medians) | met |\n|---|---|---|"
     );
     let mut line = |target: &str, measured: Option<String>, met: Option<bool>| {
-        let met = match met {
-            Some(true) => "met",
-            Some(false) => "not met",
-            None => "not run",
-        };
-        let _ = writeln!(
-            out,
-            "| {target} | {} | {met} |",
-            measured.unwrap_or_else(|| "–".into())
-        );
+        target_line(out, target, measured, met)
     };
     for on in ["one Redis", "a Redis Cluster"] {
         let cores = median(runs, &["quiet node", on], Side::Ours, |f| {
@@ -1387,6 +1385,33 @@ fn later_targets(out: &mut String, runs: &[Run]) {
             n.map(|n| n == 0.0),
         );
     }
+    let title = ["mass disconnect", "18000 members"];
+    let cpu = median(runs, &title, Side::Ours, |f| {
+        f.mass.as_ref().map(|m| m.disconnect.cpu_us_per_member)
+    });
+    line(
+        "18,000 members of one room drop at once: ≤ 20 µs of node CPU each",
+        cpu.map(|c| format!("{c:.0} µs")),
+        cpu.map(|c| c <= 20.0),
+    );
+    let p99 = median(runs, &title, Side::Ours, |f| {
+        f.mass
+            .as_ref()
+            .and_then(|m| m.disconnect.other_room.as_ref())
+            .map(|l| l.p99_ms)
+    });
+    line(
+        "while they drop: another room's p99 publish → deliver ≤ 50 ms",
+        p99.map(|p| format!("{p:.0} ms")),
+        p99.map(|p| p <= 50.0),
+    );
+    let per_cpu = |f: &Figures| Some(f.deliveries_per_cpu_second);
+    let ours = median(runs, &["fan-out, 5000", "acks on"], Side::Ours, per_cpu);
+    line(
+        "deliveries per server CPU-second with acks ≥ 150k at 5,000 × 20/s",
+        ours.map(|a| format!("{a:.0}")),
+        ours.map(|a| a >= 150_000.0),
+    );
 }
 
 const COLORS: [RGBColor; 2] = [RGBColor(91, 91, 214), RGBColor(230, 120, 40)];
