@@ -244,24 +244,14 @@ pub fn plan(scale: Scale) -> Vec<Point> {
     points.push(p);
 
     // 5a. Redis: publishes accepted per second, one hot room with history and many rooms.
-    for (rooms, prefill) in [(1, if full { 10_000 } else { 1_000 }), (1_000, 0)] {
-        let mut a = scenario_args(Kind::PublishRate);
-        (a.connections, a.rooms, a.prefill, a.rate, a.concurrency) =
-            (0, rooms, prefill, 50_000.0, 64);
-        a.seconds = if full { 5.0 } else { 1.5 };
-        let what = if rooms == 1 {
-            format!("one room holding {prefill} messages")
-        } else {
-            format!("spread over {rooms} rooms")
-        };
-        points.push(point(
-            Group::RedisPublish,
-            format!("Redis: publishes per second, {what}"),
-            a,
-            deploy(Server::Twine, 1, Redis::One),
-            deploy(Server::NodeRedisAdapter, 2, Redis::One),
-        ));
-    }
+    publish_points(
+        &mut points,
+        full,
+        Group::RedisPublish,
+        "Redis",
+        Redis::One,
+        Server::NodeRedisAdapter,
+    );
 
     // 5b. Redis: cross-node fan-out.
     let mut a = scenario_args(Kind::Fanout);
@@ -302,8 +292,16 @@ pub fn plan(scale: Scale) -> Vec<Point> {
 
 /// Points 6–11: Redis Cluster, the quiet node, the rolling deploy, churn, mass disconnect,
 /// backend hooks.
-fn more_points(points: &mut Vec<Point>, full: bool) {
-    // 6. Redis Cluster: publishes accepted per second, as 5a, on three primaries.
+/// Publishes accepted per second on `redis`, ours on one node against `peer` on two: one hot room
+/// holding history, and many rooms.
+fn publish_points(
+    points: &mut Vec<Point>,
+    full: bool,
+    group: Group,
+    on: &str,
+    redis: Redis,
+    peer: Server,
+) {
     for (rooms, prefill) in [(1, if full { 10_000 } else { 1_000 }), (1_000, 0)] {
         let mut a = scenario_args(Kind::PublishRate);
         (a.connections, a.rooms, a.prefill, a.rate, a.concurrency) =
@@ -315,13 +313,25 @@ fn more_points(points: &mut Vec<Point>, full: bool) {
             format!("spread over {rooms} rooms")
         };
         points.push(point(
-            Group::RedisCluster,
-            format!("Redis Cluster: publishes per second, {what}"),
+            group,
+            format!("{on}: publishes per second, {what}"),
             a,
-            deploy(Server::Twine, 1, Redis::Cluster),
-            deploy(Server::NodeRedisSharded, 2, Redis::Cluster),
+            deploy(Server::Twine, 1, redis),
+            deploy(peer, 2, redis),
         ));
     }
+}
+
+fn more_points(points: &mut Vec<Point>, full: bool) {
+    // 6. Redis Cluster: publishes accepted per second, as 5a, on three primaries.
+    publish_points(
+        points,
+        full,
+        Group::RedisCluster,
+        "Redis Cluster",
+        Redis::Cluster,
+        Server::NodeRedisSharded,
+    );
 
     // 7. A node whose rooms get no traffic, on one primary and on the cluster.
     for (redis, peer, on) in [
