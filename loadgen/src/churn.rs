@@ -10,32 +10,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::figures::ChurnFigures;
 use crate::procfs::CpuWindow;
 use crate::publisher::{Limit, Tally, room_name};
 use crate::scenario::{Args, Figures, RecoveryFlow, Setup, cookies, finish_rates};
-use crate::session::{self, Count, SessionPlan, SessionRun};
-use crate::stats::Latency;
-
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct ChurnFigures {
-    pub count: Count,
-    /// Unique messages delivered ÷ messages due.
-    pub delivered_share: f64,
-    pub forced_closes: u64,
-    pub reconnects: u64,
-    pub closed_by_server: u64,
-    /// socket.io flow: reconnections the server did not recover (new session, messages lost).
-    pub not_recovered: u64,
-    pub failed_attempts: u64,
-    pub replayed: Option<Latency>,
-    /// Replayed messages from the reconnect's start to delivery.
-    #[serde(default)]
-    pub replay_after_connect: Option<Latency>,
-    pub live: Option<Latency>,
-    pub longest_away_ms: f64,
-    /// Sessions not connected at the end.
-    pub never_back: usize,
-}
+use crate::session::{self, SessionPlan, SessionRun};
 
 pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::Result<()> {
     let n = args.connections;

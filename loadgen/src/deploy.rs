@@ -19,52 +19,13 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::addrs::SourceAddrs;
 use crate::balancer::Balancer;
+use crate::figures::{DeployFigures, Restart};
 use crate::http::fetch_cookie;
 use crate::procfs::{CpuWindow, cpu_seconds};
 use crate::publisher::{self, Limit, Schedule, Tally, room_name};
 use crate::scenario::{Args, Figures, RecoveryFlow, Setup, finish_rates};
 use crate::servers::{self, Node};
-use crate::session::{self, Count, SessionPlan, SessionRun};
-use crate::stats::Latency;
-
-/// One node's restart.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct Restart {
-    /// SIGTERM → the process exited.
-    pub drain_seconds: f64,
-    /// Exit → ready again (started and `/ready` answering `200`).
-    pub start_seconds: f64,
-    /// SIGTERM → every client connected again.
-    pub back_seconds: f64,
-    /// The surviving nodes' CPU (cores busy, summed) from SIGTERM until every client was
-    /// connected again (the drain and the reconnections it caused).
-    pub surviving_cores: f64,
-    pub peak_reconnects_per_second: u64,
-    pub reconnects: u64,
-}
-
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct DeployFigures {
-    pub count: Count,
-    pub restarts: Vec<Restart>,
-    pub peak_reconnects_per_second: u64,
-    pub reconnects: u64,
-    pub closed_by_server: u64,
-    /// Namespace disconnects (`41`) the clients received: a stock socket.io-client stays away
-    /// after one.
-    pub kicked: u64,
-    pub not_recovered: u64,
-    pub failed_attempts: u64,
-    pub longest_away_ms: f64,
-    /// Publish → deliver of every message, replayed or live.
-    pub replayed: Option<Latency>,
-    /// Replayed messages from the reconnect's start to delivery.
-    #[serde(default)]
-    pub replay_after_connect: Option<Latency>,
-    pub live: Option<Latency>,
-    /// Clients not connected at the end.
-    pub never_back: usize,
-}
+use crate::session::{self, SessionPlan, SessionRun};
 
 /// Whether process `pid` has exited (gone, or a zombie its parent has not collected).
 fn exited(pid: u32) -> bool {

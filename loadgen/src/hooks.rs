@@ -19,15 +19,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::addrs::SourceAddrs;
 use crate::client::{Client, Event, Hello};
+use crate::figures::{HookCalls, HooksFigures, HooksPhase};
 use crate::http::{metrics, mint_token, sample_sum};
 use crate::procfs::{self, CpuWindow};
 use crate::scenario::{Args, Figures, Setup, cookies};
-use crate::stats::{Histogram, Latency};
+use crate::stats::Histogram;
 
 /// Publishes each client sends, one after another.
 pub const PUBLISHES_PER_CLIENT: u64 = 5;
@@ -38,55 +38,6 @@ const PATIENCE: Duration = Duration::from_secs(10);
 /// What the token allows: any room to join (no `rooms` claim), the benchmark's rooms to publish.
 const CLAIMS: &str = r#"{"sub":"bench","publish":["hooks-*"]}"#;
 const HOOKS: [&str; 3] = ["connect", "subscribe", "publish"];
-
-/// One phase: its rate, latency and what the server spent on each operation.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Phase {
-    /// Operations that succeeded ÷ the phase's wall time.
-    pub per_second: f64,
-    /// Start → answered (connect reply, `roomJoined`, acknowledgement), succeeded ones.
-    pub latency: Option<Latency>,
-    pub seconds: f64,
-    /// Server CPU over the phase ÷ operations attempted, µs.
-    pub server_cpu_us: f64,
-}
-
-/// The server's account of one hook (`/metrics`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct HookCalls {
-    pub calls: f64,
-    /// Calls that failed (timeout, unreachable, garbled, busy).
-    pub failed: f64,
-    /// Mean seconds per call (the histogram's sum ÷ count), in ms.
-    pub mean_ms: Option<f64>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct HooksFigures {
-    pub clients: usize,
-    pub concurrency: usize,
-    pub connect: Phase,
-    /// Refused by the server (`44`, the connect hook's refusal among them).
-    pub connects_refused: u64,
-    /// Any other failure (no answer within the patience, a closed connection).
-    pub connects_failed: u64,
-    pub subscribe: Phase,
-    /// Answered with an `error` event.
-    pub subscribes_refused: u64,
-    pub subscribes_failed: u64,
-    pub publish: Phase,
-    pub publishes_ok: u64,
-    /// Acknowledged `{ok: false}`.
-    pub publishes_refused: u64,
-    /// Not acknowledged.
-    pub publishes_failed: u64,
-    /// `None` from a server without that hook.
-    pub connect_hook: Option<HookCalls>,
-    pub subscribe_hook: Option<HookCalls>,
-    pub publish_hook: Option<HookCalls>,
-    /// The backend's CPU seconds per wall second, where the run has one.
-    pub backend_cores: Option<f64>,
-}
 
 /// How one operation ended.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -143,10 +94,10 @@ impl Stopwatch<'_> {
         })
     }
 
-    fn phase(&self, tally: &Tally) -> anyhow::Result<Phase> {
+    fn phase(&self, tally: &Tally) -> anyhow::Result<HooksPhase> {
         let seconds = self.began.elapsed().as_secs_f64();
         let cpu = procfs::total_precise_cpu_seconds(self.pids)? - self.cpu;
-        Ok(Phase {
+        Ok(HooksPhase {
             per_second: tally.count(Outcome::Ok) as f64 / seconds.max(1e-9),
             latency: tally.latency.summary(),
             seconds,

@@ -32,6 +32,7 @@ mod bench;
 mod churn;
 mod client;
 mod deploy;
+mod figures;
 mod fleet;
 mod hooks;
 mod http;

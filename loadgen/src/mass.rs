@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::addrs::SourceAddrs;
+use crate::figures::{MassFigures, MassPhase};
 use crate::fleet::{self, Plan, Run};
 use crate::procfs::total_precise_cpu_seconds;
 use crate::publisher::{self, Limit, Schedule, Tally, room_name};
 use crate::scenario::{Args, Figures, RecoveryFlow, Setup, cookies, finish_rates};
-use crate::stats::Latency;
 
 /// The other room's publishes: one every 20 ms.
 const OTHER_RATE: f64 = 50.0;
@@ -27,33 +27,6 @@ const SAMPLE: Duration = Duration::from_millis(100);
 /// Settled: this many samples in a row within `SETTLED_CORES` of the idle rate.
 const CALM_SAMPLES: usize = 5;
 const SETTLED_CORES: f64 = 0.05;
-
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct Phase {
-    /// From the moment the members dropped (or began to reconnect) until the node's CPU was back
-    /// to its idle rate.
-    pub settle_seconds: f64,
-    /// Recovery: until every member had every missed message.
-    pub done_seconds: Option<f64>,
-    /// Node CPU over the phase, less the idle rate.
-    pub cpu_seconds: f64,
-    pub cpu_us_per_member: f64,
-    /// The other room's publish→deliver meanwhile.
-    pub other_room: Option<Latency>,
-}
-
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct MassFigures {
-    pub members: usize,
-    /// The node's CPU with the members connected and only the other room published to.
-    pub idle_cores: f64,
-    pub disconnect: Phase,
-    pub recovery: Phase,
-    /// Members with every missed message.
-    pub complete: usize,
-    /// socket.io flow: members whose session the server recovered.
-    pub recovered: usize,
-}
 
 /// Waits until the nodes' CPU has stayed within `SETTLED_CORES` of `idle` for `CALM_SAMPLES`
 /// samples in a row (or `patience` passed); returns when that calm stretch began and the CPU
@@ -89,10 +62,10 @@ fn phase(
     idle: f64,
     members: usize,
     other: &Run,
-) -> Phase {
+) -> MassPhase {
     let seconds = calm.saturating_duration_since(began).as_secs_f64();
     let cpu = (cpu_calm - cpu_began - idle * seconds).max(0.0);
-    Phase {
+    MassPhase {
         settle_seconds: seconds,
         done_seconds: None,
         cpu_seconds: cpu,

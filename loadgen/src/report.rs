@@ -646,12 +646,12 @@ fn quiet_rows() -> Rows {
     ]
 }
 
-fn deployed(f: &Figures) -> Option<&crate::deploy::DeployFigures> {
+fn deployed(f: &Figures) -> Option<&crate::figures::DeployFigures> {
     f.deploy.as_ref()
 }
 
 /// The mean of one figure over a deploy's restarts.
-fn per_restart(f: &Figures, pick: fn(&crate::deploy::Restart) -> f64) -> Option<f64> {
+fn per_restart(f: &Figures, pick: fn(&crate::figures::Restart) -> f64) -> Option<f64> {
     let r = &deployed(f)?.restarts;
     (!r.is_empty()).then(|| r.iter().map(pick).sum::<f64>() / r.len() as f64)
 }
@@ -806,7 +806,7 @@ fn deploy_rows() -> Rows {
     ]
 }
 
-fn churned(f: &Figures) -> Option<&crate::churn::ChurnFigures> {
+fn churned(f: &Figures) -> Option<&crate::figures::ChurnFigures> {
     f.churn.as_ref()
 }
 
@@ -911,7 +911,7 @@ fn churn_rows() -> Rows {
     ]
 }
 
-fn massed(f: &Figures) -> Option<&crate::mass::MassFigures> {
+fn massed(f: &Figures) -> Option<&crate::figures::MassFigures> {
     f.mass.as_ref()
 }
 
@@ -984,14 +984,14 @@ fn mass_rows() -> Rows {
     ]
 }
 
-fn hooked(f: &Figures) -> Option<&crate::hooks::HooksFigures> {
+fn hooked(f: &Figures) -> Option<&crate::figures::HooksFigures> {
     f.hooks.as_ref()
 }
 
 /// A phase's latency quantile.
 fn phase_lat(
     f: &Figures,
-    phase: fn(&crate::hooks::HooksFigures) -> &crate::hooks::Phase,
+    phase: fn(&crate::figures::HooksFigures) -> &crate::figures::HooksPhase,
     q: fn(&crate::stats::Latency) -> f64,
 ) -> Option<f64> {
     phase(hooked(f)?).latency.as_ref().map(q)

@@ -27,6 +27,8 @@ use crate::publisher::{self, Limit, Schedule, Tally, room_name};
 use crate::redis::CommandStat;
 use crate::stats::Latency;
 
+pub use crate::session::RecoveryFlow;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
@@ -53,16 +55,6 @@ pub enum Kind {
     /// Connects, subscribes and client publishes, each at `--concurrency` in flight, with the
     /// server's backend hooks (where it has them) deciding each.
     Hooks,
-}
-
-/// How a reconnecting client asks for what it missed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RecoveryFlow {
-    /// The `twineid` cookie on the handshake (Twine).
-    Cookie,
-    /// `{pid, offset}` in the connect packet (socket.io connection state recovery).
-    SocketIo,
 }
 
 #[derive(clap::Args, Clone, Debug, Serialize, Deserialize)]
@@ -270,11 +262,11 @@ pub struct Figures {
     /// Each node's share (quiet node).
     #[serde(default)]
     pub nodes_each: Vec<NodeFigures>,
-    pub deploy: Option<crate::deploy::DeployFigures>,
-    pub churn: Option<crate::churn::ChurnFigures>,
-    pub mass: Option<crate::mass::MassFigures>,
+    pub deploy: Option<crate::figures::DeployFigures>,
+    pub churn: Option<crate::figures::ChurnFigures>,
+    pub mass: Option<crate::figures::MassFigures>,
     #[serde(default)]
-    pub hooks: Option<crate::hooks::HooksFigures>,
+    pub hooks: Option<crate::figures::HooksFigures>,
 }
 
 impl Figures {

@@ -20,8 +20,19 @@ use tokio::task::JoinHandle;
 use crate::addrs::SourceAddrs;
 use crate::client::{Client, Event, Hello};
 use crate::publisher::now_us;
-use crate::scenario::RecoveryFlow;
 use crate::stats::Histogram;
+
+/// How a reconnecting client asks for what it missed.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryFlow {
+    /// The `twineid` cookie on the handshake (Twine).
+    Cookie,
+    /// `{pid, offset}` in the connect packet (socket.io connection state recovery).
+    SocketIo,
+}
 
 /// Longest one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
