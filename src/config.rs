@@ -313,8 +313,8 @@ pub struct Config {
     #[arg(long, env = "TWINE_HOOK_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub hook_timeout: Duration,
 
-    /// Calls of each hook in flight at once on this node; a call over it is not made (nor
-    /// queued): it counts as failed.
+    /// Calls of each hook in flight at once on this node; a call over it waits its turn (first
+    /// come, first served, one per connection) within `--hook-timeout`, else counts as failed.
     #[arg(long, env = "TWINE_HOOK_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub hook_max_in_flight: u32,
 
@@ -360,6 +360,26 @@ pub struct Config {
     /// Largest payload a client may publish, in bytes (as JSON text; within `--max-payload`).
     #[arg(long, env = "TWINE_CLIENT_PUBLISH_MAX_BYTES", default_value = "16KiB", value_parser = parse_bytes)]
     pub client_publish_max_bytes: u64,
+
+    /// Client publishes per second this node accepts from all its clients together (a rate of
+    /// their own: clients cannot spend the API key's); beyond it, with
+    /// `--client-publish-burst` spent, a publish is refused.
+    #[arg(long, env = "TWINE_CLIENT_PUBLISH_RATE", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub client_publish_rate: u32,
+
+    /// Client publishes this node accepts at once above `--client-publish-rate`.
+    #[arg(long, env = "TWINE_CLIENT_PUBLISH_BURST", default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub client_publish_burst: u32,
+
+    /// Most bytes of one connection's events waiting to be handled (a subscribe behind a
+    /// replay, publishes behind a slow hook); an event beyond it is refused with an `error`
+    /// event (a publish asking for an acknowledgement gets `{ok: false}`).
+    #[arg(long, env = "TWINE_EVENT_QUEUE", default_value = "256KiB", value_parser = parse_bytes)]
+    pub event_queue: u64,
+
+    /// Most bytes of events waiting to be handled across all of this node's connections.
+    #[arg(long, env = "TWINE_EVENT_QUEUE_MEMORY", default_value = "64MiB", value_parser = parse_bytes)]
+    pub event_queue_memory: u64,
 
     /// Log filter (`error`, `warn`, `info`, `debug`, or per-target directives).
     #[arg(long, env = "TWINE_LOG", default_value = "info")]
@@ -434,7 +454,7 @@ pub enum ConfigError {
     #[error("--send-queue ({0} bytes) may be at most {MAX_SEND_QUEUE} bytes (1 GiB)")]
     SendQueueTooLarge(u64),
     #[error("{0}: {1}")]
-    Hooks(&'static str, String),
+    Setting(&'static str, String),
 }
 
 /// The largest `--send-queue`: one long-polling response takes everything a connection has
@@ -488,6 +508,17 @@ impl Config {
             return Err(ConfigError::SendQueueTooLarge(config.send_queue));
         }
         config.check_hooks()?;
+        if config.client_publish != ClientPublish::Off
+            && config.event_queue < config.client_publish_max_bytes * 2
+        {
+            return Err(ConfigError::Setting(
+                "--event-queue",
+                format!(
+                    "must hold at least two of the largest client publishes (--client-publish-max-bytes {})",
+                    config.client_publish_max_bytes
+                ),
+            ));
+        }
         config.publish_filter_words()?;
         Ok(config)
     }
@@ -507,10 +538,10 @@ impl Config {
             let Some(url) = url else { continue };
             any = true;
             let uri: axum::http::Uri = url.parse().map_err(|e| {
-                ConfigError::Hooks("hook URL", format!("the {hook} hook's URL {url:?}: {e}"))
+                ConfigError::Setting("hook URL", format!("the {hook} hook's URL {url:?}: {e}"))
             })?;
             if uri.scheme_str() != Some("http") || uri.host().is_none() {
-                return Err(ConfigError::Hooks(
+                return Err(ConfigError::Setting(
                     "hook URL",
                     format!(
                         "the {hook} hook's URL {url:?} must be http://host[:port]/path (for HTTPS, put a proxy on the backend's side)"
@@ -519,19 +550,31 @@ impl Config {
             }
         }
         if any && self.hook_secret.as_deref().is_none_or(str::is_empty) {
-            return Err(ConfigError::Hooks(
+            return Err(ConfigError::Setting(
                 "--hook-secret / TWINE_HOOK_SECRET",
                 "required with any hook URL: the backend checks each call's Twine-Signature with it".into(),
             ));
         }
         if self.client_publish == ClientPublish::Hook && self.publish_hook_url.is_none() {
-            return Err(ConfigError::Hooks(
+            return Err(ConfigError::Setting(
                 "--client-publish hook",
                 "needs --publish-hook-url".into(),
             ));
         }
+        if self.client_publish != ClientPublish::Off && !self.role.publishes() {
+            return Err(ConfigError::Setting(
+                "--client-publish",
+                "needs a node that takes publishes (--role both): an edge node stores none".into(),
+            ));
+        }
+        if self.client_publish == ClientPublish::Token && self.auth == crate::auth::AuthMode::Off {
+            return Err(ConfigError::Setting(
+                "--client-publish token",
+                "needs --auth optional or required: the rooms a client may publish to come from its token".into(),
+            ));
+        }
         if self.publish_hook_url.is_some() && self.client_publish != ClientPublish::Hook {
-            return Err(ConfigError::Hooks(
+            return Err(ConfigError::Setting(
                 "--publish-hook-url",
                 "is called only with --client-publish hook".into(),
             ));
@@ -545,7 +588,7 @@ impl Config {
             return Ok(Vec::new());
         };
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::Hooks("--publish-filter-words", format!("{}: {e}", path.display()))
+            ConfigError::Setting("--publish-filter-words", format!("{}: {e}", path.display()))
         })?;
         Ok(text
             .lines()
@@ -745,6 +788,9 @@ mod tests {
         assert_eq!(c.replay_grace, Duration::from_millis(250));
         assert_eq!(c.send_queue, 4 << 20);
         assert_eq!(c.max_rooms, 1_000);
+        assert_eq!(c.event_queue, 256 << 10);
+        assert_eq!(c.event_queue_memory, 64 << 20);
+        assert_eq!(c.client_publish_rate, 1_000);
         assert_eq!(c.cors_origins().unwrap(), None);
     }
 
@@ -780,6 +826,32 @@ mod tests {
         let err = load(&["--send-queue", "2GiB"], &[]).unwrap_err();
         assert!(err.to_string().contains("at most"), "{err}");
         assert!(load(&["--send-queue", "1GiB"], &[]).is_ok());
+        let err = load(&["--client-publish", "token"], &[]).unwrap_err();
+        assert!(err.to_string().contains("--auth"), "{err}");
+        assert!(load(&["--client-publish", "token", "--auth", "optional"], &[]).is_ok());
+        let edge = [
+            "--client-publish",
+            "token",
+            "--auth",
+            "optional",
+            "--role",
+            "edge",
+        ];
+        let err = load(&edge, &[]).unwrap_err();
+        assert!(err.to_string().contains("--role"), "{err}");
+        let err = load(
+            &[
+                "--client-publish-max-bytes",
+                "1MiB",
+                "--client-publish",
+                "token",
+                "--auth",
+                "optional",
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("--event-queue"), "{err}");
     }
 
     #[test]

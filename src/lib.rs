@@ -124,13 +124,13 @@ impl Server {
             );
         }
         let app = AppState::start(config, api_key, stores).await?;
-        let events: &[&str] = if app.config.role.holds_sockets() {
-            &socket::EVENTS
+        let events = if app.config.role.holds_sockets() {
+            socket::event_names()
         } else {
-            &[]
+            Vec::new()
         };
         let metrics = app.metrics.clone();
-        metrics.name_surface(events, &http::served(app.config.demo, app.config.role));
+        metrics.name_surface(&events, &http::served(app.config.demo, app.config.role));
         let config = &app.config;
         let gate = Arc::new(Gate {
             origins: origins.clone(),

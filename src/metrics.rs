@@ -65,6 +65,14 @@ pub enum Limit {
     PendingSessionsPerAddress,
     /// A hook call not made: the node had its most calls in flight.
     HooksInFlight,
+    /// A client publish over the node's rate for clients.
+    ClientPublishRate,
+    /// An event refused: its connection had its most bytes of events waiting.
+    EventQueue,
+    /// An event refused: the node had its most bytes of events waiting.
+    EventQueueMemory,
+    /// A hook call not made: its connection was refused too often of late.
+    HookRefusals,
 }
 
 impl Transport {
@@ -91,10 +99,14 @@ impl Limit {
             Limit::PendingSessions => "pending_sessions",
             Limit::PendingSessionsPerAddress => "pending_sessions_per_address",
             Limit::HooksInFlight => "hooks_in_flight",
+            Limit::ClientPublishRate => "client_publish_rate",
+            Limit::EventQueue => "event_queue",
+            Limit::EventQueueMemory => "event_queue_memory",
+            Limit::HookRefusals => "hook_refusals",
         }
     }
 
-    const ALL: [Limit; 12] = [
+    const ALL: [Limit; 16] = [
         Limit::SendQueue,
         Limit::Stalled,
         Limit::EventRate,
@@ -107,6 +119,10 @@ impl Limit {
         Limit::PendingSessions,
         Limit::PendingSessionsPerAddress,
         Limit::HooksInFlight,
+        Limit::ClientPublishRate,
+        Limit::EventQueue,
+        Limit::EventQueueMemory,
+        Limit::HookRefusals,
     ];
 }
 

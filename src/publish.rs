@@ -1,13 +1,26 @@
 //! One path for every publish, from a backend (`POST /api/twine`) or from a client (the
-//! `publish` event): the store assigns the message its position, and live delivery, recovery and
-//! the archive take it from there alike. Callers first take it from the node's publish rate
-//! ([`crate::state::AppState::admit_publish`]).
+//! `publish` event), in one order:
+//!
+//! 1. what can be checked of the request alone (room, payload, key, size), as it is read;
+//! 2. admission ([`Admission::admit`]): the node's delivery lag, then the publish rate of where
+//!    it came from (the API key, or the node's clients), before any hook or store work, so an
+//!    overloaded node spends nothing on a publish it then refuses;
+//! 3. for a client, its filter and hook ([`crate::socket`]);
+//! 4. the store assigns the message its position ([`store`]), and live delivery, recovery and
+//!    the archive take it from there alike.
+//!
+//! A refusal is a [`Refused`]; each entry turns it into its status code or acknowledgement.
 
+use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
-use twine_store::{Appended, Publish};
+use governor::clock::{Clock, MonotonicClock};
+use governor::{Quota, RateLimiter};
+use twine_store::{Appended, Publish, StoreError};
 
-use crate::error::AppError;
+use crate::config::Config;
+use crate::metrics::{Limit, Metrics};
+use crate::room::RoomError;
 use crate::state::AppState;
 
 /// Longest idempotency key, in bytes.
@@ -16,14 +29,125 @@ pub const MAX_KEY_BYTES: usize = 255;
 /// refusal means "not stored".
 const STORE_DEADLINE: Duration = Duration::from_secs(1);
 
+/// Why a publish was not stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refused {
+    #[error("{0}")]
+    BadRoom(#[from] RoomError),
+    #[error("payload must be a JSON object")]
+    NotAnObject,
+    #[error("id must be 1 to 255 visible ASCII characters")]
+    BadKey,
+    #[error("the payload is over {limit} bytes ({setting})")]
+    TooLarge { limit: u64, setting: &'static str },
+    /// Who published may not publish there (the reason says why).
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("over the publish rate; retry after {} s", .0.as_secs().max(1))]
+    RateLimited(Duration),
+    #[error("live delivery on this node is {} ms behind; retry later", .0.as_millis())]
+    Overloaded(Duration),
+    /// The filter could not read the payload.
+    #[error("the payload could not be read: {0}")]
+    Unreadable(String),
+    /// The app's backend said no (its reason).
+    #[error("{0}")]
+    Hook(String),
+    #[error("{}", store_refusal(.0))]
+    Store(#[from] StoreError),
+}
+
+fn store_refusal(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::KeyReused => {
+            "this id was used for another message: send a new id with a new message"
+        }
+        StoreError::Unconfirmed(_) => {
+            "stored, but not confirmed by the replicas in time; retry with the same id to settle it"
+        }
+        _ => "the message was not stored; retry later",
+    }
+}
+
 /// Whether `key` may be an idempotency key: 1 to 255 visible ASCII characters.
 pub fn usable_key(key: &str) -> bool {
     (1..=MAX_KEY_BYTES).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// Where a publish came from: each has a rate of its own, so clients cannot spend the
+/// backend's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `POST /api/twine` with the API key (and the demo's page).
+    Backend,
+    /// A client's `publish` event.
+    Client,
+}
+
+type Limiter = RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    MonotonicClock,
+    governor::middleware::NoOpMiddleware<<MonotonicClock as Clock>::Instant>,
+>;
+
+/// The node's publish rates, one per [`Source`].
+pub struct Admission {
+    backend: Limiter,
+    clients: Limiter,
+}
+
+fn limiter(rate: u32, burst: u32) -> Limiter {
+    let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct_with_clock(Quota::per_second(rate).allow_burst(burst), MonotonicClock)
+}
+
+impl Admission {
+    pub fn new(config: &Config) -> Admission {
+        Admission {
+            backend: limiter(config.publish_rate, config.publish_burst),
+            clients: limiter(config.client_publish_rate, config.client_publish_burst),
+        }
+    }
+
+    /// Takes one publish from `source`'s rate, unless live delivery runs too far behind.
+    pub fn admit(
+        &self,
+        source: Source,
+        lag: Duration,
+        max_lag: Duration,
+        metrics: &Metrics,
+    ) -> Result<(), Refused> {
+        if lag > max_lag {
+            metrics.limit(Limit::DeliveryLag);
+            return Err(Refused::Overloaded(lag));
+        }
+        let (limiter, limit) = match source {
+            Source::Backend => (&self.backend, Limit::PublishRate),
+            Source::Client => (&self.clients, Limit::ClientPublishRate),
+        };
+        limiter.check().map_err(|not_until| {
+            metrics.limit(limit);
+            Refused::RateLimited(not_until.wait_time_from(MonotonicClock.now()))
+        })
+    }
+}
+
+/// Takes one publish from `source`'s rate on `app`'s node ([`Admission::admit`]).
+pub fn admit(app: &AppState, source: Source) -> Result<(), Refused> {
+    app.admission.admit(
+        source,
+        app.fanout.delay(),
+        app.config.max_delivery_lag,
+        &app.metrics,
+    )
+}
+
 /// Stores `publish` (its payload a JSON object, as text); a repeat of its key stores nothing
 /// again.
-pub async fn store(app: &AppState, publish: Publish<'_>) -> Result<Appended, AppError> {
+pub async fn store(app: &AppState, publish: Publish<'_>) -> Result<Appended, Refused> {
     let room = publish.room;
     let publish = publish.with_deadline(Some(SystemTime::now() + STORE_DEADLINE));
     let appended = app.history.append(publish).await?;
@@ -32,4 +156,51 @@ pub async fn store(app: &AppState, publish: Publish<'_>) -> Result<Appended, App
     }
     tracing::debug!(%room, position = %appended.message.position, repeated = appended.repeated, "published");
     Ok(appended)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let args = std::iter::once("twine").chain(args.iter().copied());
+        Config::from_sources(args, Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn clients_and_the_backend_have_rates_of_their_own() {
+        let admission = Admission::new(&config(&[
+            "--client-publish-rate",
+            "1",
+            "--client-publish-burst",
+            "2",
+        ]));
+        let metrics = Metrics::new();
+        let admit = |source| admission.admit(source, Duration::ZERO, Duration::MAX, &metrics);
+        assert!(admit(Source::Client).is_ok());
+        assert!(admit(Source::Client).is_ok());
+        assert!(matches!(
+            admit(Source::Client),
+            Err(Refused::RateLimited(_))
+        ));
+        // Clients that spent theirs leave the backend's untouched.
+        for _ in 0..100 {
+            assert!(admit(Source::Backend).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_node_behind_refuses_before_taking_from_a_rate() {
+        let admission = Admission::new(&config(&["--publish-burst", "1"]));
+        let metrics = Metrics::new();
+        let behind = Duration::from_secs(1);
+        let refused = admission.admit(Source::Backend, behind, Duration::ZERO, &metrics);
+        assert!(matches!(refused, Err(Refused::Overloaded(_))));
+        assert!(
+            admission
+                .admit(Source::Backend, Duration::ZERO, Duration::MAX, &metrics)
+                .is_ok(),
+            "the refusal took nothing from the rate"
+        );
+    }
 }

@@ -22,6 +22,8 @@ const MAX_ID_LEN: usize = 128;
 
 /// Sessions stored in one call by the flusher.
 const FLUSH_BATCH: usize = 512;
+/// Sessions whose acknowledgements the flusher keeps while the store does not take them.
+const MAX_KEPT: usize = 100_000;
 
 /// The `twineid` cookie of a request, if it has a usable one (1 to 128 characters of
 /// `[A-Za-z0-9_-]`; anything else is treated as no cookie).
@@ -116,6 +118,8 @@ pub struct Flusher {
     store: Arc<dyn SessionStore>,
     every: Duration,
     dirty: Mutex<Vec<(Arc<str>, Weak<Outbox>)>>,
+    /// Acknowledgements the store did not take, stored again on the next flush.
+    failed: Mutex<Vec<(Arc<str>, Vec<Progress>)>>,
 }
 
 impl Flusher {
@@ -124,6 +128,7 @@ impl Flusher {
             store,
             every,
             dirty: Mutex::default(),
+            failed: Mutex::default(),
         });
         tokio::spawn(flusher.clone().run());
         flusher
@@ -161,12 +166,35 @@ impl Flusher {
             })
             .filter(|(_, progress)| !progress.is_empty())
             .collect();
+        let mut batch = batch;
+        // What a store that did not answer missed goes first: positions only move forward, so
+        // storing an older one after a newer changes nothing.
+        let failed = std::mem::take(&mut *self.failed.lock().unwrap_or_else(|e| e.into_inner()));
+        if !failed.is_empty() {
+            batch.splice(0..0, failed);
+        }
         for chunk in batch.chunks(FLUSH_BATCH) {
-            let chunk: Vec<(&str, &[Progress])> =
+            let sessions: Vec<(&str, &[Progress])> =
                 chunk.iter().map(|(id, p)| (&**id, &p[..])).collect();
-            if let Err(e) = self.store.advance_many(&chunk).await {
-                tracing::warn!(sessions = chunk.len(), "acknowledgements not stored: {e}");
+            if let Err(e) = self.store.advance_many(&sessions).await {
+                tracing::warn!(
+                    sessions = chunk.len(),
+                    "acknowledgements not stored, kept for the next flush: {e}"
+                );
+                self.keep_failed(chunk);
             }
+        }
+    }
+
+    /// Keeps acknowledgements the store did not take for the next flush, within
+    /// [`MAX_KEPT`] sessions (past it the oldest are dropped: their clients' next recovery
+    /// repeats what they acknowledged meanwhile).
+    fn keep_failed(&self, chunk: &[(Arc<str>, Vec<Progress>)]) {
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        failed.extend(chunk.iter().cloned());
+        if failed.len() > MAX_KEPT {
+            let over = failed.len() - MAX_KEPT;
+            failed.drain(..over);
         }
     }
 }

@@ -1,31 +1,21 @@
 //! What every request and socket handler shares: the configuration, the stores chosen at start-up,
 //! this node's live delivery, its connections' byte meters, and the publish rate limit.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use governor::clock::{Clock, MonotonicClock};
-use governor::{Quota, RateLimiter};
 use twine_store::{History, SessionStore, StoreError};
 
 use crate::auth::{ApiKey, Signer, Tokens};
 use crate::config::Config;
 use crate::drain::Draining;
-use crate::error::AppError;
 use crate::fanout::Fanout;
 use crate::hooks::Hooks;
-use crate::metrics::{Limit, Metrics};
+use crate::metrics::Metrics;
 use crate::presence::{PresenceHub, PresenceOptions};
+use crate::publish::Admission;
 use crate::session::Flusher;
 use crate::stores::Stores;
 use crate::transport::socketio::meter::Meters;
-
-type PublishLimiter = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    MonotonicClock,
-    governor::middleware::NoOpMiddleware<<MonotonicClock as Clock>::Instant>,
->;
 
 pub struct AppState {
     pub config: Config,
@@ -44,7 +34,10 @@ pub struct AppState {
     pub draining: Arc<Draining>,
     /// The app's backend in the loop.
     pub hooks: Hooks,
-    publishing: PublishLimiter,
+    /// The node's publish rates and delivery-lag bound ([`crate::publish`]).
+    pub admission: Admission,
+    /// Bytes of client events waiting in the node's connections' queues.
+    pub queued_events: Arc<crate::socket::QueueMemory>,
 }
 
 impl AppState {
@@ -57,12 +50,6 @@ impl AppState {
         meters: Arc<Meters>,
         metrics: Arc<Metrics>,
     ) -> AppState {
-        let rate = NonZeroU32::new(config.publish_rate).expect("checked by the config");
-        let burst = NonZeroU32::new(config.publish_burst).expect("checked by the config");
-        let publishing = RateLimiter::direct_with_clock(
-            Quota::per_second(rate).allow_burst(burst),
-            MonotonicClock,
-        );
         let Stores {
             history, sessions, ..
         } = stores;
@@ -76,6 +63,8 @@ impl AppState {
         let tokens = Tokens::new(config.auth, &secret, config.token_ttl, config.token_max_ttl);
         let signer = Signer::new(&secret);
         let hooks = Hooks::new(&config, metrics.clone());
+        let admission = Admission::new(&config);
+        let queued_events = crate::socket::QueueMemory::new(config.event_queue_memory as usize);
         AppState {
             config,
             api_key,
@@ -90,7 +79,8 @@ impl AppState {
             metrics,
             draining: Arc::default(),
             hooks,
-            publishing,
+            admission,
+            queued_events,
         }
     }
 
@@ -127,18 +117,5 @@ impl AppState {
         Ok(Arc::new(AppState::new(
             config, api_key, stores, fanout, presence, meters, metrics,
         )))
-    }
-
-    /// Takes one publish from the API key's rate.
-    pub fn admit_publish(&self) -> Result<(), AppError> {
-        let lag = self.fanout.delay();
-        if lag > self.config.max_delivery_lag {
-            self.metrics.limit(Limit::DeliveryLag);
-            return Err(AppError::Overloaded(lag));
-        }
-        self.publishing.check().map_err(|not_until| {
-            self.metrics.limit(Limit::PublishRate);
-            AppError::RateLimited(not_until.wait_time_from(MonotonicClock.now()))
-        })
     }
 }

@@ -33,6 +33,9 @@ use filter::WordFilter;
 
 /// Largest answer read from a hook, in bytes.
 pub const MAX_ANSWER: usize = 64 * 1024;
+/// Largest handshake `auth` forwarded to the connect hook, in bytes: a connect with more is
+/// refused before the backend is asked.
+pub const MAX_HOOK_AUTH: usize = 16 * 1024;
 /// The header every call is signed in.
 pub const SIGNATURE: &str = "twine-signature";
 /// Idle keep-alive connections kept to the backend.
@@ -49,7 +52,7 @@ pub enum Decision<T> {
 /// Why a call did not give an answer.
 #[derive(Debug, thiserror::Error)]
 enum CallError {
-    #[error("over --hook-max-in-flight calls at once")]
+    #[error("no turn among --hook-max-in-flight calls within --hook-timeout")]
     Busy,
     #[error("no answer within --hook-timeout")]
     Timeout,
@@ -310,10 +313,14 @@ impl Hooks {
         hook: &Hook,
         request: &R,
     ) -> Result<A, CallError> {
-        let _permit = hook
-            .in_flight
-            .clone()
-            .try_acquire_owned()
+        // Calls over the bound wait their turn, first come first served, within the same
+        // timeout. Each connection has at most one call of a hook waiting (its lanes run one
+        // command at a time), so a crowd of clients shares the backend in turn rather than
+        // taking every slot from the one that arrives last.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let _permit = tokio::time::timeout_at(deadline, hook.in_flight.clone().acquire_owned())
+            .await
+            .map_err(|_| CallError::Busy)?
             .map_err(|_| CallError::Busy)?;
         let body = serde_json::to_vec(request).expect("hook requests serialize");
         let signature = self.signature(&body);
@@ -340,7 +347,7 @@ impl Hooks {
                 .to_bytes();
             serde_json::from_slice(&bytes).map_err(|e| CallError::Garbled(e.to_string()))
         };
-        tokio::time::timeout(self.timeout, answer)
+        tokio::time::timeout_at(deadline, answer)
             .await
             .map_err(|_| CallError::Timeout)?
     }

@@ -30,7 +30,7 @@ pub async fn publish(
     body: Body,
 ) -> Result<Response, AppError> {
     app.api_key.check(&headers)?;
-    app.admit_publish()?;
+    publish::admit(&app, publish::Source::Backend)?;
     let key = idempotency_key(&headers)?;
     let limit = app.config.max_payload;
     let bytes = axum::body::to_bytes(body, limit as usize)

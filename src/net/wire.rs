@@ -7,7 +7,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
@@ -30,6 +30,22 @@ pub struct Wire {
     cut: AtomicBool,
     reader: AtomicWaker,
     writer: AtomicWaker,
+    /// Namespace connects asked over this connection that are being decided, and refused.
+    connecting: AtomicBool,
+    refused_connects: AtomicU32,
+}
+
+/// Namespace connects refused over one TCP connection before it is closed: a client whose
+/// connect is refused may ask again (with a new token), not forever.
+pub const MAX_REFUSED_CONNECTS: u32 = 8;
+
+/// A namespace connect being decided on a wire; the wire takes the next when it is dropped.
+pub struct Connecting<'a>(&'a Wire);
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        self.0.connecting.store(false, Ordering::Release);
+    }
 }
 
 impl Wire {
@@ -42,6 +58,8 @@ impl Wire {
             cut: AtomicBool::new(false),
             reader: AtomicWaker::new(),
             writer: AtomicWaker::new(),
+            connecting: AtomicBool::new(false),
+            refused_connects: AtomicU32::new(0),
         })
     }
 
@@ -89,6 +107,23 @@ impl Wire {
                     .unwrap_or_else(|e| e.into_inner())
                     .take();
             }
+        }
+    }
+
+    /// Starts deciding a namespace connect: one at a time per connection, and none after
+    /// [`MAX_REFUSED_CONNECTS`] were refused (the connection is then closed).
+    pub fn connecting(&self) -> Option<Connecting<'_>> {
+        if self.refused_connects.load(Ordering::Acquire) >= MAX_REFUSED_CONNECTS {
+            self.cut();
+            return None;
+        }
+        (!self.connecting.swap(true, Ordering::AcqRel)).then_some(Connecting(self))
+    }
+
+    /// A namespace connect over this connection was refused.
+    pub fn connect_refused(&self) {
+        if self.refused_connects.fetch_add(1, Ordering::AcqRel) + 1 >= MAX_REFUSED_CONNECTS {
+            self.cut();
         }
     }
 

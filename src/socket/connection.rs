@@ -1,15 +1,23 @@
-//! One Socket.IO connection: its session, the rooms it is in, and its events, handled one at a
-//! time in the order they arrived.
+//! One Socket.IO connection: its session, the rooms it is in, and the work it does in order.
 //!
-//! Events are decoded as they arrive (in arrival order, on the connection's read path).
-//! Acknowledgements and `stateRecovery` are settled there at once; `subscribe` and `unsubscribe`
-//! become commands in the connection's queue, behind its recovery. A task drains the queue and
-//! exists only while there is work, so an idle connection holds no task, and when the
-//! connection ends its queue is dropped: no work outlives it. Events beyond the connection's rate
-//! or queue are dropped with an `error` event.
+//! Events are decoded into [`Command`]s as they arrive, on the connection's read path, and
+//! everything that can be refused then is refused then, before anything is queued.
+//! Acknowledgements and `stateRecovery` are applied there at once. The rest waits in one of two
+//! lanes, each run in order by a task that exists only while it has work:
+//! - the room lane: the connection's start (its recovery), then its subscribes, unsubscribes and
+//!   presence, and its end;
+//! - the publish lane: its publishes, whose hook may take seconds without holding the client's
+//!   room changes, while its own publishes keep their order.
+//!
+//! What waits is bounded in bytes, per connection and per node ([`super::queue`]); an event
+//! beyond it, or beyond the connection's rate, is dropped with an `error` event. When the
+//! connection ends its lanes are dropped: no work outlives it.
+//!
+//! A store that does not answer delays a connection's work; it is retried while the connection
+//! lasts ([`super::command::until_done`]), so a client is never left open in fewer rooms than its
+//! session holds.
 
-use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -17,54 +25,41 @@ use std::time::Duration;
 use governor::clock::{Clock, MonotonicClock};
 use governor::{Quota, RateLimiter};
 use serde::Serialize;
-use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
-use serde_json::value::RawValue;
 use tokio::time::Instant;
-use twine_store::{Joined, Position, Session};
+use twine_store::{Position, Session};
 
-use super::publish::{self, Outcome, Publisher};
+use super::command::publish::Outcome;
+use super::command::{Command, Decoding, Publish, Refusal, Subscribe, until_done};
+use super::queue::{Full, Lane, Waiting};
 use super::replay::Replay;
 use super::resume::{Notice, Resume};
 use crate::auth::Grant;
 use crate::drain::Drained;
-use crate::fanout::shard::Subscriber;
-use crate::hooks::Decision;
 use crate::metrics::Limit;
 use crate::outbox::Outbox;
 use crate::outbox::acks::Slot;
-use crate::room;
 use crate::session::SessionHandle;
 use crate::state::AppState;
 use crate::transport::{Reply, Sid, Transport};
 
-/// Every event a client may send that the server handles; others are ignored (and counted as
-/// `other` in `GET /metrics`). The flood test drives each of them.
-pub const EVENTS: [&str; 9] = [
-    "updateSessionTS",
-    "stateRecovery",
-    "subscribe",
-    "unsubscribe",
-    "publish",
-    "presence:enter",
-    "presence:update",
-    "presence:leave",
-    "presence:members",
-];
-
 /// What a client is told of events dropped over its rate.
 const RATE_EXCEEDED: &str =
     "events are arriving faster than this server accepts; some were dropped";
-/// Commands that may wait in one connection's queue.
-const MAX_QUEUED: usize = 4_096;
+/// What a client is told of events dropped over its queue.
+const QUEUE_FULL: &str = "too many events are waiting; some were dropped";
 /// Least time between two "events dropped" notices to one connection.
 const NOTICE_EVERY: Duration = Duration::from_secs(1);
 /// How long a drained connection waits for its client to acknowledge what it was sent, and how
 /// often it looks.
 const DRAIN_ACK_WAIT: Duration = Duration::from_secs(1);
 const DRAIN_ACK_POLL: Duration = Duration::from_millis(20);
+/// How long a connection that ended keeps trying to store its positions while the store does
+/// not answer: past it, its client's next recovery repeats what it had acknowledged since the
+/// last flush.
+const STORE_ON_END: Duration = Duration::from_secs(30);
 /// Member listings (pages of `presence:members`) one connection may ask for per second, and at
 /// once: with pages of at most 64 KiB, at most 128 KiB a second.
-const LISTINGS_PER_SECOND: u32 = 2;
+pub const LISTINGS_PER_SECOND: u32 = 2;
 const LISTING_BURST: u32 = 20;
 
 type EventLimiter = RateLimiter<
@@ -74,40 +69,15 @@ type EventLimiter = RateLimiter<
     governor::middleware::NoOpMiddleware<<MonotonicClock as Clock>::Instant>,
 >;
 
-/// Work a connection does in order.
-enum Command {
-    /// Rooms back and missed messages replayed: always the first command.
+/// Work of the room lane.
+enum Work {
+    /// Rooms back and missed messages replayed: always the first.
     Start,
-    Subscribe(Arc<str>),
-    /// A room the connect hook named: joined as a subscribe is, without asking the subscribe
-    /// hook, and silently if the connection is in it already.
-    Join(Arc<str>),
-    /// A client publish (or why it was refused as it was decoded), and its acknowledgement.
-    Publish(Result<publish::Request, String>, Option<Box<dyn Reply>>),
-    Unsubscribe(Arc<str>),
-    Presence(PresenceRequest),
-    /// An event refused as it was decoded; answered in order with the others.
-    Refuse(&'static str, String),
+    Command(Command),
     /// The node is stopping: stop live delivery, let the client acknowledge, close.
     Drain,
     /// The connection ended: store its positions and leave its rooms.
     End,
-}
-
-/// A presence event, decoded.
-enum PresenceRequest {
-    /// `presence:enter` (`update: false`) or `presence:update` (only once entered).
-    Enter {
-        room: Arc<str>,
-        data: Box<RawValue>,
-        update: bool,
-    },
-    Leave(Arc<str>),
-    /// A page of the room's members, after the member id `after`.
-    Members {
-        room: Arc<str>,
-        after: Option<String>,
-    },
 }
 
 /// The `error` event sent when a client event is refused.
@@ -120,25 +90,27 @@ struct EventError<'a> {
 pub struct Connection {
     pub sid: Sid,
     pub outbox: Arc<Outbox>,
-    session: SessionHandle,
-    app: Arc<AppState>,
+    pub session: SessionHandle,
+    pub app: Arc<AppState>,
     /// The replay waits for this (a reconnecting page's listeners may attach late).
     replay_not_before: Option<Instant>,
     /// What the connection's token allows.
-    grant: Grant,
+    pub grant: Grant,
     /// Under Socket.IO's recovery: how the connection starts (taken by its recovery).
     resume: Mutex<Option<Resume>>,
     /// Rooms the connect hook named, joined once the connection starts.
     joins: Mutex<Vec<Arc<str>>>,
     limiter: EventLimiter,
-    listings: EventLimiter,
+    pub listings: EventLimiter,
     state: Mutex<State>,
 }
 
-#[derive(Default)]
 struct State {
-    queue: VecDeque<Command>,
-    draining: bool,
+    rooms_lane: Lane<Work>,
+    publish_lane: Lane<Publish>,
+    waiting: Waiting,
+    /// Draining or ended: retries give up, nothing new is queued.
+    leaving: bool,
     ended: bool,
     /// Rooms the connection is in (live) or recovering (held), by name.
     rooms: HashMap<Arc<str>, Membership>,
@@ -146,9 +118,15 @@ struct State {
 }
 
 #[derive(Clone, Copy)]
-struct Membership {
-    slot: Slot,
-    live: bool,
+pub struct Membership {
+    pub slot: Slot,
+    pub live: bool,
+}
+
+fn limiter(rate: u32, burst: u32) -> EventLimiter {
+    let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct_with_clock(Quota::per_second(rate).allow_burst(burst), MonotonicClock)
 }
 
 impl Connection {
@@ -178,141 +156,111 @@ impl Connection {
             outbox.freeze_positions();
         }
         app.metrics.connections.inc();
-        let connection = Connection::new(
+        let state = State {
+            rooms_lane: Lane::default(),
+            publish_lane: Lane::default(),
+            waiting: Waiting::new(config.event_queue as usize, app.queued_events.clone()),
+            leaving: false,
+            ended: false,
+            rooms: HashMap::new(),
+            last_notice: None,
+        };
+        let connection = Arc::new(Connection {
             sid,
             outbox,
             session,
-            app.clone(),
-            replay_not_before,
-            grant,
-            resume,
-        );
-        *connection.joins.lock().unwrap_or_else(|e| e.into_inner()) = joins;
-        let drained: Arc<dyn Drained> = connection.clone();
-        app.draining.register(sid, Arc::downgrade(&drained));
-        connection
-    }
-
-    fn new(
-        sid: Sid,
-        outbox: Arc<Outbox>,
-        session: SessionHandle,
-        app: Arc<AppState>,
-        replay_not_before: Option<Instant>,
-        grant: Grant,
-        resume: Option<Resume>,
-    ) -> Arc<Connection> {
-        let config = &app.config;
-        let rate = NonZeroU32::new(config.event_rate).expect("checked by the config");
-        let burst = NonZeroU32::new(config.event_burst).expect("checked by the config");
-        let limiter = RateLimiter::direct_with_clock(
-            Quota::per_second(rate).allow_burst(burst),
-            MonotonicClock,
-        );
-        let listing_rate = NonZeroU32::new(LISTINGS_PER_SECOND).expect("not zero");
-        let listing_burst = NonZeroU32::new(LISTING_BURST).expect("not zero");
-        let listings = RateLimiter::direct_with_clock(
-            Quota::per_second(listing_rate).allow_burst(listing_burst),
-            MonotonicClock,
-        );
-        Arc::new(Connection {
-            sid,
-            outbox,
-            session,
-            app,
+            app: app.clone(),
             replay_not_before,
             grant,
             resume: Mutex::new(resume),
-            joins: Mutex::default(),
-            limiter,
-            listings,
-            state: Mutex::default(),
-        })
+            joins: Mutex::new(joins),
+            limiter: limiter(config.event_rate, config.event_burst),
+            listings: limiter(LISTINGS_PER_SECOND, LISTING_BURST),
+            state: Mutex::new(state),
+        });
+        let drained: Arc<dyn Drained> = connection.clone();
+        app.draining.register(sid, Arc::downgrade(&drained));
+        connection
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Reads or changes the rooms the connection is in.
+    pub fn rooms<T>(&self, f: impl FnOnce(&mut HashMap<Arc<str>, Membership>) -> T) -> T {
+        f(&mut self.state().rooms)
+    }
+
+    /// Whether the connection is going (ended, cut, or drained): its retries stop.
+    pub fn is_leaving(&self) -> bool {
+        self.state().leaving || self.outbox.is_closed()
+    }
+
     /// The client has joined the namespace: recovery is its first work, then the rooms the
     /// connect hook named.
     pub fn connected(self: &Arc<Self>) {
-        self.push(Command::Start);
+        self.queue_own(Work::Start);
         let joins = std::mem::take(&mut *self.joins.lock().unwrap_or_else(|e| e.into_inner()));
         for room in joins {
-            self.push(Command::Join(room));
+            let subscribe = Subscribe { room, asked: false };
+            self.queue_own(Work::Command(Command::Subscribe(subscribe)));
         }
     }
 
     /// Handles one event as it is decoded: `data` is its JSON text, `[name, args...]`; `reply`
     /// its acknowledgement, if it asked for one (only `publish` answers it).
     pub fn on_event(self: &Arc<Self>, data: &str, reply: Option<Box<dyn Reply>>) {
-        // Most events are acknowledgements, one per message received: read them without serde.
-        if let Some(position) = plain_acknowledgement(data) {
-            self.app.metrics.client_event("updateSessionTS");
-            return self.acknowledged(position);
-        }
-        let Ok(Event { name, arg }) = serde_json::from_str::<Event<'_>>(data) else {
-            return self.over_limit_or(|| {
-                self.push(Command::Refuse("?", "the event could not be read".into()));
-            });
+        let decoding = Decoding {
+            config: &self.app.config,
+            grant: &self.grant,
         };
-        self.app.metrics.client_event(&name);
-        match name.as_ref() {
-            "updateSessionTS" => match arg.and_then(timestamp) {
-                Some(position) => self.acknowledged(position),
-                None => self.over_limit_or(|| {
-                    self.push(Command::Refuse(
-                        "updateSessionTS",
-                        "timestamp must be the non-negative integer timestamp of a received message"
-                            .into(),
-                    ));
-                }),
-            },
-            "stateRecovery" => self.over_limit_or(|| self.outbox.acknowledge_each_message()),
-            "subscribe" => self.over_limit_or(|| match room::from_json(arg) {
-                Ok(room) => self.push(Command::Subscribe(room)),
-                Err(e) => self.push(Command::Refuse("subscribe", e.to_string())),
-            }),
-            "publish" => {
-                if self.within_rate() {
-                    self.push(Command::Publish(publish::decode(arg), reply));
-                } else if let Some(reply) = reply {
+        let decoded = Command::decode(data, &decoding);
+        let metrics = &self.app.metrics;
+        match decoded {
+            Ok((Command::Acknowledge(ack), name)) => {
+                metrics.client_event(name);
+                self.acknowledged(ack.0);
+            }
+            Ok((command, name)) => {
+                metrics.client_event(name);
+                if !self.within_rate() {
                     // Dropped, but answered: a client awaiting its acknowledgement learns why.
-                    let refused = Outcome::refused(RATE_EXCEEDED);
-                    reply.send(&to_raw(&refused));
+                    return answer(reply, RATE_EXCEEDED);
+                }
+                match command {
+                    Command::StateRecovery => self.outbox.acknowledge_each_message(),
+                    Command::Other => {} // not part of the contract: ignored, as the original did
+                    Command::Publish(mut publish) => {
+                        let size = publish.size();
+                        publish.reply = reply;
+                        self.queue_publish(publish, size);
+                    }
+                    command => {
+                        let size = command.size();
+                        self.queue(Work::Command(command), size);
+                    }
                 }
             }
-            "unsubscribe" => self.over_limit_or(|| match room::from_json(arg) {
-                Ok(room) => self.push(Command::Unsubscribe(room)),
-                Err(e) => self.push(Command::Refuse("unsubscribe", e.to_string())),
-            }),
-            "presence:enter" | "presence:update" | "presence:leave" | "presence:members" => {
-                let max_data = self.app.config.presence_max_data as usize;
-                self.over_limit_or(|| match presence_request(&name, arg, max_data) {
-                    Ok(request) => self.push(Command::Presence(request)),
-                    Err(message) => self.push(Command::Refuse(presence_event(&name), message)),
-                })
+            Err(Refusal { event, message }) => {
+                metrics.client_event(event);
+                if !self.within_rate() {
+                    return answer(reply, RATE_EXCEEDED);
+                }
+                match reply {
+                    Some(reply) => reply.send(&Outcome::refused(&message).to_raw()),
+                    None => self.refuse_now(event, &message),
+                }
             }
-            _ => self.over_limit_or(|| ()), // not part of the contract: ignored, as the original did
         }
     }
 
     fn acknowledged(self: &Arc<Self>, position: Position) {
         if self.outbox.ack(position) {
             self.app.flusher.mark(&self.session, &self.outbox);
-        } else {
+        } else if self.within_rate() {
             // Only acknowledgements of what was sent are free.
-            self.over_limit_or(|| {
-                tracing::debug!(sid = %self.sid, %position, "acknowledged timestamp not among those sent");
-            });
-        }
-    }
-
-    /// Runs `accepted` if the event is within the connection's rate, else drops it.
-    fn over_limit_or(self: &Arc<Self>, accepted: impl FnOnce()) {
-        if self.within_rate() {
-            accepted();
+            tracing::debug!(sid = %self.sid, %position, "acknowledged timestamp not among those sent");
         }
     }
 
@@ -340,28 +288,92 @@ impl Connection {
             state.last_notice = Some(now);
         }
         tracing::debug!(sid = %self.sid, "{message}");
-        self.outbox.notify(
-            "error",
-            &EventError {
-                event: "*",
-                message,
-            },
-        );
+        self.refuse_now("*", message);
     }
 
-    fn push(self: &Arc<Self>, command: Command) {
+    /// An `error` event for an event refused as it arrived; lost if the client is not reading.
+    fn refuse_now(&self, event: &str, message: &str) {
+        self.outbox.notify("error", &EventError { event, message });
+    }
+
+    /// An `error` event for an event refused in its turn.
+    pub async fn refuse(&self, event: &str, message: &str) {
+        tracing::debug!(sid = %self.sid, event, message, "event refused");
+        let _ = self
+            .outbox
+            .send("error", &EventError { event, message })
+            .await;
+    }
+
+    /// Queues a client's room work, within the connection's and the node's bounds.
+    fn queue(self: &Arc<Self>, work: Work, size: usize) {
         let mut state = self.state();
-        if state.ended {
+        if state.leaving {
             return;
         }
-        if state.queue.len() >= MAX_QUEUED {
-            drop(state);
-            return self.notice("too many events are waiting; some were dropped");
+        let State {
+            rooms_lane,
+            waiting,
+            ..
+        } = &mut *state;
+        match waiting.push(rooms_lane, work, size) {
+            Ok(start) => {
+                drop(state);
+                if start {
+                    tokio::spawn(self.clone().run_rooms());
+                }
+            }
+            Err((full, _)) => {
+                drop(state);
+                self.queue_full(full);
+            }
         }
-        state.queue.push_back(command);
-        if !state.draining {
-            state.draining = true;
-            tokio::spawn(self.clone().drain());
+    }
+
+    fn queue_publish(self: &Arc<Self>, publish: Publish, size: usize) {
+        let mut state = self.state();
+        if state.leaving {
+            return;
+        }
+        let State {
+            publish_lane,
+            waiting,
+            ..
+        } = &mut *state;
+        match waiting.push(publish_lane, publish, size) {
+            Ok(start) => {
+                drop(state);
+                if start {
+                    tokio::spawn(self.clone().run_publishes());
+                }
+            }
+            Err((full, publish)) => {
+                drop(state);
+                answer(publish.reply, QUEUE_FULL);
+                self.queue_full(full);
+            }
+        }
+    }
+
+    fn queue_full(&self, full: Full) {
+        self.app.metrics.limit(match full {
+            Full::Connection => Limit::EventQueue,
+            Full::Node => Limit::EventQueueMemory,
+        });
+        self.notice(QUEUE_FULL);
+    }
+
+    /// Queues the connection's own work (its start, its drain, its end): never refused.
+    fn queue_own(self: &Arc<Self>, work: Work) {
+        let mut state = self.state();
+        let State {
+            rooms_lane,
+            waiting,
+            ..
+        } = &mut *state;
+        if waiting.push_own(rooms_lane, work) {
+            drop(state);
+            tokio::spawn(self.clone().run_rooms());
         }
     }
 
@@ -373,74 +385,81 @@ impl Connection {
             return;
         }
         state.ended = true;
-        state.queue.clear();
-        state.queue.push_back(Command::End);
-        if !state.draining {
-            state.draining = true;
-            tokio::spawn(self.clone().drain());
-        }
+        state.leaving = true;
+        let State {
+            rooms_lane,
+            publish_lane,
+            waiting,
+            ..
+        } = &mut *state;
+        waiting.clear(rooms_lane);
+        waiting.clear(publish_lane);
+        drop(state);
+        self.queue_own(Work::End);
     }
 
-    async fn drain(self: Arc<Self>) {
+    async fn run_rooms(self: Arc<Self>) {
         loop {
-            let command = {
+            let work = {
                 let mut state = self.state();
-                match state.queue.pop_front() {
-                    Some(command) => command,
-                    None => {
-                        state.draining = false;
-                        return;
-                    }
+                let State {
+                    rooms_lane,
+                    waiting,
+                    ..
+                } = &mut *state;
+                match waiting.pop(rooms_lane) {
+                    Some(work) => work,
+                    None => return,
                 }
             };
-            self.run(command).await;
+            match work {
+                Work::Start => self.start().await,
+                Work::Command(Command::Subscribe(subscribe)) => subscribe.apply(&self).await,
+                Work::Command(Command::Unsubscribe(unsubscribe)) => unsubscribe.apply(&self).await,
+                Work::Command(Command::Presence(presence)) => presence.apply(&self).await,
+                Work::Command(_) => {}
+                Work::Drain => self.drain_now().await,
+                Work::End => self.finish().await,
+            }
         }
     }
 
-    async fn run(&self, command: Command) {
-        match command {
-            Command::Start => self.start().await,
-            Command::Subscribe(room) => self.subscribe(room, true).await,
-            Command::Join(room) => self.subscribe(room, false).await,
-            Command::Publish(request, reply) => self.publish(request, reply).await,
-            Command::Unsubscribe(room) => self.unsubscribe(room).await,
-            Command::Presence(request) => self.presence(request).await,
-            Command::Refuse(event, message) => self.refuse(event, &message).await,
-            Command::Drain => self.drain_now().await,
-            Command::End => self.finish().await,
+    async fn run_publishes(self: Arc<Self>) {
+        loop {
+            let publish = {
+                let mut state = self.state();
+                let State {
+                    publish_lane,
+                    waiting,
+                    ..
+                } = &mut *state;
+                match waiting.pop(publish_lane) {
+                    Some(publish) => publish,
+                    None => return,
+                }
+            };
+            publish.apply(&self).await;
         }
-    }
-
-    async fn refuse(&self, event: &str, message: &str) {
-        tracing::debug!(sid = %self.sid, event, message, "event refused");
-        let _ = self
-            .outbox
-            .send("error", &EventError { event, message })
-            .await;
     }
 
     /// The connection's first work: its session's rooms back and what it missed, by its cookie
-    /// (Twine's recovery) or by its `pid` and offset (Socket.IO's, [`Resume`]).
+    /// (Twine's recovery) or by its `pid` and offset (Socket.IO's, [`Resume`]). A session the
+    /// store does not give is asked for again while the connection lasts: the client stays
+    /// connected and its events wait, rather than going on in no rooms.
     async fn start(&self) {
         let resume = self.resume.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(resume) = resume {
             return self.resume(resume).await;
         }
-        let session = match self.session.load().await {
-            Ok(Some(session)) if !session.rooms.is_empty() => session,
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!(sid = %self.sid, "session not loaded: {e}");
-                self.outbox.freeze_positions();
-                return self
-                    .refuse(
-                        "stateRecovery",
-                        "the session could not be loaded; reconnect to retry",
-                    )
-                    .await;
-            }
-        };
-        self.replay(session, None).await;
+        let load = until_done(
+            "loading a session",
+            || self.is_leaving(),
+            || self.session.load(),
+        );
+        match load.await {
+            Some(Some(session)) if !session.rooms.is_empty() => self.replay(session, None).await,
+            _ => {}
+        }
     }
 
     /// Starts under Socket.IO's recovery: the client is told whether it recovered (with its
@@ -462,119 +481,22 @@ impl Connection {
             not_before: self.replay_not_before,
             grant: &self.grant,
             notice,
+            leaving: &|| self.is_leaving(),
         };
         let rejoined = replay.run(session).await;
-        let mut state = self.state();
-        for r in rejoined {
-            let membership = Membership {
-                slot: r.slot,
-                live: r.live,
-            };
-            state.rooms.insert(r.room, membership);
-        }
-    }
-
-    /// Joins `room`: asked by the client, or named by the connect hook.
-    async fn subscribe(&self, room: Arc<str>, asked: bool) {
-        let joined = format!("You have joined room: {room}");
-        let (known, count) = {
-            let state = self.state();
-            (state.rooms.contains_key(&room), state.rooms.len())
-        };
-        if known {
-            if asked {
-                let _ = self.outbox.send("roomJoined", &joined).await;
+        self.rooms(|rooms| {
+            for r in rejoined {
+                let membership = Membership {
+                    slot: r.slot,
+                    live: r.live,
+                };
+                rooms.insert(r.room, membership);
             }
-            return;
-        }
-        if count >= self.app.config.max_rooms as usize {
-            return self.refuse_room_limit().await;
-        }
-        if !self.grant.allows(&room) {
-            let message = format!("this connection's token does not allow room {room}");
-            return self.refuse("subscribe", &message).await;
-        }
-        if asked {
-            let hooks = &self.app.hooks;
-            let user = self.grant.user();
-            if let Decision::Refuse(reason) = hooks.subscribe(self.session.id(), user, &room).await
-            {
-                return self.refuse("subscribe", &reason).await;
-            }
-        }
-        let slot = self.outbox.add_room(room.clone(), false);
-        let member = Subscriber::new(self.sid, self.outbox.clone(), slot);
-        let cut = match self.app.fanout.join(&room, member).await {
-            Ok(cut) => cut,
-            Err(e) => {
-                tracing::warn!(%room, "subscribe failed: {e}");
-                self.outbox.remove_room(slot);
-                return self
-                    .refuse("subscribe", "the room could not be joined; try again")
-                    .await;
-            }
-        };
-        match self.session.join(&room, cut).await {
-            Ok(Joined::Full) => {
-                self.app.fanout.leave(&room, self.sid);
-                self.outbox.remove_room(slot);
-                return self.refuse_room_limit().await;
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(%room, "session not updated on subscribe: {e}"),
-        }
-        self.outbox.has_up_to(slot, cut);
-        self.state()
-            .rooms
-            .insert(room, Membership { slot, live: true });
-        let _ = self.outbox.send("roomJoined", &joined).await;
+        });
     }
 
-    async fn publish(
-        &self,
-        request: Result<publish::Request, String>,
-        reply: Option<Box<dyn Reply>>,
-    ) {
-        let publisher = Publisher {
-            app: &self.app,
-            session: &self.session,
-            grant: &self.grant,
-            sid: self.sid,
-        };
-        let outcome = match request {
-            Ok(request) => publisher.publish(request).await,
-            Err(reason) => Err(reason),
-        };
-        match (outcome, reply) {
-            (Ok(appended), Some(reply)) => reply.send(&to_raw(&Outcome::stored(&appended))),
-            (Ok(_), None) => {}
-            (Err(reason), Some(reply)) => reply.send(&to_raw(&Outcome::refused(&reason))),
-            (Err(reason), None) => self.refuse("publish", &reason).await,
-        }
-    }
-
-    async fn refuse_room_limit(&self) {
-        self.app.metrics.limit(Limit::Rooms);
-        let message = format!(
-            "this session is in {} rooms already, the most allowed; unsubscribe from one first",
-            self.app.config.max_rooms
-        );
-        self.refuse("subscribe", &message).await
-    }
-
-    async fn unsubscribe(&self, room: Arc<str>) {
-        let membership = self.state().rooms.remove(&room);
-        if let Some(membership) = membership {
-            self.leave_room(&room, membership).await;
-        }
-        if let Err(e) = self.session.leave(&room).await {
-            tracing::warn!(%room, "session not updated on unsubscribe: {e}");
-        }
-        let left = format!("You have left room: {room}");
-        let _ = self.outbox.send("roomLeft", &left).await;
-    }
-
-    async fn leave_room(&self, room: &Arc<str>, membership: Membership) {
+    /// Leaves `room` on this node (its session is left as it is).
+    pub fn leave_room(&self, room: &Arc<str>, membership: Membership) {
         if membership.live {
             self.app.fanout.leave(room, self.sid);
         } else {
@@ -584,73 +506,9 @@ impl Connection {
         self.app.presence.leave(room, self.sid);
     }
 
-    async fn presence(&self, request: PresenceRequest) {
-        let (event, room) = match &request {
-            PresenceRequest::Enter {
-                room, update: true, ..
-            } => ("presence:update", room),
-            PresenceRequest::Enter { room, .. } => ("presence:enter", room),
-            PresenceRequest::Leave(room) => ("presence:leave", room),
-            PresenceRequest::Members { room, .. } => ("presence:members", room),
-        };
-        if !self.state().rooms.contains_key(room) {
-            let message = format!("subscribe to room {room} before using its presence");
-            return self.refuse(event, &message).await;
-        }
-        let presence = &self.app.presence;
-        match &request {
-            PresenceRequest::Enter { data, update, .. } => {
-                let entering = !presence.is_present(room, self.sid);
-                let user = self.grant.user();
-                if presence
-                    .enter(room, self.sid, user, data, *update, &self.outbox)
-                    .is_err()
-                {
-                    let message = format!("not present in room {room}: enter it first");
-                    return self.refuse(event, &message).await;
-                }
-                // The newcomer gets the room as it is (when its listings allow); the room hears
-                // of the newcomer in its next batch of changes.
-                if entering && self.listings.check().is_ok() {
-                    self.list_members(event, room, None).await;
-                }
-            }
-            PresenceRequest::Leave(_) => presence.leave(room, self.sid),
-            PresenceRequest::Members { after, .. } => {
-                if self.listings.check().is_err() {
-                    self.app.metrics.limit(Limit::EventRate);
-                    let message = format!(
-                        "member listings are limited to {LISTINGS_PER_SECOND} a second; ask again later"
-                    );
-                    return self.refuse(event, &message).await;
-                }
-                self.list_members(event, room, after.as_deref()).await;
-            }
-        }
-    }
-
-    /// Sends a page of `room`'s members as `presence:members`.
-    async fn list_members(&self, event: &str, room: &Arc<str>, after: Option<&str>) {
-        match self.app.presence.snapshot(room).await {
-            Ok(snapshot) => {
-                let page = snapshot.page(after);
-                let _ = self.outbox.send_encoded("presence:members", &page).await;
-            }
-            Err(e) => {
-                tracing::warn!(%room, "{event} failed: {e}");
-                self.refuse(event, "presence is unavailable; try again")
-                    .await;
-            }
-        }
-    }
-
     async fn drain_now(&self) {
-        let rooms: Vec<(Arc<str>, Membership)> = self
-            .state()
-            .rooms
-            .iter()
-            .map(|(room, m)| (room.clone(), *m))
-            .collect();
+        let rooms: Vec<(Arc<str>, Membership)> =
+            self.rooms(|rooms| rooms.iter().map(|(room, m)| (room.clone(), *m)).collect());
         for (room, membership) in &rooms {
             if membership.live {
                 self.app.fanout.leave_now(room, self.sid).await;
@@ -664,22 +522,30 @@ impl Connection {
         }
         // Stored before the client can reconnect elsewhere, so it comes back to exactly this.
         let progress = self.outbox.progress(true);
-        if let Err(e) = self.session.advance(&progress).await {
-            tracing::warn!("positions not stored while draining: {e}");
-        }
+        self.store(&progress, Instant::now() + STORE_ON_END).await;
         self.outbox.close_transport();
+    }
+
+    /// Stores how far the client got, trying until `deadline` while the store does not answer.
+    async fn store(&self, progress: &[twine_store::Progress], deadline: Instant) {
+        let stored = until_done(
+            "storing positions",
+            || Instant::now() >= deadline,
+            || self.session.advance(progress),
+        );
+        if stored.await.is_none() {
+            tracing::warn!(sid = %self.sid, "positions not stored: the store did not answer in time");
+        }
     }
 
     async fn finish(&self) {
         self.app.metrics.connections.dec();
         let progress = self.outbox.progress(true);
-        if let Err(e) = self.session.advance(&progress).await {
-            tracing::warn!("positions not stored on disconnect: {e}");
-        }
         let rooms = std::mem::take(&mut self.state().rooms);
         for (room, membership) in rooms {
-            self.leave_room(&room, membership).await;
+            self.leave_room(&room, membership);
         }
+        self.store(&progress, Instant::now() + STORE_ON_END).await;
         self.app.meters.remove(self.sid);
         self.app.draining.forget(self.sid);
         self.outbox.transport().release();
@@ -688,195 +554,14 @@ impl Connection {
 
 impl Drained for Connection {
     fn drain(self: Arc<Self>) {
-        self.push(Command::Drain);
+        self.state().leaving = true;
+        self.queue_own(Work::Drain);
     }
 }
 
-fn to_raw<T: Serialize>(value: &T) -> Box<RawValue> {
-    serde_json::value::to_raw_value(value).expect("replies serialize")
-}
-
-/// A decoded event: its name and first argument (as raw JSON, parsed only if needed).
-struct Event<'a> {
-    name: Cow<'a, str>,
-    arg: Option<&'a RawValue>,
-}
-
-/// An event name, borrowed from the packet unless it has escapes.
-struct Name<'a>(Cow<'a, str>);
-
-impl<'de> de::Deserialize<'de> for Name<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NameVisitor;
-        impl<'de> Visitor<'de> for NameVisitor {
-            type Value = Name<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an event name")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, name: &'de str) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Borrowed(name)))
-            }
-            fn visit_str<E: de::Error>(self, name: &str) -> Result<Name<'de>, E> {
-                Ok(Name(Cow::Owned(name.to_owned())))
-            }
-        }
-        deserializer.deserialize_str(NameVisitor)
-    }
-}
-
-impl<'de> de::Deserialize<'de> for Event<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct EventVisitor;
-        impl<'de> Visitor<'de> for EventVisitor {
-            type Value = Event<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("[event, args...]")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Event<'de>, A::Error> {
-                let Name(name) = seq
-                    .next_element()?
-                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
-                let arg = seq.next_element()?;
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Event { name, arg })
-            }
-        }
-        deserializer.deserialize_seq(EventVisitor)
-    }
-}
-
-/// The name of a presence event, as the `error` event names it.
-fn presence_event(name: &str) -> &'static str {
-    match name {
-        "presence:enter" => "presence:enter",
-        "presence:update" => "presence:update",
-        "presence:leave" => "presence:leave",
-        _ => "presence:members",
-    }
-}
-
-/// A presence event's argument: `{room, data}` (`data` only to enter or update, any JSON value
-/// up to `max_data` bytes, `{}` when absent), `{room, after}` to list members after a member id,
-/// or the room name alone.
-fn presence_request(
-    name: &str,
-    arg: Option<&RawValue>,
-    max_data: usize,
-) -> Result<PresenceRequest, String> {
-    #[derive(serde::Deserialize)]
-    struct Arg<'a> {
-        #[serde(borrow)]
-        room: Option<&'a RawValue>,
-        data: Option<Box<RawValue>>,
-        after: Option<String>,
-    }
-    let (room, data, after) = match arg {
-        Some(raw) if raw.get().trim_start().starts_with('{') => {
-            let parsed: Arg<'_> = serde_json::from_str(raw.get())
-                .map_err(|_| "the argument must be {room, data} or {room, after}".to_string())?;
-            let room = room::from_json(parsed.room).map_err(|e| e.to_string())?;
-            (room, parsed.data, parsed.after)
-        }
-        other => (
-            room::from_json(other).map_err(|e| e.to_string())?,
-            None,
-            None,
-        ),
-    };
-    match name {
-        "presence:enter" | "presence:update" => {
-            let data = data.unwrap_or_else(|| RawValue::from_string("{}".into()).expect("JSON"));
-            if data.get().len() > max_data {
-                return Err(format!(
-                    "data is {} bytes long; the limit is {max_data}",
-                    data.get().len()
-                ));
-            }
-            Ok(PresenceRequest::Enter {
-                room,
-                data,
-                update: name == "presence:update",
-            })
-        }
-        "presence:leave" => Ok(PresenceRequest::Leave(room)),
-        _ => Ok(PresenceRequest::Members { room, after }),
-    }
-}
-
-/// A client's `updateSessionTS` argument as a position: a non-negative whole number.
-/// `["updateSessionTS",<digits>]` as clients send it, without spaces: its position.
-fn plain_acknowledgement(data: &str) -> Option<Position> {
-    let digits = data
-        .strip_prefix("[\"updateSessionTS\",")?
-        .strip_suffix(']')?;
-    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok().map(Position)
-}
-
-fn timestamp(arg: &RawValue) -> Option<Position> {
-    let number: serde_json::Number = serde_json::from_str(arg.get()).ok()?;
-    number.as_u64().map(Position).or_else(|| {
-        let f = number.as_f64()?;
-        (f >= 0.0 && f.fract() == 0.0 && f < u64::MAX as f64).then_some(Position(f as u64))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn raw(json: &str) -> Box<RawValue> {
-        RawValue::from_string(json.to_owned()).unwrap()
-    }
-
-    #[test]
-    fn events_decode_to_name_and_first_argument() {
-        let event: Event = serde_json::from_str(r#"["subscribe","news",{"x":1}]"#).unwrap();
-        assert_eq!(event.name, "subscribe");
-        assert_eq!(event.arg.unwrap().get(), r#""news""#);
-        let event: Event = serde_json::from_str(r#"["stateRecovery"]"#).unwrap();
-        assert!(event.arg.is_none());
-        assert!(serde_json::from_str::<Event>("[]").is_err());
-        assert!(serde_json::from_str::<Event>("[7]").is_err());
-    }
-
-    #[test]
-    fn plain_acknowledgements_are_read_as_serde_reads_them() {
-        for data in [
-            r#"["updateSessionTS",1732000000123]"#,
-            r#"["updateSessionTS",0]"#,
-            r#"["updateSessionTS",18446744073709551615]"#,
-        ] {
-            let Event { arg, .. } = serde_json::from_str(data).unwrap();
-            assert_eq!(
-                plain_acknowledgement(data),
-                arg.and_then(timestamp),
-                "{data}"
-            );
-        }
-        for other in [
-            r#"["updateSessionTS", 1]"#,
-            r#"["updateSessionTS",1.5e12]"#,
-            r#"["updateSessionTS",-1]"#,
-            r#"["updateSessionTS","1"]"#,
-            r#"["updateSessionTS",99999999999999999999]"#,
-            r#"["subscribe",1]"#,
-        ] {
-            assert_eq!(plain_acknowledgement(other), None, "{other}");
-        }
-    }
-
-    #[test]
-    fn timestamps_are_non_negative_whole_numbers() {
-        assert_eq!(
-            timestamp(&raw("1732000000123")),
-            Some(Position(1_732_000_000_123))
-        );
-        assert_eq!(timestamp(&raw("1.5e12")), Some(Position(1_500_000_000_000)));
-        assert_eq!(timestamp(&raw("1.5")), None);
-        assert_eq!(timestamp(&raw("-3")), None);
-        assert_eq!(timestamp(&raw(r#""123""#)), None);
+/// Answers a refused publish that asked for an acknowledgement.
+fn answer(reply: Option<Box<dyn Reply>>, reason: &str) {
+    if let Some(reply) = reply {
+        reply.send(&Outcome::refused(reason).to_raw());
     }
 }

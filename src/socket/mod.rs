@@ -4,10 +4,12 @@
 //! session is known and its events are handled from the very first one; under Socket.IO's
 //! recovery, whether it recovers is decided then too ([`resume`]). Events are handed over
 //! on the connection's read path, in arrival order, without a task per event
-//! ([`connection`]); its first work is to replay what the session missed ([`replay`]).
+//! ([`connection`]), decoded into commands ([`command`]: one file each) and queued within bounds
+//! ([`queue`]); its first work is to replay what the session missed ([`replay`]).
 
+pub mod command;
 pub mod connection;
-mod publish;
+mod queue;
 mod replay;
 mod resume;
 
@@ -27,8 +29,8 @@ use socketioxide::socket::{DisconnectReason, Socket};
 use tokio::time::Instant;
 
 use crate::auth::Grant;
-use crate::hooks::{Admitted, ConnectHeaders, ConnectRequest, Decision};
-use crate::metrics::{Transport as TransportKind, TransportLabel};
+use crate::hooks::{Admitted, ConnectHeaders, ConnectRequest, Decision, MAX_HOOK_AUTH};
+use crate::metrics::{Limit, Transport as TransportKind, TransportLabel};
 use crate::net::Received;
 use crate::net::pending::Pending;
 use crate::net::wire::Wire;
@@ -49,7 +51,8 @@ struct Admission {
     app: Arc<AppState>,
 }
 
-pub use connection::EVENTS;
+pub use command::event_names;
+pub use queue::QueueMemory;
 
 type Admitting<'a> = Pin<Box<dyn Future<Output = Result<(), Box<dyn Display + Send>>> + Send + 'a>>;
 
@@ -68,13 +71,33 @@ impl ConnectHandler<LocalAdapter, Handled> for Admission {
     ) -> Admitting<'a> {
         let auth = auth.as_ref().and_then(|a| a.as_str()).map(|a| a.as_str());
         Box::pin(async move {
+            let wire = s.req_parts().extensions.get::<Arc<Wire>>().cloned();
+            // One connect decided at a time per TCP connection, and a bounded number refused.
+            let _deciding = match &wire {
+                Some(wire) => Some(wire.connecting().ok_or_else(|| {
+                    self.app.metrics.limit(Limit::HookRefusals);
+                    Box::new("connects are refused on this connection; reconnect later")
+                        as Box<dyn Display + Send>
+                })?),
+                None => None,
+            };
+            let refused = |reason: Box<dyn Display + Send>| {
+                if let Some(wire) = &wire {
+                    wire.connect_refused();
+                }
+                reason
+            };
             // Sent to the client as the connect error's message.
             let grant = self
                 .app
                 .tokens
                 .admit(auth)
-                .map_err(|refused| Box::new(refused) as Box<dyn Display + Send>)?;
+                .map_err(|e| refused(Box::new(e)))?;
             let app = &self.app;
+            if app.hooks.on_connect() && auth.is_some_and(|a| a.len() > MAX_HOOK_AUTH) {
+                let message = format!("auth is over {MAX_HOOK_AUTH} bytes");
+                return Err(refused(Box::new(message)));
+            }
             let (grant, joins) = match self.ask_backend(&s, auth).await {
                 Decision::Allow(admitted) => {
                     let joins = admitted
@@ -84,7 +107,7 @@ impl ConnectHandler<LocalAdapter, Handled> for Admission {
                         .collect();
                     (grant.with_user(admitted.user), joins)
                 }
-                Decision::Refuse(reason) => return Err(Box::new(reason) as Box<dyn Display + Send>),
+                Decision::Refuse(reason) => return Err(refused(Box::new(reason))),
             };
             let resume =
                 if app.config.socketio_recovery && twineid(&s.req_parts().headers).is_none() {

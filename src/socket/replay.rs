@@ -6,6 +6,10 @@
 //! The replay is streamed: each room is read a page at a time (all rooms' pages together within
 //! `--replay-memory`), and sending waits while the client has its send queue full, so a replay
 //! of any length holds a bounded amount of memory.
+//!
+//! A store that does not answer (a paused Redis) delays the replay: each read is retried from
+//! where it stopped while the connection lasts, so the client gets everything once, in order,
+//! when the store is back, and is never left open with rooms that are not live.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -13,10 +17,10 @@ use std::sync::Arc;
 
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
-use socketioxide::socket::Sid;
 use tokio::time::Instant;
-use twine_store::{Message, PageLimit, Position, Session, StoreError};
+use twine_store::{Message, Page, PageLimit, Position, Session};
 
+use super::command::until_done;
 use super::resume::Notice;
 use crate::auth::Grant;
 use crate::fanout::shard::{Released, Subscriber};
@@ -24,6 +28,7 @@ use crate::metrics::Limit;
 use crate::outbox::acks::Slot;
 use crate::outbox::{Encoded, Gone, Outbox};
 use crate::state::AppState;
+use crate::transport::Sid;
 
 /// Messages per page read from the store.
 const PAGE_COUNT: usize = 256;
@@ -43,13 +48,6 @@ pub struct Truncation {
     pub until: Option<u64>,
 }
 
-/// The `error` event sent when recovery fails.
-#[derive(Serialize)]
-struct RecoveryError<'a> {
-    event: &'a str,
-    message: &'a str,
-}
-
 /// A connection recovering its session.
 pub struct Replay<'a> {
     pub app: &'a AppState,
@@ -62,6 +60,8 @@ pub struct Replay<'a> {
     /// Under Socket.IO's recovery, the `recovery` event, sent before anything else (its offset
     /// names every room from where its replay starts).
     pub notice: Option<&'a Notice>,
+    /// Whether the connection is going: retries of the store's reads stop.
+    pub leaving: &'a (dyn Fn() -> bool + Sync),
 }
 
 /// A room the connection got back.
@@ -148,60 +148,49 @@ impl Replay<'_> {
             self.outbox.send("roomJoined", &joined).await?;
         }
         for room in rooms.iter() {
-            let member = Subscriber::new(self.sid, self.outbox.clone(), room.slot);
-            if self.app.fanout.hold(&room.name, member).await.is_err() {
-                self.fail("live delivery is not running; reconnect to retry")
-                    .await?;
-                return Ok(());
-            }
+            let hold = until_done("holding a room for a replay", self.leaving, || {
+                let member = Subscriber::new(self.sid, self.outbox.clone(), room.slot);
+                self.app.fanout.hold(&room.name, member)
+            });
+            hold.await.ok_or(Gone)?;
         }
         if let Some(at) = self.not_before {
             tokio::time::sleep_until(at).await;
         }
-        let truncations = match self.plan(rooms).await {
-            Ok(truncations) => truncations,
-            Err(e) => {
-                tracing::warn!(sid = %self.sid, "history not read for recovery: {e}");
-                return self
-                    .fail("missed messages could not be read; reconnect to retry")
-                    .await;
-            }
-        };
+        let truncations = self.plan(rooms).await?;
         for truncation in &truncations {
             self.outbox.send("recoveryTruncated", truncation).await?;
         }
-        if let Err(e) = self.replay(rooms).await? {
-            tracing::warn!(sid = %self.sid, "history not read for recovery: {e}");
-            return self
-                .fail("missed messages could not be read; reconnect to retry")
-                .await;
-        }
-        Ok(())
+        self.replay(rooms).await
     }
 
     /// Finds where each room's replay starts and reads its first page. Returns the rooms whose
     /// replay will not be complete.
-    async fn plan(&self, rooms: &mut [RoomReplay]) -> Result<Vec<Truncation>, StoreError> {
+    async fn plan(&self, rooms: &mut [RoomReplay]) -> Result<Vec<Truncation>, Gone> {
         let max = self.app.config.max_replay as usize;
         let limit = self.page_limit(rooms.len());
         let asks: Vec<(Arc<str>, Position)> =
             rooms.iter().map(|r| (r.name.clone(), r.from)).collect();
-        let firsts: Vec<_> = futures_util::stream::iter(asks)
-            .map(|(room, from)| {
-                let history = self.app.history.clone();
-                async move {
-                    let start = history
-                        .replay_start(&room, from, Position::MAX, max)
-                        .await?;
-                    let page = history
-                        .read_page(&room, start.after, Position::MAX, limit)
-                        .await?;
-                    Ok::<_, StoreError>((start, page))
-                }
-            })
-            .buffered(PLAN_CONCURRENCY)
-            .try_collect()
-            .await?;
+        let read = || {
+            futures_util::stream::iter(asks.clone())
+                .map(|(room, from)| {
+                    let history = self.app.history.clone();
+                    async move {
+                        let start = history
+                            .replay_start(&room, from, Position::MAX, max)
+                            .await?;
+                        let page = history
+                            .read_page(&room, start.after, Position::MAX, limit)
+                            .await?;
+                        Ok::<_, twine_store::StoreError>((start, page))
+                    }
+                })
+                .buffered(PLAN_CONCURRENCY)
+                .try_collect::<Vec<_>>()
+        };
+        let firsts = until_done("reading history for a replay", self.leaving, read)
+            .await
+            .ok_or(Gone)?;
         let mut truncations = Vec::new();
         for (room, (start, page)) in rooms.iter_mut().zip(firsts) {
             if start.truncated || page.truncated {
@@ -220,7 +209,7 @@ impl Replay<'_> {
 
     /// Sends every room's pages merged in position order (one clock, so publish order), reading
     /// more as each room's page runs out.
-    async fn replay(&self, rooms: &mut [RoomReplay]) -> Result<Result<(), StoreError>, Gone> {
+    async fn replay(&self, rooms: &mut [RoomReplay]) -> Result<(), Gone> {
         let limit = self.page_limit(rooms.len());
         let mut next: BinaryHeap<Reverse<(Position, usize)>> = rooms
             .iter()
@@ -233,17 +222,14 @@ impl Replay<'_> {
             let encoded = Encoded::with_room(room.name.clone(), &message);
             self.outbox.replay(&encoded, room.slot).await?;
             room.replayed = message.position;
-            if room.page.is_empty()
-                && room.more
-                && let Err(e) = self.refill(room, Position::MAX, limit).await?
-            {
-                return Ok(Err(e));
+            if room.page.is_empty() && room.more {
+                self.refill(room, Position::MAX, limit).await?;
             }
             if let Some(front) = room.page.front() {
                 next.push(Reverse((front.position, i)));
             }
         }
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// Reads `room`'s next page (up to `until`), reporting a gap that retention made meanwhile.
@@ -252,16 +238,15 @@ impl Replay<'_> {
         room: &mut RoomReplay,
         until: Position,
         limit: PageLimit,
-    ) -> Result<Result<(), StoreError>, Gone> {
-        let page = match self
-            .app
-            .history
-            .read_page(&room.name, room.replayed, until, limit)
-            .await
-        {
-            Ok(page) => page,
-            Err(e) => return Ok(Err(e)),
+    ) -> Result<(), Gone> {
+        let read = || {
+            self.app
+                .history
+                .read_page(&room.name, room.replayed, until, limit)
         };
+        let page: Page = until_done("reading history for a replay", self.leaving, read)
+            .await
+            .ok_or(Gone)?;
         if page.truncated {
             let truncation = Truncation {
                 room: room.name.to_string(),
@@ -272,7 +257,7 @@ impl Replay<'_> {
         }
         room.more = page.more;
         room.page = page.messages.into();
-        Ok(Ok(()))
+        Ok(())
     }
 
     /// Takes `room` live at the end of its replay. If more arrived during the replay than the
@@ -286,15 +271,7 @@ impl Replay<'_> {
             match fanout.release(&room.name, self.sid, replayed).await {
                 Ok(Released::Live) => return Ok(true),
                 Ok(Released::Behind(until)) => {
-                    replayed = match self.catch_up(room, replayed, until).await? {
-                        Ok(replayed) => replayed,
-                        Err(e) => {
-                            tracing::warn!(sid = %self.sid, room = %room.name, "catch-up not read: {e}");
-                            self.fail("missed messages could not be read; reconnect to retry")
-                                .await?;
-                            until // go live anyway; the stored positions stay frozen
-                        }
-                    };
+                    replayed = self.catch_up(room, replayed, until).await?;
                 }
                 Ok(Released::Gone) | Err(_) => return Err(Gone),
             }
@@ -312,7 +289,7 @@ impl Replay<'_> {
         room: &RoomReplay,
         after: Position,
         until: Position,
-    ) -> Result<Result<Position, StoreError>, Gone> {
+    ) -> Result<Position, Gone> {
         let limit = self.page_limit(1);
         let mut catching = RoomReplay {
             name: room.name.clone(),
@@ -323,27 +300,14 @@ impl Replay<'_> {
             more: true,
         };
         while catching.more {
-            if let Err(e) = self.refill(&mut catching, until, limit).await? {
-                return Ok(Err(e));
-            }
+            self.refill(&mut catching, until, limit).await?;
             while let Some(message) = catching.page.pop_front() {
                 let encoded = Encoded::with_room(room.name.clone(), &message);
                 self.outbox.replay(&encoded, room.slot).await?;
                 catching.replayed = message.position;
             }
         }
-        Ok(Ok(catching.replayed))
-    }
-
-    /// Recovery could not replay everything: the client is told, and its stored positions stay
-    /// where they are so the next recovery replays again (possibly repeating, never skipping).
-    async fn fail(&self, message: &str) -> Result<(), Gone> {
-        self.outbox.freeze_positions();
-        let error = RecoveryError {
-            event: "stateRecovery",
-            message,
-        };
-        self.outbox.send("error", &error).await
+        Ok(catching.replayed)
     }
 }
 

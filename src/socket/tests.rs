@@ -20,11 +20,107 @@ use crate::transport::fake::FakeTransport;
 
 /// A node on the in-memory store, configured by `args`.
 async fn node(args: &[&str]) -> Arc<AppState> {
+    node_with(args, |_| {}).await
+}
+
+/// A node on the in-memory store whose stores `change` replaces before it starts.
+async fn node_with(args: &[&str], change: impl FnOnce(&mut Stores)) -> Arc<AppState> {
     let args = std::iter::once("twine").chain(args.iter().copied());
     let config = Config::from_sources(args, Vec::new()).expect("a valid configuration");
-    let stores = Stores::from_config(&config).await.expect("memory stores");
+    let mut stores = Stores::from_config(&config).await.expect("memory stores");
+    change(&mut stores);
     let (key, _) = ApiKey::configured_or_generated(Some("test-key"));
     AppState::start(config, key, stores).await.expect("started")
+}
+
+/// A session store that stops answering while paused, as a paused Redis does (each call fails
+/// as the Redis store's timeout does), and answers again once resumed.
+struct PausingSessions {
+    inner: Arc<dyn twine_store::SessionStore>,
+    paused: std::sync::atomic::AtomicBool,
+    calls_while_paused: std::sync::atomic::AtomicUsize,
+}
+
+impl PausingSessions {
+    fn wrap(stores: &mut Stores) -> Arc<PausingSessions> {
+        let pausing = Arc::new(PausingSessions {
+            inner: stores.sessions.clone(),
+            paused: Default::default(),
+            calls_while_paused: Default::default(),
+        });
+        stores.sessions = pausing.clone();
+        pausing
+    }
+
+    fn pause(&self, paused: bool) {
+        self.paused
+            .store(paused, std::sync::atomic::Ordering::Release);
+    }
+
+    async fn answer(&self) -> Result<(), twine_store::StoreError> {
+        if self.paused.load(std::sync::atomic::Ordering::Acquire) {
+            self.calls_while_paused
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Err(twine_store::StoreError::Unavailable("paused".into()));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl twine_store::SessionStore for PausingSessions {
+    async fn load(
+        &self,
+        id: &str,
+    ) -> Result<Option<twine_store::Session>, twine_store::StoreError> {
+        self.answer().await?;
+        self.inner.load(id).await
+    }
+    async fn join(
+        &self,
+        id: &str,
+        room: &str,
+        at: Position,
+    ) -> Result<twine_store::Joined, twine_store::StoreError> {
+        self.answer().await?;
+        self.inner.join(id, room, at).await
+    }
+    async fn leave(&self, id: &str, room: &str) -> Result<(), twine_store::StoreError> {
+        self.answer().await?;
+        self.inner.leave(id, room).await
+    }
+    async fn advance(
+        &self,
+        id: &str,
+        progress: &[twine_store::Progress],
+    ) -> Result<(), twine_store::StoreError> {
+        self.answer().await?;
+        self.inner.advance(id, progress).await
+    }
+}
+
+/// A backend on a free port whose publish hook answers `allow` after `delay`, counting its
+/// calls; for the hooks' in-process tests.
+async fn slow_backend(delay: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::routing::post;
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let app = axum::Router::new().route(
+        "/publish",
+        post(move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                tokio::time::sleep(delay).await;
+                axum::Json(serde_json::json!({"allow": true}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/publish", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, calls)
 }
 
 /// Publishes `{"n": n}` to `room`, as `POST /api/twine` does.
@@ -418,4 +514,178 @@ fn pages_get_the_grace_and_programs_do_not() {
     let page = [("origin", "https://app.example")];
     assert!(replay_not_before(&parts(&page), Duration::ZERO).is_none());
     assert!(is_websocket_handshake(&parts(&[])));
+}
+
+#[tokio::test]
+async fn a_session_the_store_cannot_load_is_loaded_when_it_answers_again_with_nothing_lost() {
+    let mut pausing = None;
+    let app = node_with(&[], |stores| pausing = Some(PausingSessions::wrap(stores))).await;
+    let sessions = pausing.unwrap();
+    let first = Client::connect(&app, "s1", FakeTransport::new());
+    first.subscribe("news").await;
+    first.drop_connection().await;
+    publish(&app, "news", 1).await;
+
+    // The client comes back while the store pauses: it stays connected, and what it asks for
+    // waits instead of failing.
+    sessions.pause(true);
+    let again = Client::connect(&app, "s1", FakeTransport::new());
+    again.send("subscribe", "sports".into());
+    eventually(|| {
+        sessions
+            .calls_while_paused
+            .load(std::sync::atomic::Ordering::Acquire)
+            >= 3
+    })
+    .await;
+    assert!(
+        again.transport.of("error").is_empty(),
+        "no error the library cannot show"
+    );
+    assert!(!again.transport.is_cut());
+    publish(&app, "news", 2).await;
+    publish(&app, "sports", 3).await;
+
+    sessions.pause(false);
+    eventually(|| again.transport.of("roomJoined").len() == 2).await;
+    again.receives([1, 2]).await;
+    publish(&app, "sports", 4).await;
+    again.receives([1, 2, 4]).await;
+    let session = app.sessions.load("s1").await.unwrap().unwrap();
+    assert!(
+        session.rooms.contains_key("sports"),
+        "the join was recorded once the store answered"
+    );
+}
+
+#[tokio::test]
+async fn acknowledgements_the_store_missed_are_stored_once_it_answers() {
+    let mut pausing = None;
+    let app = node_with(&["--ack-flush", "20ms"], |stores| {
+        pausing = Some(PausingSessions::wrap(stores))
+    })
+    .await;
+    let sessions = pausing.unwrap();
+    let client = Client::connect(&app, "s1", FakeTransport::new());
+    client.subscribe("news").await;
+    for n in 1..=5 {
+        publish(&app, "news", n).await;
+    }
+    client.receives(1..=5).await;
+    sessions.pause(true);
+    client.acknowledge();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sessions.pause(false);
+    // The flusher's next rounds store what it kept.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.drop_connection().await;
+    publish(&app, "news", 6).await;
+    let again = Client::connect(&app, "s1", FakeTransport::new());
+    again.receives([6]).await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_holds_no_more_than_its_event_queue() {
+    let app = node(&["--max-payload", "2048", "--send-queue", "4096"]).await;
+    let first = Client::connect(&app, "s1", FakeTransport::new());
+    first.subscribe("busy").await;
+    first.drop_connection().await;
+    for n in 1..=200 {
+        publish(&app, "busy", n).await;
+    }
+    // Its replay waits on it: whatever it sends waits behind the replay.
+    let stalled = FakeTransport::held();
+    let client = Client::connect(&app, "s1", stalled.clone());
+    eventually(|| !stalled.numbers().is_empty()).await;
+    let pad = "x".repeat(900);
+    for i in 0..5_000 {
+        // Publishing is off: refused as decoded, never queued.
+        client.send(
+            "publish",
+            serde_json::json!({"room_id": "busy", "payload": {"pad": pad}}),
+        );
+        client.send("subscribe", format!("room-{i}").into());
+        client.send(
+            "presence:enter",
+            serde_json::json!({"room": "busy", "data": {"pad": pad}}),
+        );
+    }
+    let max = app.config.event_queue as usize;
+    assert!(
+        app.queued_events.used() <= max,
+        "{} bytes waiting, the bound is {max}",
+        app.queued_events.used()
+    );
+    client.drop_connection().await;
+    assert_eq!(
+        app.queued_events.used(),
+        0,
+        "a gone connection holds nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_publish_hook_does_not_delay_the_same_clients_subscribe() {
+    let (url, calls) = slow_backend(Duration::from_millis(1_500)).await;
+    let app = node(&[
+        "--client-publish",
+        "hook",
+        "--publish-hook-url",
+        &url,
+        "--hook-secret",
+        "s",
+    ])
+    .await;
+    let client = Arc::new(Client::connect(&app, "s1", FakeTransport::new()));
+    client.subscribe("chat").await;
+    let publishing = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let message = serde_json::json!({"room_id": "chat", "payload": {"n": 1}});
+            client.ask("publish", message).await
+        })
+    };
+    eventually(|| calls.load(std::sync::atomic::Ordering::Acquire) == 1).await;
+    let asked = std::time::Instant::now();
+    client.subscribe("news").await;
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "the subscribe waited {:?} behind the hook",
+        asked.elapsed()
+    );
+    let answer = publishing.await.unwrap();
+    assert_eq!(answer["ok"], true, "{answer}");
+}
+
+#[tokio::test]
+async fn a_client_publish_over_the_nodes_admission_is_refused_without_asking_the_hook() {
+    let (url, calls) = slow_backend(Duration::ZERO).await;
+    let app = node(&[
+        "--client-publish",
+        "hook",
+        "--publish-hook-url",
+        &url,
+        "--hook-secret",
+        "s",
+        "--client-publish-rate",
+        "1",
+        "--client-publish-burst",
+        "1",
+    ])
+    .await;
+    let client = Client::connect(&app, "s1", FakeTransport::new());
+    let message = serde_json::json!({"room_id": "chat", "payload": {"n": 1}});
+    let first = client.ask("publish", message.clone()).await;
+    assert_eq!(first["ok"], true, "{first}");
+    let second = client.ask("publish", message).await;
+    assert_eq!(second["ok"], false);
+    assert!(
+        second["reason"].as_str().unwrap().contains("rate"),
+        "{second}"
+    );
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::Acquire),
+        1,
+        "the hook was asked once"
+    );
 }

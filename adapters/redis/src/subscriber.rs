@@ -145,7 +145,7 @@ impl Subscriber {
             slots: Vec::new(),
             refreshing: false,
             refresh_wanted: false,
-            expected_unsubscribes: HashSet::new(),
+            expected_unsubscribes: HashMap::new(),
         };
         tokio::spawn(task.run(rx));
         let ticks = tx.clone();
@@ -248,8 +248,10 @@ struct Task {
     slots: Vec<(u16, u16, String)>,
     refreshing: bool,
     refresh_wanted: bool,
-    /// Channels this task unsubscribed from, whose confirmations are expected.
-    expected_unsubscribes: HashSet<String>,
+    /// Channels this task unsubscribed from, with how many confirmations are expected: a room
+    /// left and joined again before Redis confirmed the leave gets that confirmation still, and
+    /// must not take it for Redis dropping the room.
+    expected_unsubscribes: HashMap<String, u32>,
 }
 
 impl Task {
@@ -337,7 +339,6 @@ impl Task {
         let first = self.partitions[partition].rooms.is_empty();
         self.partitions[partition].rooms.insert(room.clone());
         let channel = self.keys.channel(&room);
-        self.expected_unsubscribes.remove(&channel);
         match self.partitions[partition].node.clone() {
             Some(node) => {
                 batch.subscribe(&node, partition, channel);
@@ -364,11 +365,17 @@ impl Task {
             return;
         };
         let channel = self.keys.channel(room);
-        self.expected_unsubscribes.insert(channel.clone());
+        *self
+            .expected_unsubscribes
+            .entry(channel.clone())
+            .or_default() += 1;
         batch.unsubscribe(&node, partition, channel);
         if state.rooms.is_empty() {
             let heartbeat = self.keys.heartbeat(partition, &self.node);
-            self.expected_unsubscribes.insert(heartbeat.clone());
+            *self
+                .expected_unsubscribes
+                .entry(heartbeat.clone())
+                .or_default() += 1;
             batch.unsubscribe(&node, partition, heartbeat);
             state.node = None;
             state.heard = None;
@@ -509,6 +516,8 @@ impl Task {
 
     /// The connection to `node` is gone: its rooms are subscribed again, and catch up.
     fn lost(&mut self, node: &str) {
+        // Confirmations it owed will not come.
+        self.expected_unsubscribes.clear();
         if let Some(stats) = self.stats() {
             stats.resubscribed.fetch_add(1, Ordering::Relaxed);
         }
@@ -619,9 +628,13 @@ impl Task {
                 self.message(channel, payload);
             }
             b"subscribe" | b"ssubscribe" => self.confirmed(channel),
-            b"unsubscribe" | b"sunsubscribe" if !self.expected_unsubscribes.remove(channel) => {
-                self.unsubscribed(node, channel, batch);
-            }
+            b"unsubscribe" | b"sunsubscribe" => match self.expected_unsubscribes.get_mut(channel) {
+                Some(expected) if *expected > 1 => *expected -= 1,
+                Some(_) => {
+                    self.expected_unsubscribes.remove(channel);
+                }
+                None => self.unsubscribed(node, channel, batch),
+            },
             _ => {}
         }
     }
@@ -777,7 +790,10 @@ impl Task {
         } else {
             (b"SUBSCRIBE", b"UNSUBSCRIBE")
         };
-        for ((node, _, subscribing), channels) in batch.0 {
+        // Leaves before joins: a room left and joined in one batch ends up subscribed.
+        let mut commands: Vec<_> = batch.0.into_iter().collect();
+        commands.sort_by_key(|((_, _, subscribing), _)| *subscribing);
+        for ((node, _, subscribing), channels) in commands {
             let Some(writer) = self.nodes.get(&node).and_then(|n| n.writer.as_ref()) else {
                 continue; // subscribed once the connection is made
             };
