@@ -352,8 +352,8 @@ pub struct Config {
     #[arg(long, env = "TWINE_CLIENT_PUBLISH", value_enum, default_value = "off")]
     pub client_publish: ClientPublish,
 
-    /// A file of words (one per line) masked with `*` in every string of a client-published
-    /// payload, before its hook: a word filter that needs no backend.
+    /// A file of words (one per line) masked with `*` in every string value (not key) of a
+    /// client-published payload, before its hook: a word filter that needs no backend.
     #[arg(long, env = "TWINE_PUBLISH_FILTER_WORDS")]
     pub publish_filter_words: Option<std::path::PathBuf>,
 

@@ -49,7 +49,7 @@ pub enum Refused {
     #[error("live delivery on this node is {} ms behind; retry later", .0.as_millis())]
     Overloaded(Duration),
     /// The filter could not read the payload.
-    #[error("the payload could not be read: {0}")]
+    #[error("{0}")]
     Unreadable(String),
     /// The app's backend said no (its reason).
     #[error("{0}")]

@@ -187,7 +187,11 @@ impl Publish {
                 });
             }
         }
-        let payload = app.hooks.filter.apply(payload);
+        let payload = app
+            .hooks
+            .filter
+            .apply(payload)
+            .map_err(|e| Refused::Unreadable(e.to_string()))?;
         let user = connection.grant.user();
         let payload = match app.hooks.publish(twineid, user, &room, payload).await {
             Decision::Allow(payload) => payload,
