@@ -18,10 +18,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
+use crate::transport::Sid;
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use socketioxide::socket::Sid;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use twine_store::{Member, Presence, PresenceEvent, PresenceFeed, StoreError, Update};

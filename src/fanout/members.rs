@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use socketioxide::socket::Sid;
+use crate::transport::Sid;
 
 /// Values kept in insertion-independent order, each found by its socket id in O(1).
 pub struct Indexed<T> {

@@ -22,8 +22,8 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::transport::Sid;
 use serde_json::value::RawValue;
-use socketioxide::socket::Sid;
 use tokio::sync::{mpsc, oneshot};
 use twine_store::{Feed, FeedBudget, FeedEvent, History, Listen, Position, StoreError};
 

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::transport::Sid;
 use serde_json::value::RawValue;
-use socketioxide::socket::Sid;
 use tokio::sync::{mpsc, oneshot};
 use twine_store::{FeedBudget, Listen, Message, Position};
 

@@ -100,27 +100,37 @@ impl twine_store::SessionStore for PausingSessions {
     }
 }
 
-/// A backend on a free port whose publish hook answers `allow` after `delay`, counting its
-/// calls; for the hooks' in-process tests.
-async fn slow_backend(delay: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+/// A backend on a free port for the hooks' in-process tests: every hook path answers `answer`
+/// after `delay`, and its calls are counted. Returns its base URL (`<url>/publish`, ...).
+async fn backend(
+    delay: Duration,
+    answer: serde_json::Value,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     use axum::routing::post;
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = calls.clone();
     let app = axum::Router::new().route(
-        "/publish",
+        "/{hook}",
         post(move || {
             let counted = counted.clone();
+            let answer = answer.clone();
             async move {
                 counted.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                 tokio::time::sleep(delay).await;
-                axum::Json(serde_json::json!({"allow": true}))
+                axum::Json(answer)
             }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/publish", listener.local_addr().unwrap());
+    let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, calls)
+}
+
+/// A backend whose publish hook allows every publish after `delay`: its publish hook's URL.
+async fn slow_backend(delay: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let (url, calls) = backend(delay, serde_json::json!({"allow": true})).await;
+    (format!("{url}/publish"), calls)
 }
 
 /// Publishes `{"n": n}` to `room`, as `POST /api/twine` does.
@@ -687,5 +697,95 @@ async fn a_client_publish_over_the_nodes_admission_is_refused_without_asking_the
         calls.load(std::sync::atomic::Ordering::Acquire),
         1,
         "the hook was asked once"
+    );
+}
+
+#[tokio::test]
+async fn the_subscribe_hook_decides_and_a_backend_too_slow_takes_its_failure_outcome() {
+    let refusing = serde_json::json!({"allow": false, "reason": "members only"});
+    let (url, calls) = backend(Duration::ZERO, refusing).await;
+    let hooked = |url: &str| {
+        [
+            "--subscribe-hook-url".to_owned(),
+            format!("{url}/subscribe"),
+            "--hook-secret".to_owned(),
+            "s".to_owned(),
+            "--hook-timeout".to_owned(),
+            "200ms".to_owned(),
+        ]
+    };
+    let args = hooked(&url);
+    let app = node(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let client = Client::connect(&app, "s1", FakeTransport::new());
+    client.send("subscribe", "vip".into());
+    eventually(|| !client.transport.of("error").is_empty()).await;
+    assert_eq!(client.transport.of("error")[0]["message"], "members only");
+    assert!(client.transport.of("roomJoined").is_empty());
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Acquire), 1);
+
+    let (slow, _) = backend(Duration::from_secs(5), serde_json::json!({"allow": true})).await;
+    let mut args = hooked(&slow).to_vec();
+    args.extend(["--subscribe-hook-failure".to_owned(), "allow".to_owned()]);
+    let app = node(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let client = Client::connect(&app, "s1", FakeTransport::new());
+    let asked = std::time::Instant::now();
+    client.subscribe("vip").await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "the hook's timeout decided"
+    );
+}
+
+#[tokio::test]
+async fn a_drained_connection_stores_what_its_client_acknowledged_then_closes() {
+    let app = node(&[]).await;
+    let client = Client::connect(&app, "s1", FakeTransport::new());
+    client.subscribe("news").await;
+    for n in 1..=3 {
+        publish(&app, "news", n).await;
+    }
+    client.receives(1..=3).await;
+    client.acknowledge();
+    crate::drain::Drained::drain(client.connection.clone());
+    eventually(|| client.transport.is_cut()).await;
+    // Nothing more reaches it once drained; what it acknowledged was stored before the close.
+    publish(&app, "news", 4).await;
+    client.receives(1..=3).await;
+    client.connection.end();
+    eventually(|| client.transport.was_released()).await;
+    let again = Client::connect(&app, "s1", FakeTransport::new());
+    again.receives([4]).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn presence_is_announced_once_an_interval_to_the_rooms_members() {
+    let app = node(&["--presence-interval", "1s"]).await;
+    let ada = Client::connect(&app, "ada", FakeTransport::new());
+    let bob = Client::connect(&app, "bob", FakeTransport::new());
+    ada.subscribe("team").await;
+    bob.subscribe("team").await;
+    ada.send(
+        "presence:enter",
+        serde_json::json!({"room": "team", "data": {"n": 1}}),
+    );
+    for n in 2..=5 {
+        ada.send(
+            "presence:update",
+            serde_json::json!({"room": "team", "data": {"n": n}}),
+        );
+    }
+    // Ada, newly present, got the room's first page; Bob hears of her within one interval,
+    // once, with her last data.
+    eventually(|| !ada.transport.of("presence:members").is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let heard = bob.transport.of("presence");
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert!(heard[0].to_string().contains(r#""n":5"#), "{heard:?}");
+    bob.send("presence:members", "team".into());
+    eventually(|| !bob.transport.of("presence:members").is_empty()).await;
+    assert!(
+        bob.transport.of("presence:members")[0]
+            .to_string()
+            .contains(r#""n":5"#)
     );
 }
