@@ -7,7 +7,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use twine_store::StoreError;
 
-use crate::publish::Refused;
 use crate::room::RoomError;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,26 +50,6 @@ pub enum AppError {
     /// A read (history, presence) the store did not answer.
     #[error("Service Unavailable: the store did not answer; retry later.")]
     StoreRead(StoreError),
-}
-
-/// A publish refused on the one publish path, as `POST /api/twine` answers it.
-impl From<Refused> for AppError {
-    fn from(refused: Refused) -> AppError {
-        match refused {
-            Refused::BadRoom(e) => AppError::BadRoom(e),
-            Refused::NotAnObject => AppError::Malformed("Payload is of an incorrect data type."),
-            Refused::BadKey => {
-                AppError::Malformed("Idempotency-Key must be 1 to 255 visible ASCII characters.")
-            }
-            Refused::TooLarge { limit, .. } => AppError::TooLarge(limit),
-            Refused::RateLimited(wait) => AppError::RateLimited(wait),
-            Refused::Overloaded(lag) => AppError::Overloaded(lag),
-            Refused::Store(e) => AppError::Store(e),
-            Refused::NotAllowed(_) | Refused::Unreadable(_) | Refused::Hook(_) => {
-                AppError::Malformed("The publish was refused.")
-            }
-        }
-    }
 }
 
 impl AppError {

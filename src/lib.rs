@@ -12,7 +12,12 @@
 //! - [`net`]: the network edge: connection limits, HTTP timeouts, per-connection byte meters,
 //!   the gate in front of Engine.IO.
 //! - [`http`]: `GET /`, `GET /set-cookie`, `POST /api/twine`, the CORS policy.
-//! - [`socket`]: admitting Socket.IO connections, their events in order, and recovery.
+//! - [`socket`]: admitting Socket.IO connections; their events decoded into commands (one file
+//!   each), queued within bounds and run in order; and recovery.
+//! - [`publish`]: the one path of every publish (HTTP or client): checks, admission, the store.
+//! - [`hooks`]: the app's backend asked about connects, subscribes and client publishes, and
+//!   the word filter.
+//! - [`budget`]: the node's bytes of client events waiting to be handled.
 //! - [`fanout`]: live delivery on this node, sharded by room, and the exact replay/live seam.
 //! - [`outbox`]: what one client is sent: encoding, its send budget, its acknowledgements.
 //! - [`transport`]: the one seam to the Socket.IO wire (socketioxide's socket, or an in-memory
@@ -29,6 +34,7 @@
 //! - [`state`]: what every handler shares.
 
 pub mod auth;
+pub mod budget;
 pub mod config;
 pub mod drain;
 pub mod error;

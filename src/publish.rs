@@ -2,7 +2,7 @@
 //! `publish` event), in one order:
 //!
 //! 1. what can be checked of the request alone (room, payload, key, size), as it is read;
-//! 2. admission ([`Admission::admit`]): the node's delivery lag, then the publish rate of where
+//! 2. admission ([`Admission::admit`], [`crate::state::AppState::admit`]): the node's delivery lag, then the publish rate of where
 //!    it came from (the API key, or the node's clients), before any hook or store work, so an
 //!    overloaded node spends nothing on a publish it then refuses;
 //! 3. for a client, its filter and hook ([`crate::socket`]);
@@ -18,10 +18,12 @@ use governor::clock::{Clock, MonotonicClock};
 use governor::{Quota, RateLimiter};
 use twine_store::{Appended, Publish, StoreError};
 
+use twine_store::History;
+
 use crate::config::Config;
+use crate::error::AppError;
 use crate::metrics::{Limit, Metrics};
 use crate::room::RoomError;
-use crate::state::AppState;
 
 /// Longest idempotency key, in bytes.
 pub const MAX_KEY_BYTES: usize = 255;
@@ -135,27 +137,41 @@ impl Admission {
     }
 }
 
-/// Takes one publish from `source`'s rate on `app`'s node ([`Admission::admit`]).
-pub fn admit(app: &AppState, source: Source) -> Result<(), Refused> {
-    app.admission.admit(
-        source,
-        app.fanout.delay(),
-        app.config.max_delivery_lag,
-        &app.metrics,
-    )
-}
-
 /// Stores `publish` (its payload a JSON object, as text); a repeat of its key stores nothing
 /// again.
-pub async fn store(app: &AppState, publish: Publish<'_>) -> Result<Appended, Refused> {
+pub async fn store(
+    history: &dyn History,
+    metrics: &Metrics,
+    publish: Publish<'_>,
+) -> Result<Appended, Refused> {
     let room = publish.room;
     let publish = publish.with_deadline(Some(SystemTime::now() + STORE_DEADLINE));
-    let appended = app.history.append(publish).await?;
+    let appended = history.append(publish).await?;
     if !appended.repeated {
-        app.metrics.published.inc();
+        metrics.published.inc();
     }
     tracing::debug!(%room, position = %appended.message.position, repeated = appended.repeated, "published");
     Ok(appended)
+}
+
+/// A publish refused on the one publish path, as `POST /api/twine` answers it.
+impl From<Refused> for AppError {
+    fn from(refused: Refused) -> AppError {
+        match refused {
+            Refused::BadRoom(e) => AppError::BadRoom(e),
+            Refused::NotAnObject => AppError::Malformed("Payload is of an incorrect data type."),
+            Refused::BadKey => {
+                AppError::Malformed("Idempotency-Key must be 1 to 255 visible ASCII characters.")
+            }
+            Refused::TooLarge { limit, .. } => AppError::TooLarge(limit),
+            Refused::RateLimited(wait) => AppError::RateLimited(wait),
+            Refused::Overloaded(lag) => AppError::Overloaded(lag),
+            Refused::Store(e) => AppError::Store(e),
+            Refused::NotAllowed(_) | Refused::Unreadable(_) | Refused::Hook(_) => {
+                AppError::Malformed("The publish was refused.")
+            }
+        }
+    }
 }
 
 #[cfg(test)]

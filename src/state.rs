@@ -6,13 +6,14 @@ use std::sync::Arc;
 use twine_store::{History, SessionStore, StoreError};
 
 use crate::auth::{ApiKey, Signer, Tokens};
+use crate::budget::QueueMemory;
 use crate::config::Config;
 use crate::drain::Draining;
 use crate::fanout::Fanout;
 use crate::hooks::Hooks;
 use crate::metrics::Metrics;
 use crate::presence::{PresenceHub, PresenceOptions};
-use crate::publish::Admission;
+use crate::publish::{Admission, Refused, Source};
 use crate::session::Flusher;
 use crate::stores::Stores;
 use crate::transport::socketio::meter::Meters;
@@ -37,7 +38,7 @@ pub struct AppState {
     /// The node's publish rates and delivery-lag bound ([`crate::publish`]).
     pub admission: Admission,
     /// Bytes of client events waiting in the node's connections' queues.
-    pub queued_events: Arc<crate::socket::QueueMemory>,
+    pub queued_events: Arc<QueueMemory>,
 }
 
 impl AppState {
@@ -64,7 +65,7 @@ impl AppState {
         let signer = Signer::new(&secret);
         let hooks = Hooks::new(&config, metrics.clone());
         let admission = Admission::new(&config);
-        let queued_events = crate::socket::QueueMemory::new(config.event_queue_memory as usize);
+        let queued_events = QueueMemory::new(config.event_queue_memory as usize);
         AppState {
             config,
             api_key,
@@ -117,5 +118,13 @@ impl AppState {
         Ok(Arc::new(AppState::new(
             config, api_key, stores, fanout, presence, meters, metrics,
         )))
+    }
+
+    /// Takes one publish from `source`'s rate, unless live delivery runs too far behind
+    /// ([`Admission::admit`]).
+    pub fn admit(&self, source: Source) -> Result<(), Refused> {
+        let lag = self.fanout.delay();
+        let max_lag = self.config.max_delivery_lag;
+        self.admission.admit(source, lag, max_lag, &self.metrics)
     }
 }

@@ -57,7 +57,7 @@ async fn publish(
     axum::Json(post): axum::Json<Post>,
 ) -> Result<(StatusCode, &'static str), AppError> {
     // Without a key, the page's posts share the API key's publish rate and delivery's bound.
-    crate::publish::admit(&app, crate::publish::Source::Backend)?;
+    app.admit(crate::publish::Source::Backend)?;
     crate::room::check(&post.room)?;
     if post.text.trim().is_empty() || post.text.chars().count() > MAX_TEXT {
         return Err(AppError::Malformed("text must be 1 to 500 characters."));

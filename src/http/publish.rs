@@ -30,7 +30,7 @@ pub async fn publish(
     body: Body,
 ) -> Result<Response, AppError> {
     app.api_key.check(&headers)?;
-    publish::admit(&app, publish::Source::Backend)?;
+    app.admit(publish::Source::Backend)?;
     let key = idempotency_key(&headers)?;
     let limit = app.config.max_payload;
     let bytes = axum::body::to_bytes(body, limit as usize)
@@ -45,7 +45,8 @@ pub async fn publish(
             }
         })?;
     let (room, payload) = parse(&bytes)?;
-    let appended = publish::store(&app, Publish::new(&room, payload).with_key(key)).await?;
+    let publish = Publish::new(&room, payload).with_key(key);
+    let appended = publish::store(&*app.history, &app.metrics, publish).await?;
     let mut response = (StatusCode::CREATED, "ok").into_response();
     if appended.repeated {
         response

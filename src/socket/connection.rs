@@ -17,19 +17,16 @@
 //! lasts ([`super::command::until_done`]), so a client is never left open in fewer rooms than its
 //! session holds.
 
-use std::collections::HashMap;
-use std::num::NonZeroU32;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use governor::clock::{Clock, MonotonicClock};
-use governor::{Quota, RateLimiter};
-use serde::Serialize;
 use tokio::time::Instant;
 use twine_store::{Position, Session};
 
 use super::command::publish::Outcome;
 use super::command::{Command, Decoding, Publish, Refusal, Subscribe, until_done};
+use super::context::{Context, EventError, Limiter, Membership, limiter};
 use super::queue::{Full, Lane, Waiting};
 use super::replay::Replay;
 use super::resume::{Notice, Resume};
@@ -37,10 +34,9 @@ use crate::auth::Grant;
 use crate::drain::Drained;
 use crate::metrics::Limit;
 use crate::outbox::Outbox;
-use crate::outbox::acks::Slot;
 use crate::session::SessionHandle;
 use crate::state::AppState;
-use crate::transport::{Reply, Sid, Transport};
+use crate::transport::{Reply, Transport};
 
 /// What a client is told of events dropped over its rate.
 const RATE_EXCEEDED: &str =
@@ -57,17 +53,6 @@ const DRAIN_ACK_POLL: Duration = Duration::from_millis(20);
 /// not answer: past it, its client's next recovery repeats what it had acknowledged since the
 /// last flush.
 const STORE_ON_END: Duration = Duration::from_secs(30);
-/// Member listings (pages of `presence:members`) one connection may ask for per second, and at
-/// once: with pages of at most 64 KiB, at most 128 KiB a second.
-pub const LISTINGS_PER_SECOND: u32 = 2;
-const LISTING_BURST: u32 = 20;
-
-type EventLimiter = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    MonotonicClock,
-    governor::middleware::NoOpMiddleware<<MonotonicClock as Clock>::Instant>,
->;
 
 /// Work of the room lane.
 enum Work {
@@ -80,53 +65,33 @@ enum Work {
     End,
 }
 
-/// The `error` event sent when a client event is refused.
-#[derive(Serialize)]
-struct EventError<'a> {
-    event: &'a str,
-    message: &'a str,
-}
-
 pub struct Connection {
-    pub sid: Sid,
-    pub outbox: Arc<Outbox>,
-    pub session: SessionHandle,
-    pub app: Arc<AppState>,
+    /// What its commands work on.
+    context: Context,
     /// The replay waits for this (a reconnecting page's listeners may attach late).
     replay_not_before: Option<Instant>,
-    /// What the connection's token allows.
-    pub grant: Grant,
     /// Under Socket.IO's recovery: how the connection starts (taken by its recovery).
     resume: Mutex<Option<Resume>>,
     /// Rooms the connect hook named, joined once the connection starts.
     joins: Mutex<Vec<Arc<str>>>,
-    limiter: EventLimiter,
-    pub listings: EventLimiter,
+    limiter: Limiter,
     state: Mutex<State>,
+}
+
+/// The connection is its context, for its lanes and for tests.
+impl Deref for Connection {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.context
+    }
 }
 
 struct State {
     rooms_lane: Lane<Work>,
     publish_lane: Lane<Publish>,
     waiting: Waiting,
-    /// Draining or ended: retries give up, nothing new is queued.
-    leaving: bool,
     ended: bool,
-    /// Rooms the connection is in (live) or recovering (held), by name.
-    rooms: HashMap<Arc<str>, Membership>,
     last_notice: Option<Instant>,
-}
-
-#[derive(Clone, Copy)]
-pub struct Membership {
-    pub slot: Slot,
-    pub live: bool,
-}
-
-fn limiter(rate: u32, burst: u32) -> EventLimiter {
-    let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::direct_with_clock(Quota::per_second(rate).allow_burst(burst), MonotonicClock)
 }
 
 impl Connection {
@@ -160,22 +125,15 @@ impl Connection {
             rooms_lane: Lane::default(),
             publish_lane: Lane::default(),
             waiting: Waiting::new(config.event_queue as usize, app.queued_events.clone()),
-            leaving: false,
             ended: false,
-            rooms: HashMap::new(),
             last_notice: None,
         };
         let connection = Arc::new(Connection {
-            sid,
-            outbox,
-            session,
-            app: app.clone(),
+            context: Context::new(app.clone(), outbox, session, grant),
             replay_not_before,
-            grant,
             resume: Mutex::new(resume),
             joins: Mutex::new(joins),
             limiter: limiter(config.event_rate, config.event_burst),
-            listings: limiter(LISTINGS_PER_SECOND, LISTING_BURST),
             state: Mutex::new(state),
         });
         let drained: Arc<dyn Drained> = connection.clone();
@@ -185,16 +143,6 @@ impl Connection {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Reads or changes the rooms the connection is in.
-    pub fn rooms<T>(&self, f: impl FnOnce(&mut HashMap<Arc<str>, Membership>) -> T) -> T {
-        f(&mut self.state().rooms)
-    }
-
-    /// Whether the connection is going (ended, cut, or drained): its retries stop.
-    pub fn is_leaving(&self) -> bool {
-        self.state().leaving || self.outbox.is_closed()
     }
 
     /// The client has joined the namespace: recovery is its first work, then the rooms the
@@ -296,21 +244,12 @@ impl Connection {
         self.outbox.notify("error", &EventError { event, message });
     }
 
-    /// An `error` event for an event refused in its turn.
-    pub async fn refuse(&self, event: &str, message: &str) {
-        tracing::debug!(sid = %self.sid, event, message, "event refused");
-        let _ = self
-            .outbox
-            .send("error", &EventError { event, message })
-            .await;
-    }
-
     /// Queues a client's room work, within the connection's and the node's bounds.
     fn queue(self: &Arc<Self>, work: Work, size: usize) {
-        let mut state = self.state();
-        if state.leaving {
+        if self.is_leaving() {
             return;
         }
+        let mut state = self.state();
         let State {
             rooms_lane,
             waiting,
@@ -331,10 +270,10 @@ impl Connection {
     }
 
     fn queue_publish(self: &Arc<Self>, publish: Publish, size: usize) {
-        let mut state = self.state();
-        if state.leaving {
+        if self.is_leaving() {
             return;
         }
+        let mut state = self.state();
         let State {
             publish_lane,
             waiting,
@@ -385,7 +324,7 @@ impl Connection {
             return;
         }
         state.ended = true;
-        state.leaving = true;
+        self.leave();
         let State {
             rooms_lane,
             publish_lane,
@@ -414,9 +353,13 @@ impl Connection {
             };
             match work {
                 Work::Start => self.start().await,
-                Work::Command(Command::Subscribe(subscribe)) => subscribe.apply(&self).await,
-                Work::Command(Command::Unsubscribe(unsubscribe)) => unsubscribe.apply(&self).await,
-                Work::Command(Command::Presence(presence)) => presence.apply(&self).await,
+                Work::Command(Command::Subscribe(subscribe)) => {
+                    subscribe.apply(&self.context).await
+                }
+                Work::Command(Command::Unsubscribe(unsubscribe)) => {
+                    unsubscribe.apply(&self.context).await
+                }
+                Work::Command(Command::Presence(presence)) => presence.apply(&self.context).await,
                 Work::Command(_) => {}
                 Work::Drain => self.drain_now().await,
                 Work::End => self.finish().await,
@@ -438,7 +381,7 @@ impl Connection {
                     None => return,
                 }
             };
-            publish.apply(&self).await;
+            publish.apply(&self.context).await;
         }
     }
 
@@ -495,17 +438,6 @@ impl Connection {
         });
     }
 
-    /// Leaves `room` on this node (its session is left as it is).
-    pub fn leave_room(&self, room: &Arc<str>, membership: Membership) {
-        if membership.live {
-            self.app.fanout.leave(room, self.sid);
-        } else {
-            self.app.fanout.unhold(room, self.sid);
-        }
-        self.outbox.remove_room(membership.slot);
-        self.app.presence.leave(room, self.sid);
-    }
-
     async fn drain_now(&self) {
         let rooms: Vec<(Arc<str>, Membership)> =
             self.rooms(|rooms| rooms.iter().map(|(room, m)| (room.clone(), *m)).collect());
@@ -541,7 +473,7 @@ impl Connection {
     async fn finish(&self) {
         self.app.metrics.connections.dec();
         let progress = self.outbox.progress(true);
-        let rooms = std::mem::take(&mut self.state().rooms);
+        let rooms = self.rooms(std::mem::take);
         for (room, membership) in rooms {
             self.leave_room(&room, membership);
         }
@@ -554,7 +486,7 @@ impl Connection {
 
 impl Drained for Connection {
     fn drain(self: Arc<Self>) {
-        self.state().leaving = true;
+        self.leave();
         self.queue_own(Work::Drain);
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod command;
 pub mod connection;
+pub mod context;
 mod queue;
 mod replay;
 mod resume;
@@ -52,7 +53,6 @@ struct Admission {
 }
 
 pub use command::event_names;
-pub use queue::QueueMemory;
 
 type Admitting<'a> = Pin<Box<dyn Future<Output = Result<(), Box<dyn Display + Send>>> + Send + 'a>>;
 

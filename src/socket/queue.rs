@@ -6,44 +6,12 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub use crate::budget::QueueMemory;
 
 /// What a queued item costs besides the bytes it carries: its slot, its command, its room name's
 /// handle.
 pub const ITEM_OVERHEAD: usize = 96;
-
-/// Bytes of events waiting across the node's connections.
-pub struct QueueMemory {
-    used: AtomicUsize,
-    max: usize,
-}
-
-impl QueueMemory {
-    pub fn new(max: usize) -> Arc<QueueMemory> {
-        Arc::new(QueueMemory {
-            used: AtomicUsize::new(0),
-            max,
-        })
-    }
-
-    /// Takes `bytes` if they fit.
-    fn take(&self, bytes: usize) -> bool {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                (used + bytes <= self.max).then_some(used + bytes)
-            })
-            .is_ok()
-    }
-
-    fn give(&self, bytes: usize) {
-        self.used.fetch_sub(bytes, Ordering::AcqRel);
-    }
-
-    /// Bytes waiting now.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Acquire)
-    }
-}
 
 /// Why an item was not queued.
 #[derive(Debug, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use super::{Command, Decoding, Refusal};
 use crate::metrics::Limit;
 use crate::room;
-use crate::socket::connection::{Connection, LISTINGS_PER_SECOND};
+use crate::socket::context::{Context, LISTINGS_PER_SECOND};
 
 pub struct Presence {
     /// The event's name, as the `error` event names it.
@@ -96,7 +96,7 @@ pub fn parse(
 }
 
 impl Presence {
-    pub async fn apply(self, connection: &Connection) {
+    pub async fn apply(self, connection: &Context) {
         let Presence {
             event,
             room,
@@ -142,7 +142,7 @@ impl Presence {
 }
 
 /// Sends a page of `room`'s members as `presence:members`.
-async fn list_members(connection: &Connection, event: &str, room: &Arc<str>, after: Option<&str>) {
+async fn list_members(connection: &Context, event: &str, room: &Arc<str>, after: Option<&str>) {
     match connection.app.presence.snapshot(room).await {
         Ok(snapshot) => {
             let page = snapshot.page(after);

@@ -29,7 +29,7 @@ use crate::config::ClientPublish;
 use crate::hooks::Decision;
 use crate::publish::{self, Refused, Source};
 use crate::room;
-use crate::socket::connection::Connection;
+use crate::socket::context::Context;
 use crate::transport::Reply;
 
 /// A decoded `publish`, and the acknowledgement it asked for.
@@ -143,7 +143,7 @@ impl Publish {
         self.room.len() + self.payload.get().len() + self.id.as_ref().map_or(0, String::len)
     }
 
-    pub async fn apply(mut self, connection: &Connection) {
+    pub async fn apply(mut self, connection: &Context) {
         let reply = self.reply.take();
         let outcome = self.store(connection).await;
         match (outcome, reply) {
@@ -158,12 +158,12 @@ impl Publish {
 
     /// Takes the publish through admission, a retry's answer, the filter and the hook, and
     /// stores it.
-    async fn store(self, connection: &Connection) -> Result<Appended, Refused> {
+    async fn store(self, connection: &Context) -> Result<Appended, Refused> {
         let Publish {
             room, payload, id, ..
         } = self;
         let app = &connection.app;
-        publish::admit(app, Source::Client)?;
+        app.admit(Source::Client)?;
         let twineid = connection.session.id();
         // Scoped to the session (a retry after a reconnect is the same publish), or to the
         // connection without one.
@@ -207,7 +207,7 @@ impl Publish {
         let publish = twine_store::Publish::new(&room, payload.get())
             .with_key(key.as_deref())
             .with_identity(Some(&sent));
-        publish::store(app, publish).await
+        publish::store(&*app.history, &app.metrics, publish).await
     }
 }
 

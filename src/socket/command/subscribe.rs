@@ -16,7 +16,7 @@ use crate::fanout::shard::Subscriber;
 use crate::hooks::Decision;
 use crate::metrics::Limit;
 use crate::room;
-use crate::socket::connection::{Connection, Membership};
+use crate::socket::context::{Context, Membership};
 
 pub struct Subscribe {
     pub room: Arc<str>,
@@ -39,7 +39,7 @@ pub fn parse(
 }
 
 impl Subscribe {
-    pub async fn apply(self, connection: &Connection) {
+    pub async fn apply(self, connection: &Context) {
         let Subscribe { room, asked } = self;
         let joined = format!("You have joined room: {room}");
         let (known, count) = connection.rooms(|rooms| (rooms.contains_key(&room), rooms.len()));
@@ -95,7 +95,7 @@ impl Subscribe {
     }
 }
 
-async fn refuse_room_limit(connection: &Connection) {
+async fn refuse_room_limit(connection: &Context) {
     connection.app.metrics.limit(Limit::Rooms);
     let message = format!(
         "this session is in {} rooms already, the most allowed; unsubscribe from one first",

@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 
 use super::{Command, Decoding, Refusal, until_done};
 use crate::room;
-use crate::socket::connection::Connection;
+use crate::socket::context::Context;
 
 pub struct Unsubscribe {
     pub room: Arc<str>,
@@ -22,7 +22,7 @@ pub fn parse(
 }
 
 impl Unsubscribe {
-    pub async fn apply(self, connection: &Connection) {
+    pub async fn apply(self, connection: &Context) {
         let room = self.room;
         if let Some(membership) = connection.rooms(|rooms| rooms.remove(&room)) {
             connection.leave_room(&room, membership);

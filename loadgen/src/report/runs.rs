@@ -1,0 +1,166 @@
+//! What the report is drawn from: the runs that `bench/runs.json` keeps ([`Run`], [`Meta`], the
+//! [`Group`] and [`Side`] of each), the names a benchmark gives its deployments and its machine,
+//! and how one figure is picked from a run ([`Pick`], [`lat`], [`node`]) and summarised over a
+//! point's repeats ([`side`], [`stat`]).
+
+use crate::scenario::Figures;
+use crate::servers::{Deployment, Redis, Server};
+use crate::stats::spread;
+
+/// The sections of the report, in order (their headings and intros are in `prose`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum Group {
+    Idle,
+    Fanout,
+    Latency,
+    Cores,
+    RedisPublish,
+    RedisFanout,
+    RedisStorm,
+    RedisCluster,
+    QuietNode,
+    Deploy,
+    Churn,
+    Mass,
+    Hooks,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Side {
+    Ours,
+    Peer,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Run {
+    pub group: Group,
+    pub title: String,
+    pub side: Side,
+    pub server: Server,
+    pub label: String,
+    /// The load generator was pinned to its own core.
+    pub pinned: bool,
+    pub repeat: usize,
+    pub figures: Figures,
+}
+
+/// What the whole benchmark was.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    pub of_record: bool,
+    /// Servers and load generator pinned to separate cores.
+    pub pinned: bool,
+    pub repeats: usize,
+    pub minutes: f64,
+    pub machine: String,
+    pub date: String,
+    /// Our server's binary, version and build time.
+    #[serde(default)]
+    pub server: String,
+}
+
+/// A deployment's name in table headers.
+pub fn label(d: Deployment) -> String {
+    let nodes = |n: usize| {
+        if n == 1 {
+            "1 node".to_owned()
+        } else {
+            format!("{n} nodes")
+        }
+    };
+    let redis = match d.redis {
+        Redis::None => "",
+        Redis::One => " + Redis",
+        Redis::Cluster => " + Redis Cluster (3 primaries)",
+    };
+    let mut name = match d.server {
+        Server::Twine if d.redis != Redis::None => format!("twine, {}{redis}", nodes(d.nodes)),
+        Server::Twine => "twine".to_owned(),
+        Server::Node => "Node socket.io 4.8".to_owned(),
+        Server::NodeRecovery => "Node socket.io 4.8 + connectionStateRecovery".to_owned(),
+        Server::NodeRedisAdapter => {
+            format!("Node socket.io 4.8 + redis-adapter, {}", nodes(d.nodes))
+        }
+        Server::NodeRedisSharded => format!(
+            "Node socket.io 4.8 + sharded redis-adapter (dynamic), {}{redis}",
+            nodes(d.nodes)
+        ),
+        Server::NodeRedisStreams => format!(
+            "Node socket.io 4.8 + connectionStateRecovery + redis-streams-adapter, {}",
+            nodes(d.nodes)
+        ),
+    };
+    if d.backend {
+        name.push_str(", every hook on (backend on core 1)");
+    }
+    if !d.flags.is_empty() {
+        name.push_str(&format!(", {}", d.flags.join(" ")));
+    }
+    if !d.pinned {
+        name.push_str(", both cores (unpinned)");
+    }
+    name
+}
+
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cores} cores ({model}), {mem_gib:.0} GiB memory, Linux {}",
+        kernel.trim()
+    )
+}
+
+pub fn now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// A figure of a run; `None` where the run does not have it.
+pub(super) type Pick = fn(&Figures) -> Option<f64>;
+
+/// One row of a point's table: its name, the figure and the digits it is shown with.
+pub(super) type Row = (&'static str, Pick, usize);
+
+/// The median (and range) of one figure over a side's runs of a point.
+pub(super) fn stat(runs: &[&Run], pick: Pick) -> Option<(f64, f64, f64)> {
+    let values: Vec<f64> = runs.iter().filter_map(|r| pick(&r.figures)).collect();
+    spread(&values)
+}
+
+/// A quantile of a run's publish→deliver latency.
+pub(super) fn lat(f: &Figures, q: fn(&crate::stats::Latency) -> f64) -> Option<f64> {
+    f.latency.as_ref().map(q)
+}
+
+/// Node A (`0`) or B (`1`) of the quiet node.
+pub(super) fn node(f: &Figures, i: usize) -> Option<&crate::scenario::NodeFigures> {
+    f.nodes_each.get(i)
+}
+
+/// A side's runs of the point titled `title`.
+pub(super) fn side<'a>(runs: &'a [Run], title: &str, side: Side) -> Vec<&'a Run> {
+    runs.iter()
+        .filter(|r| r.title == title && r.side == side)
+        .collect()
+}

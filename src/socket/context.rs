@@ -1,0 +1,122 @@
+//! What a connection's commands work on: who the client is (its session, its grant), where its
+//! events go (its outbox), which rooms it is in, and whether it is leaving. [`super::command`]
+//! applies each command to a [`Context`]; [`super::connection`] owns one and runs its lanes.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use governor::clock::{Clock, MonotonicClock};
+use governor::{Quota, RateLimiter};
+use serde::Serialize;
+
+use crate::auth::Grant;
+use crate::outbox::Outbox;
+use crate::outbox::acks::Slot;
+use crate::session::SessionHandle;
+use crate::state::AppState;
+use crate::transport::Sid;
+
+/// Member listings (pages of `presence:members`) one connection may ask for per second, and at
+/// once: with pages of at most 64 KiB, at most 128 KiB a second.
+pub const LISTINGS_PER_SECOND: u32 = 2;
+const LISTING_BURST: u32 = 20;
+
+pub type Limiter = RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    MonotonicClock,
+    governor::middleware::NoOpMiddleware<<MonotonicClock as Clock>::Instant>,
+>;
+
+/// A rate of `rate` a second with `burst` at once.
+pub fn limiter(rate: u32, burst: u32) -> Limiter {
+    let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct_with_clock(Quota::per_second(rate).allow_burst(burst), MonotonicClock)
+}
+
+/// How the connection is in one room.
+#[derive(Clone, Copy)]
+pub struct Membership {
+    pub slot: Slot,
+    /// Live; otherwise held for its replay.
+    pub live: bool,
+}
+
+/// The `error` event sent when a client event is refused.
+#[derive(Serialize)]
+pub struct EventError<'a> {
+    pub event: &'a str,
+    pub message: &'a str,
+}
+
+pub struct Context {
+    pub sid: Sid,
+    pub app: Arc<AppState>,
+    pub outbox: Arc<Outbox>,
+    pub session: SessionHandle,
+    /// What the connection's token allows.
+    pub grant: Grant,
+    pub listings: Limiter,
+    /// Rooms the connection is in (live) or recovering (held), by name.
+    rooms: Mutex<HashMap<Arc<str>, Membership>>,
+    /// Draining or ended: retries give up, nothing new is queued.
+    leaving: AtomicBool,
+}
+
+impl Context {
+    pub fn new(
+        app: Arc<AppState>,
+        outbox: Arc<Outbox>,
+        session: SessionHandle,
+        grant: Grant,
+    ) -> Context {
+        Context {
+            sid: outbox.sid(),
+            app,
+            outbox,
+            session,
+            grant,
+            listings: limiter(LISTINGS_PER_SECOND, LISTING_BURST),
+            rooms: Mutex::default(),
+            leaving: AtomicBool::new(false),
+        }
+    }
+
+    /// Reads or changes the rooms the connection is in.
+    pub fn rooms<T>(&self, f: impl FnOnce(&mut HashMap<Arc<str>, Membership>) -> T) -> T {
+        f(&mut self.rooms.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Whether the connection is going (ended, cut, or drained): its retries stop.
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Acquire) || self.outbox.is_closed()
+    }
+
+    /// From now on the connection is going.
+    pub fn leave(&self) {
+        self.leaving.store(true, Ordering::Release);
+    }
+
+    /// An `error` event for an event refused in its turn.
+    pub async fn refuse(&self, event: &str, message: &str) {
+        tracing::debug!(sid = %self.sid, event, message, "event refused");
+        let _ = self
+            .outbox
+            .send("error", &EventError { event, message })
+            .await;
+    }
+
+    /// Leaves `room` on this node (its session is left as it is).
+    pub fn leave_room(&self, room: &Arc<str>, membership: Membership) {
+        if membership.live {
+            self.app.fanout.leave(room, self.sid);
+        } else {
+            self.app.fanout.unhold(room, self.sid);
+        }
+        self.outbox.remove_room(membership.slot);
+        self.app.presence.leave(room, self.sid);
+    }
+}
