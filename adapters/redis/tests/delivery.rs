@@ -106,3 +106,27 @@ async fn a_subscription_redis_drops_is_made_again_and_its_rooms_catch_up() {
     assert_eq!(rooms_of(&drain(&mut feed, 500).await), ["a"], "fed again");
     assert_eq!(feed.budget.stats.resubscribed.load(Ordering::Relaxed), 1);
 }
+
+#[tokio::test]
+async fn a_room_left_and_joined_again_at_once_stays_fed_without_a_gap() {
+    let server = RedisServer::start();
+    let serving = RedisStore::connect(&server.url(), options("churn"))
+        .await
+        .unwrap();
+    let mut feed = serving.feed(1 << 20).await.unwrap();
+    feed.rooms.listen("room").await.unwrap();
+    // A member leaves and another joins before Redis confirms the leave, many times over: the
+    // confirmations of the node's own leaves are not Redis dropping the room.
+    for _ in 0..50 {
+        feed.rooms.unlisten("room");
+        feed.rooms.listen("room").await.unwrap();
+    }
+    serving.append(Publish::new("room", "{}")).await.unwrap();
+    let events = drain(&mut feed, 500).await;
+    assert_eq!(rooms_of(&events), ["room"], "still fed once");
+    assert!(
+        !events.iter().any(|e| matches!(e, FeedEvent::Gap(_) | FeedEvent::GapAll)),
+        "no catch-up for a subscription Redis never dropped: {}",
+        events.len()
+    );
+}
