@@ -10,6 +10,7 @@
 //! - [`subscriber`]: live delivery, one subscription per room a node serves.
 //! - [`archiver`]: the write-behind queue to the archive.
 //! - [`presence`]: who is present in which room.
+//! - [`replicated`]: the connections appends that wait for replicas run on.
 //!
 //! # Appending
 //!
@@ -23,8 +24,11 @@
 //! [`StoreError::KeyReused`] when it came with another payload. Keys are remembered per room for
 //! the history window, across every node.
 //!
-//! With `min_replicas`, an append then waits (`WAIT`) for that many replicas of its primary to
-//! hold it; one not confirmed in time is reported as [`StoreError::Unconfirmed`].
+//! With `min_replicas`, an append runs on a connection of its own and then waits there (`WAIT`)
+//! for that many replicas of its primary to hold it; one not confirmed in time is reported as
+//! [`StoreError::Unconfirmed`]. A repeat of a stored key waits the same way, and so does
+//! [`History::repeat`] finding one, so a retry is answered stored only once replicas hold the
+//! message. Waiting never holds up the shared connection (see [`replicated`]).
 //!
 //! # Deadlines and clocks
 //!
@@ -43,13 +47,14 @@ mod archiver;
 pub mod keys;
 pub mod link;
 mod presence;
+mod replicated;
 mod resp;
 mod scripts;
 mod subscriber;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -61,12 +66,14 @@ use twine_store::{
 
 use keys::{Keys, PARTITIONS, partition_of, partition_slot};
 use link::Link;
+use replicated::{Replicated, Wanted};
 use subscriber::{Reach, Subscriber};
 
 pub use link::RESPONSE_TIMEOUT;
+pub use replicated::CONNECTIONS_PER_PRIMARY;
 
 /// Appends retried when a cluster redirected them (a slot moving): the script did not run.
-const REDIRECT_ATTEMPTS: u32 = 4;
+pub(crate) const REDIRECT_ATTEMPTS: u32 = 4;
 /// Sessions stored at once on a cluster (their keys live on different primaries).
 const SESSION_CONCURRENCY: usize = 32;
 
@@ -88,7 +95,8 @@ pub struct RedisOptions {
     /// the backlog is full.
     pub archive_backlog_max: Option<u64>,
     /// Replicas that must hold an append before it is reported stored (`0`: none, Redis's own
-    /// asynchronous replication).
+    /// asynchronous replication). Such appends run on connections of their own, at most
+    /// [`CONNECTIONS_PER_PRIMARY`] per primary.
     pub min_replicas: u32,
     /// How long an append waits for them.
     pub min_replicas_timeout: Duration,
@@ -120,6 +128,8 @@ pub struct RedisStore {
     subscriber: Arc<OnceLock<Subscriber>>,
     /// Partitions appended to, for this node's archiver.
     hints: Arc<archiver::Hints>,
+    /// The connections of appends that wait for replicas.
+    replicated: Arc<Replicated>,
 }
 
 fn unavailable(e: RedisError) -> StoreError {
@@ -132,7 +142,7 @@ fn corrupt(what: impl Into<String>) -> StoreError {
 
 /// Tells a reply this store cannot read, and the refusals the scripts signal with an error code,
 /// from an outage.
-fn classify(e: RedisError) -> StoreError {
+pub(crate) fn classify(e: RedisError) -> StoreError {
     match e.code() {
         Some("EXPIRED") => {
             return StoreError::Expired("the publish deadline passed before Redis ran it".into());
@@ -204,6 +214,7 @@ impl RedisStore {
         }
         let reach = Reach::from_urls(&seeds)?;
         let link = Link::connect(&seeds).await.map_err(unavailable)?;
+        let replicated = Arc::new(Replicated::new(&seeds[0], link.is_cluster())?);
         let store = RedisStore {
             link,
             keys: Keys::new(options.prefix.clone()),
@@ -211,6 +222,7 @@ impl RedisStore {
             reach,
             subscriber: Arc::default(),
             hints: Arc::default(),
+            replicated,
         };
         store.check().await?;
         Ok(store)
@@ -280,30 +292,63 @@ impl RedisStore {
             .map_or(0, |max| (max / PARTITIONS as u64).max(1))
     }
 
-    /// Waits for the replicas asked for to hold what was written to `room`'s primary.
-    async fn confirm(&self, room: &str) -> Result<(), StoreError> {
-        let wanted = self.options.min_replicas;
-        if wanted == 0 {
-            return Ok(());
+    /// Runs the append script on the shared connection (no replicas waited for).
+    async fn append_shared(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<(u64, i64), StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match invocation.invoke_async(&mut self.link.clone()).await {
+                Ok(answer) => return Ok(answer),
+                // A slot on the move: the script did not run; its deadline still holds.
+                Err(e) if e.is_cluster_error() && attempt < REDIRECT_ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(classify(e)),
+            }
         }
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(wanted)
-            .arg(self.options.min_replicas_timeout.as_millis() as u64);
-        let slot = partition_slot(partition_of(room));
-        let reply = self
-            .link
-            .clone()
-            .on_slot(wait, slot)
-            .await
-            .map_err(|e| StoreError::Unconfirmed(e.to_string()))?;
-        let held: u32 = redis::from_redis_value(reply).map_err(|e| corrupt(e.to_string()))?;
-        if held < wanted {
-            return Err(StoreError::Unconfirmed(format!(
-                "{held} of {wanted} replicas confirmed the message in time"
-            )));
-        }
-        Ok(())
     }
+
+    /// Tells this node's archiver that `room`'s partition has something to archive.
+    fn hint(&self, room: &str) {
+        if self.options.archive_backlog_max.is_some() {
+            self.hints.appended(partition_of(room));
+        }
+    }
+
+    /// The replicas appends wait for, if any.
+    fn wanted(&self) -> Option<Wanted> {
+        (self.options.min_replicas > 0).then_some(Wanted {
+            replicas: self.options.min_replicas,
+            timeout: self.options.min_replicas_timeout,
+        })
+    }
+}
+
+/// When a write waiting for a connection of its own gives up: at its deadline (past it, the
+/// script would refuse it anyway), and at most after the response timeout.
+fn give_up_at(deadline: Option<SystemTime>) -> Instant {
+    let left = deadline.map_or(RESPONSE_TIMEOUT, |deadline| {
+        deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+            .min(RESPONSE_TIMEOUT)
+    });
+    Instant::now() + left
+}
+
+/// The position an idempotency key's record (`"<fingerprint>:<timestamp>"`) holds for `publish`,
+/// or [`StoreError::KeyReused`] when it was stored for another message.
+fn recorded(publish: &Publish<'_>, seen: Option<&str>) -> Result<Option<Position>, StoreError> {
+    let Some((fingerprint, position)) = seen.and_then(|s| s.split_once(':')) else {
+        return Ok(None);
+    };
+    if fingerprint != publish.fingerprint().to_string() {
+        return Err(StoreError::KeyReused);
+    }
+    Ok(position.parse().ok().map(Position))
 }
 
 /// The `ADVANCE` script call for one session.
@@ -354,26 +399,37 @@ impl History for RedisStore {
             .arg(self.publish_command())
             .arg(self.trim_slack())
             .arg(self.trim_slice_ms());
+        let wanted = self.wanted();
         if publish.key.is_some() {
-            invocation.arg(publish.fingerprint());
+            invocation
+                .arg(publish.fingerprint())
+                .arg(if wanted.is_some() { "1" } else { "0" });
         }
-        let mut attempt = 0;
-        let (position, repeated): (u64, i64) = loop {
-            attempt += 1;
-            match invocation.invoke_async(&mut self.link.clone()).await {
-                Ok(answer) => break answer,
-                // A slot on the move: the script did not run; its deadline still holds.
-                Err(e) if e.is_cluster_error() && attempt < REDIRECT_ATTEMPTS => {
-                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
-                }
-                Err(e) => return Err(classify(e)),
+        let (position, repeated): (u64, i64) = match wanted {
+            // Its own connection, and WAIT after it there, repeats too (see `replicated`).
+            Some(wanted) => {
+                self.replicated
+                    .run(
+                        &self.link,
+                        partition_of(publish.room),
+                        &invocation,
+                        |_| true,
+                        wanted,
+                        give_up_at(publish.deadline),
+                    )
+                    .await
+                    .map_err(|e| {
+                        // Stored but not confirmed: still the archiver's to take.
+                        if e.written() {
+                            self.hint(publish.room);
+                        }
+                        StoreError::from(e)
+                    })?
             }
+            None => self.append_shared(&invocation).await?,
         };
         if repeated == 0 {
-            if self.options.archive_backlog_max.is_some() {
-                self.hints.appended(partition_of(publish.room));
-            }
-            self.confirm(publish.room).await?;
+            self.hint(publish.room);
         }
         // A repeat matched the fingerprint of this room and payload, so the first append's
         // message is this one: Redis keeps only its timestamp.
@@ -455,18 +511,31 @@ impl History for RedisStore {
             return Ok(None);
         };
         // The record APPEND keeps: "<fingerprint>:<timestamp>".
+        let record = self.keys.key_record(publish.room, key);
         let seen: Option<String> = redis::cmd("GET")
-            .arg(self.keys.key_record(publish.room, key))
+            .arg(&record)
             .query_async(&mut self.link.clone())
             .await
             .map_err(classify)?;
-        let Some((fingerprint, position)) = seen.as_deref().and_then(|s| s.split_once(':')) else {
-            return Ok(None);
+        let position = recorded(publish, seen.as_deref())?;
+        let (Some(_), Some(wanted)) = (position, self.wanted()) else {
+            return Ok(position);
         };
-        if fingerprint != publish.fingerprint().to_string() {
-            return Err(StoreError::KeyReused);
-        }
-        Ok(position.parse().ok().map(Position))
+        // Stored, and answered as stored only once replicas hold it, as a retried append would
+        // be: the record is read again with a write after it on a connection of its own, for
+        // WAIT to cover (see `replicated`).
+        let seen: Option<String> = self
+            .replicated
+            .run(
+                &self.link,
+                partition_of(publish.room),
+                &scripts::REWRITE_RECORD.key(record),
+                Option::is_some,
+                wanted,
+                give_up_at(publish.deadline),
+            )
+            .await?;
+        recorded(publish, seen.as_deref())
     }
 
     async fn last_position(&self, room: &str) -> Result<Position, StoreError> {
@@ -649,6 +718,19 @@ mod tests {
     fn deadlines_before_the_epoch_are_past_not_absent() {
         assert_eq!(deadline_ms(UNIX_EPOCH), 1);
         assert_eq!(deadline_ms(UNIX_EPOCH + Duration::from_millis(1234)), 1234);
+    }
+
+    #[test]
+    fn a_write_waits_for_a_connection_until_its_deadline_at_most() {
+        let now = Instant::now();
+        let past = give_up_at(Some(UNIX_EPOCH));
+        assert!(past >= now && past - now < Duration::from_millis(100));
+        let soon = give_up_at(Some(SystemTime::now() + Duration::from_millis(500)));
+        let left = soon - now;
+        assert!(left > Duration::from_millis(400) && left < Duration::from_millis(600));
+        let later = give_up_at(Some(SystemTime::now() + Duration::from_secs(60)));
+        assert!(later - now <= RESPONSE_TIMEOUT + Duration::from_millis(100));
+        assert!(give_up_at(None) - now >= RESPONSE_TIMEOUT);
     }
 
     #[test]

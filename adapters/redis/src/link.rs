@@ -3,7 +3,8 @@
 //! Which one is found out from the first seed (`INFO cluster`), as Centrifugo does: the same
 //! `--redis-url` works for both, and a comma-separated list gives a cluster several seeds.
 //!
-//! Pub/sub never goes over this connection (see [`crate::subscriber`]).
+//! Pub/sub never goes over this connection (see [`crate::subscriber`]), nor do appends that wait
+//! for replicas: their `WAIT` would hold up everything queued behind it (see `replicated`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};

@@ -35,8 +35,9 @@ fn script(body: &str) -> Script {
 /// idempotency key) the key's record; ARGV payload, window ms, max entries (at least 1), the
 /// room's channel, room, queue limit (0: no archive behind Redis), deadline in ms since the epoch
 /// (0: none), the publish command (`PUBLISH`, or `SPUBLISH` on a cluster), count slack, time
-/// slice ms (at least 1), and with a key the message's fingerprint (decimal). Publishes
-/// `m<timestamp>:<previous timestamp>:<payload>` on the channel.
+/// slice ms (at least 1), and with a key the message's fingerprint (decimal) and whether a repeat
+/// rewrites the key's record (`1`, when replicas must confirm it: see [`crate::replicated`]).
+/// Publishes `m<timestamp>:<previous timestamp>:<payload>` on the channel.
 ///
 /// Returns `{timestamp, 0}`, `{first timestamp, 1}` for a repeat, or an error `KEYREUSED`,
 /// `EXPIRED` or `BACKLOG`.
@@ -53,13 +54,17 @@ pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local key, record, payload = KEYS[1], KEYS[3], ARGV[1]
--- A repeat is answered even past the deadline: it changes nothing.
+-- A repeat is answered even past the deadline: it changes nothing (a rewrite of the record with
+-- itself only gives the connection a write for WAIT to cover).
 if record then
   local seen = redis.call('GET', record)
   if seen then
     local fp, first = string.match(seen, '^(%d+):(%d+)$')
     if fp ~= ARGV[11] then
       return redis.error_reply('KEYREUSED the idempotency key was used for another message')
+    end
+    if ARGV[12] == '1' then
+      redis.call('SET', record, seen, 'KEEPTTL')
     end
     return {tonumber(first), 1}
   end
@@ -155,6 +160,21 @@ if timed then
 end
 redis.call(ARGV[8], ARGV[4], 'm' .. tss .. ':' .. prev .. ':' .. payload)
 return {ts, 0}
+"#,
+    )
+});
+
+/// KEYS[1] an idempotency key's record. Rewrites the record with itself (same value, same
+/// expiry), so the connection that runs this has written after the record's first append and a
+/// `WAIT` on it covers that append (see [`crate::replicated`]). Returns the record, or nil.
+pub static REWRITE_RECORD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local seen = redis.call('GET', KEYS[1])
+if seen then
+  redis.call('SET', KEYS[1], seen, 'KEEPTTL')
+end
+return seen
 "#,
     )
 });

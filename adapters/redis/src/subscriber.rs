@@ -925,7 +925,7 @@ fn decode_message(room: &str, bytes: &[u8]) -> Option<(Message, Position)> {
 }
 
 /// `CLUSTER SLOTS`: ranges with their primary's `host:port` (the first node of each).
-fn parse_slots(value: &Value) -> Vec<(u16, u16, String)> {
+pub(crate) fn parse_slots(value: &Value) -> Vec<(u16, u16, String)> {
     let Value::Array(ranges) = value else {
         return Vec::new();
     };

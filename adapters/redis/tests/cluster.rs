@@ -51,7 +51,7 @@ async fn the_redis_store_works_the_same_on_a_cluster() {
 
     rooms_spread_over_every_primary_and_each_is_fed_where_listened(&cluster, &store, &other_node)
         .await;
-    an_append_waits_for_a_replica_when_asked(&store).await;
+    an_append_waits_for_a_replica_when_asked(&cluster, &store).await;
 }
 
 async fn rooms_spread_over_every_primary_and_each_is_fed_where_listened(
@@ -102,10 +102,45 @@ async fn rooms_spread_over_every_primary_and_each_is_fed_where_listened(
     assert_eq!(feed.budget.stats.received.load(Ordering::Relaxed), 15);
 }
 
-async fn an_append_waits_for_a_replica_when_asked(store: &RedisStore) {
+/// How many `MOVED` redirects the cluster's nodes have answered.
+fn redirects(cluster: &RedisCluster) -> u64 {
+    cluster
+        .ports
+        .iter()
+        .map(|port| {
+            cluster
+                .cli(*port, &["INFO", "errorstats"])
+                .lines()
+                .find_map(|line| line.strip_prefix("errorstat_MOVED:count="))
+                .map_or(0, |count| count.trim().parse().unwrap())
+        })
+        .sum()
+}
+
+async fn an_append_waits_for_a_replica_when_asked(cluster: &RedisCluster, store: &RedisStore) {
+    let redirected = redirects(cluster);
     let safe = store.with_prefix("replicated").with_min_replicas(1);
     let appended = safe.append(Publish::new("room", "{}")).await.unwrap();
     assert!(!appended.repeated, "confirmed by the primary's replica");
+    // On every primary (rooms of each one's slots), on connections to the room's own primary.
+    for i in 0..30 {
+        let room = format!("room-{i}");
+        let keyed = Publish::new(&room, "{}").with_key(Some("k"));
+        let first = safe.append(keyed).await.unwrap();
+        let again = safe.append(keyed).await.unwrap();
+        assert!(!first.repeated && again.repeated, "{room}");
+        assert_eq!(again.message.position, first.message.position, "{room}");
+        assert_eq!(
+            safe.repeat(&keyed).await.unwrap(),
+            Some(first.message.position),
+            "{room}"
+        );
+    }
+    assert_eq!(
+        redirects(cluster),
+        redirected,
+        "each went straight to its room's primary"
+    );
     let impossible = store.with_prefix("replicated").with_min_replicas(2);
     let refused = impossible.append(Publish::new("room", "{}")).await;
     assert!(

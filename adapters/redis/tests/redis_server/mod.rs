@@ -1,6 +1,6 @@
 //! Starts a real `redis-server` on a free port for a test and stops it when dropped; can also
-//! freeze it (SIGSTOP), as a stalled or overloaded Redis would be, and read its statistics; and a
-//! real Redis Cluster.
+//! freeze it (SIGSTOP), as a stalled or overloaded Redis would be, read its statistics, and start
+//! a replica of it; and a real Redis Cluster.
 #![allow(dead_code, reason = "each test binary uses some of these")]
 
 use std::net::TcpListener;
@@ -10,10 +10,37 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Child,
     pub port: u16,
+    /// A file the server may save, removed when dropped.
+    file: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// A replica of `primary` (`--replicaof`), syncing from it in the background: see
+    /// [`RedisServer::replicas_online`].
+    pub fn replica_of(primary: &RedisServer) -> RedisServer {
+        let port = primary.port.to_string();
+        // A replica saves the copy it syncs from: in the temporary folder, removed when dropped.
+        let dir = std::env::temp_dir();
+        let file = format!("twine-replica-of-{port}-{}.rdb", std::process::id());
+        let mut replica = RedisServer::start_with(&[
+            "--replicaof",
+            "127.0.0.1",
+            &port,
+            "--dir",
+            dir.to_str().expect("a UTF-8 temporary folder"),
+            "--dbfilename",
+            &file,
+        ]);
+        replica.file = Some(dir.join(file));
+        replica
+    }
+
+    /// A server with `extra` arguments after the usual ones.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -21,6 +48,9 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            // A replica syncs at once, not 5 s after it asked.
+            .args(["--repl-diskless-sync-delay", "0"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -30,7 +60,11 @@ impl RedisServer {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        RedisServer { child, port }
+        RedisServer {
+            child,
+            port,
+            file: None,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -78,6 +112,38 @@ impl RedisServer {
         info.lines()
             .find_map(|line| line.strip_prefix(&prefix).map(str::to_owned))
     }
+
+    /// Waits (up to 10 s) until `replicas` replicas confirm a write made now (`WAIT`). Being
+    /// listed online is not enough: after a full sync Redis 7.0 may hold the stream back until
+    /// the replica's next acknowledgement, a second later.
+    pub async fn await_replicas(&self, replicas: usize) {
+        let client = redis::Client::open(self.url()).expect("a valid URL");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("Redis answers");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // PUBLISH is replicated and stores nothing: the connection's write for WAIT to cover.
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg("twine-test:replicas")
+                .arg("")
+                .query_async(&mut conn)
+                .await
+                .expect("PUBLISH answers");
+            let held: usize = redis::cmd("WAIT")
+                .arg(replicas)
+                .arg(100)
+                .query_async(&mut conn)
+                .await
+                .expect("WAIT answers");
+            if held >= replicas {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the replicas did not sync");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Drop for RedisServer {
@@ -86,6 +152,9 @@ impl Drop for RedisServer {
         // cleans up.
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(file) = &self.file {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 
