@@ -27,6 +27,9 @@ use crate::session::Flusher;
 const STEP: Duration = Duration::from_millis(100);
 /// How long the last closes have to end their connections (and store their positions).
 const SETTLE: Duration = Duration::from_secs(1);
+/// How long after the last close the exit waits, at most, for positions and acknowledgements
+/// a store that does not answer has not taken yet: the drain's end plus this stays within 5 s.
+const SETTLE_STORES: Duration = Duration::from_millis(4_500);
 /// How long the drained connections have, at most, to finish draining before whatever is left
 /// is closed: a second for their clients' acknowledgements, then their positions stored.
 const LAST_DRAINS: Duration = Duration::from_secs(3);
@@ -143,9 +146,23 @@ pub async fn drain(
         tracing::info!("second signal: closing every socket now");
     }
     // Whatever is left (long-polling sessions, sockets that connected meanwhile) closes now.
+    let closed_at = Instant::now();
     io.close().await;
-    tokio::time::sleep(if hurried { Duration::ZERO } else { SETTLE }).await;
-    flusher.flush().await;
+    if !hurried {
+        // The connections that ended store their positions (retrying while the store does
+        // not answer): the exit waits for them, within the drain's last seconds.
+        tokio::time::sleep(SETTLE).await;
+        while !draining.open().is_empty() && closed_at.elapsed() < SETTLE_STORES {
+            tokio::time::sleep(LAST_DRAINS_POLL).await;
+        }
+    }
+    let deadline = closed_at
+        + if hurried {
+            Duration::ZERO
+        } else {
+            SETTLE_STORES
+        };
+    flusher.flush_until(deadline).await;
     tracing::info!("drained");
 }
 

@@ -153,6 +153,29 @@ impl Flusher {
         }
     }
 
+    /// Stores the acknowledgements waiting now, and tries again what the store does not take
+    /// until `deadline` (the node is stopping).
+    pub async fn flush_until(&self, deadline: tokio::time::Instant) {
+        loop {
+            self.flush().await;
+            let kept = !self
+                .failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty();
+            if !kept {
+                return;
+            }
+            if tokio::time::Instant::now() + self.every > deadline {
+                tracing::warn!(
+                    "acknowledgements not stored before the exit: the store did not answer"
+                );
+                return;
+            }
+            tokio::time::sleep(self.every).await;
+        }
+    }
+
     /// Stores the acknowledgements waiting now.
     pub async fn flush(&self) {
         let dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
