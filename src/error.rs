@@ -41,6 +41,7 @@ pub enum AppError {
         StoreError::Full(_) => "Service Unavailable: the archive backlog is full, so the message was not accepted; retry later.",
         StoreError::KeyReused => "Unprocessable: this Idempotency-Key was used for a different message.",
         StoreError::Unconfirmed(_) => "Gateway Timeout: the message was stored, but not confirmed by --redis-min-replicas replicas in time: it is lost if Redis fails over now. Retry with the same Idempotency-Key to settle it.",
+        StoreError::Unanswered(_) => "Gateway Timeout: the store did not answer in time, so the message may or may not have been stored. Retry with the same Idempotency-Key to settle it.",
         _ => "Service Unavailable: the message was not stored; retry later.",
     })]
     Store(#[from] StoreError),
@@ -62,7 +63,9 @@ impl AppError {
             AppError::Malformed(_) | AppError::BadRoom(_) => StatusCode::BAD_REQUEST,
             AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Store(StoreError::KeyReused) => StatusCode::UNPROCESSABLE_ENTITY,
-            AppError::Store(StoreError::Unconfirmed(_)) => StatusCode::GATEWAY_TIMEOUT,
+            AppError::Store(StoreError::Unconfirmed(_) | StoreError::Unanswered(_)) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             AppError::Overloaded(_) | AppError::Store(_) | AppError::StoreRead(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

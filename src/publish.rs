@@ -68,6 +68,9 @@ fn store_refusal(e: &StoreError) -> &'static str {
         StoreError::Unconfirmed(_) => {
             "stored, but not confirmed by the replicas in time; retry with the same id to settle it"
         }
+        StoreError::Unanswered(_) => {
+            "the store did not answer in time: the message may or may not have been stored; retry with the same id to settle it"
+        }
         _ => "the message was not stored; retry later",
     }
 }

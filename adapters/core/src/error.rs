@@ -19,6 +19,11 @@ pub enum StoreError {
     /// settles it.
     #[error("store did not confirm in time: {0}")]
     Unconfirmed(String),
+    /// A write was sent, and its answer did not come back in time: it may or may not have taken
+    /// effect (a timely write whose answer was held up). A retry with the same idempotency key
+    /// settles it.
+    #[error("store did not answer in time: {0}")]
+    Unanswered(String),
     /// An idempotency key was reused for a different message.
     #[error("idempotency key reused for another message")]
     KeyReused,
@@ -32,7 +37,10 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            StoreError::Unavailable(_) | StoreError::Expired(_) | StoreError::Full(_)
+            StoreError::Unavailable(_)
+                | StoreError::Expired(_)
+                | StoreError::Full(_)
+                | StoreError::Unanswered(_)
         )
     }
 }

@@ -40,8 +40,10 @@
 //! stored. It assumes the node's and Redis's clocks agree within that 1 s margin: a Redis clock
 //! more than the margin behind would store a message its caller already reported as not stored,
 //! and one more than the deadline's lead ahead refuses every publish (safely). Keep clocks
-//! synchronised (NTP). The margin also covers the reply's trip back: a reply delayed by more than
-//! 1 s after a timely append still makes its caller report an unknown outcome.
+//! synchronised (NTP). The margin does not cover the reply's trip back: an append whose answer
+//! does not come back in time may have run in time, so it is reported as
+//! [`StoreError::Unanswered`] (an unknown outcome, settled by a retry with the same key), never
+//! as not stored.
 
 mod archiver;
 pub mod keys;
@@ -134,6 +136,19 @@ pub struct RedisStore {
 
 fn unavailable(e: RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
+}
+
+/// Whether a failed write may have reached Redis: it timed out, or its connection broke under
+/// it (a connection refused, or a reply that is an error, says it did not run).
+pub(crate) fn was_sent(e: &RedisError) -> bool {
+    !e.is_connection_refusal()
+        && e.code().is_none()
+        && (e.is_timeout() || e.is_connection_dropped() || e.is_io_error())
+}
+
+/// A write sent whose answer did not come back in time.
+pub(crate) fn unanswered(e: RedisError) -> StoreError {
+    StoreError::Unanswered(e.to_string())
 }
 
 fn corrupt(what: impl Into<String>) -> StoreError {
@@ -306,6 +321,8 @@ impl RedisStore {
                 Err(e) if e.is_cluster_error() && attempt < REDIRECT_ATTEMPTS => {
                     tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
                 }
+                // Sent, and its answer lost or late: Redis may have run it in time.
+                Err(e) if was_sent(&e) => return Err(unanswered(e)),
                 Err(e) => return Err(classify(e)),
             }
         }

@@ -98,8 +98,11 @@ impl From<ReplicatedError> for StoreError {
             // Stored (or a repeat of a stored message): what is unknown is whether replicas hold
             // it.
             e if e.written() => StoreError::Unconfirmed(e.to_string()),
+            ReplicatedError::Write(e) if crate::was_sent(&e) => crate::unanswered(e),
             ReplicatedError::Write(e) => crate::classify(e),
-            // Nothing was sent, or (a timeout) the deadline makes a late write refuse itself.
+            // Sent, and no answer in time: Redis may have run it in time.
+            ReplicatedError::Timeout => StoreError::Unanswered(e.to_string()),
+            // Nothing was sent.
             e => StoreError::Unavailable(e.to_string()),
         }
     }

@@ -125,7 +125,9 @@ async fn a_room_left_and_joined_again_at_once_stays_fed_without_a_gap() {
     let events = drain(&mut feed, 500).await;
     assert_eq!(rooms_of(&events), ["room"], "still fed once");
     assert!(
-        !events.iter().any(|e| matches!(e, FeedEvent::Gap(_) | FeedEvent::GapAll)),
+        !events
+            .iter()
+            .any(|e| matches!(e, FeedEvent::Gap(_) | FeedEvent::GapAll)),
         "no catch-up for a subscription Redis never dropped: {}",
         events.len()
     );

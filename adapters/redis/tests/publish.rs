@@ -131,9 +131,9 @@ async fn an_append_redis_runs_after_its_deadline_is_neither_stored_nor_fed() {
     assert!(
         matches!(
             late,
-            Err(StoreError::Unavailable(_) | StoreError::Expired(_))
+            Err(StoreError::Unanswered(_) | StoreError::Expired(_))
         ),
-        "the caller is told it failed: {late:?}"
+        "the caller is told its outcome is unknown (it was sent) or that it was refused: {late:?}"
     );
 
     // The append reached Redis and ran once Redis resumed: only then is its absence telling.
