@@ -388,6 +388,24 @@ pub struct Config {
     /// Log lines as text, or as one JSON object per line (for log collectors).
     #[arg(long, env = "TWINE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// What the settings above parse into, made once when the configuration loads (so nothing
+    /// parses them again later).
+    #[arg(skip)]
+    pub parsed: Parsed,
+}
+
+/// Settings parsed into the values they name.
+#[derive(Clone, Debug, Default)]
+pub struct Parsed {
+    /// `--cors-origins`: `None` when any origin is allowed.
+    pub origins: Option<Vec<String>>,
+    /// `--publish-filter-words`, lowercased.
+    pub filter_words: Vec<String>,
+    /// The hook URLs, by hook.
+    pub connect_hook: Option<axum::http::Uri>,
+    pub subscribe_hook: Option<axum::http::Uri>,
+    pub publish_hook: Option<axum::http::Uri>,
 }
 
 /// What a node does.
@@ -496,8 +514,8 @@ impl Config {
                 return Err(ConfigError::UnknownVariable(name, listed));
             }
         }
-        let config = Config::try_parse_from(args)?;
-        config.cors_origins()?;
+        let mut config = Config::try_parse_from(args)?;
+        let origins = config.cors_origins()?;
         if config.send_queue < 2 * config.max_payload {
             return Err(ConfigError::SendQueueTooSmall {
                 send_queue: config.send_queue,
@@ -507,7 +525,7 @@ impl Config {
         if config.send_queue > MAX_SEND_QUEUE {
             return Err(ConfigError::SendQueueTooLarge(config.send_queue));
         }
-        config.check_hooks()?;
+        let [connect_hook, subscribe_hook, publish_hook] = config.check_hooks()?;
         if config.client_publish != ClientPublish::Off
             && config.event_queue < config.client_publish_max_bytes * 2
         {
@@ -519,7 +537,14 @@ impl Config {
                 ),
             ));
         }
-        config.publish_filter_words()?;
+        let filter_words = config.publish_filter_words()?;
+        config.parsed = Parsed {
+            origins,
+            filter_words,
+            connect_hook,
+            subscribe_hook,
+            publish_hook,
+        };
         Ok(config)
     }
 
@@ -532,9 +557,11 @@ impl Config {
         ]
     }
 
-    fn check_hooks(&self) -> Result<(), ConfigError> {
+    /// Checks the hooks' settings; their URLs, parsed, by hook.
+    fn check_hooks(&self) -> Result<[Option<axum::http::Uri>; 3], ConfigError> {
         let mut any = false;
-        for (hook, url) in self.hook_urls() {
+        let mut uris = [None, None, None];
+        for ((hook, url), parsed) in self.hook_urls().into_iter().zip(&mut uris) {
             let Some(url) = url else { continue };
             any = true;
             let uri: axum::http::Uri = url.parse().map_err(|e| {
@@ -548,6 +575,7 @@ impl Config {
                     ),
                 ));
             }
+            *parsed = Some(uri);
         }
         if any && self.hook_secret.as_deref().is_none_or(str::is_empty) {
             return Err(ConfigError::Setting(
@@ -579,7 +607,7 @@ impl Config {
                 "is called only with --client-publish hook".into(),
             ));
         }
-        Ok(())
+        Ok(uris)
     }
 
     /// The words of `--publish-filter-words`, lowercased (none when unset).

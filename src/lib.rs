@@ -121,9 +121,7 @@ impl Server {
             .ws_read_buffer_size(WS_READ_BUFFER)
             .build_layer();
         let (api_key, generated_key) = ApiKey::configured_or_generated(config.api_key.as_deref());
-        let origins = config
-            .cors_origins()
-            .expect("the configuration was checked when it was loaded");
+        let origins = config.parsed.origins.clone();
         if origins.is_none() {
             tracing::warn!(
                 "no --cors-origins set: a page on any origin may connect with its visitors' twineid cookies and receive their messages; set the origins of your apps"

@@ -154,39 +154,29 @@ pub struct Hooks {
 
 impl Hooks {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Hooks {
-        let hook = |name, url: &Option<String>, failure| {
-            let url = url.as_deref()?;
+        let hook = |name, url: &Option<Uri>, failure| {
             Some(Hook {
                 name,
-                url: url.parse().expect("checked when the configuration loaded"),
+                url: url.clone()?,
                 failure,
                 in_flight: Arc::new(Semaphore::new(config.hook_max_in_flight as usize)),
             })
         };
-        let connect = hook(
-            "connect",
-            &config.connect_hook_url,
-            config.connect_hook_failure,
-        );
+        let parsed = &config.parsed;
+        let connect = hook("connect", &parsed.connect_hook, config.connect_hook_failure);
         let subscribe = hook(
             "subscribe",
-            &config.subscribe_hook_url,
+            &parsed.subscribe_hook,
             config.subscribe_hook_failure,
         );
-        let publish = hook(
-            "publish",
-            &config.publish_hook_url,
-            config.publish_hook_failure,
-        );
+        let publish = hook("publish", &parsed.publish_hook, config.publish_hook_failure);
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.hook_timeout));
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(IDLE_CONNECTIONS)
             .build(connector);
-        let words = config
-            .publish_filter_words()
-            .expect("checked when the configuration loaded");
+        let words = parsed.filter_words.clone();
         Hooks {
             client,
             signer: Signer::new(config.hook_secret.as_deref().unwrap_or_default().as_bytes()),
