@@ -10,6 +10,9 @@ use crate::metrics::Limit;
 use crate::room;
 use crate::socket::context::{Context, LISTINGS_PER_SECOND};
 
+/// Longest member id a listing may start after (ids are a connection's, far shorter).
+const MAX_AFTER: usize = 256;
+
 pub struct Presence {
     /// The event's name, as the `error` event names it.
     pub event: &'static str,
@@ -86,6 +89,11 @@ pub fn parse(
             }
         }
         "presence:leave" => Action::Leave,
+        _ if after.as_ref().is_some_and(|a| a.len() > MAX_AFTER) => {
+            return Err(refuse(format!(
+                "after must be a member id of at most {MAX_AFTER} bytes"
+            )));
+        }
         _ => Action::Members { after },
     };
     Ok(Command::Presence(Presence {
