@@ -7,6 +7,10 @@
 // (`twine_client_events_total{event}`) and every HTTP route it serves
 // (`twine_http_requests_total{route}`). An event or route added without an entry below fails
 // this test, so a new feature cannot open a flood nobody tried.
+//
+// compat-tests/stalled.test.mjs floods the same events, with the largest arguments they take,
+// from a connection whose replay holds its queue (a client that stopped reading);
+// compat-tests/hook-floods.test.mjs floods each backend hook.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTwine } from '../js-fixtures/server.mjs';

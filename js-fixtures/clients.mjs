@@ -26,14 +26,16 @@ export function publish(server, room, payload, { key = server.apiKey, body, idem
 /**
  * Connects a socket.io-client and resolves once connected. `cookie` goes in the handshake;
  * every `message` is recorded in `socket.messages` (arrival times in `socket.arrivals`) and
- * acknowledged unless `ack` is false.
+ * acknowledged unless `ack` is false. `options` are further socket.io-client options (`auth`,
+ * `reconnectionDelay`, ...).
  */
-export function connect(url, { cookie, transports, ack = true, reconnection = false } = {}) {
+export function connect(url, { cookie, transports, ack = true, reconnection = false, options = {} } = {}) {
   const socket = io(url, {
     forceNew: true,
     reconnection,
     transports,
     extraHeaders: cookie ? { Cookie: cookie } : {},
+    ...options,
   });
   socket.messages = [];
   socket.events = [];

@@ -194,6 +194,16 @@ impl Hooks {
         self.connect.is_some()
     }
 
+    /// Whether a subscribe is posted to the backend.
+    pub fn on_subscribe(&self) -> bool {
+        self.subscribe.is_some()
+    }
+
+    /// Whether a client publish is posted to the backend.
+    pub fn on_publish(&self) -> bool {
+        self.publish.is_some()
+    }
+
     /// Asks the connect hook, if there is one.
     pub async fn connect(&self, request: &ConnectRequest<'_>) -> Decision<Admitted> {
         let Some(hook) = &self.connect else {

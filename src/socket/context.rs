@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use governor::clock::{Clock, MonotonicClock};
 use governor::{Quota, RateLimiter};
 use serde::Serialize;
+use tokio::time::Instant;
 
 use crate::auth::Grant;
 use crate::outbox::Outbox;
@@ -36,6 +38,11 @@ pub fn limiter(rate: u32, burst: u32) -> Limiter {
     let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
     RateLimiter::direct_with_clock(Quota::per_second(rate).allow_burst(burst), MonotonicClock)
 }
+
+/// How long a connection whose request the app's backend refused waits before its next one is
+/// asked, at first and at most: each refusal in a row doubles it, an allowed request resets it.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+const LAST_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How the connection is in one room.
 #[derive(Clone, Copy)]
@@ -64,6 +71,8 @@ pub struct Context {
     rooms: Mutex<HashMap<Arc<str>, Membership>>,
     /// Draining or ended: retries give up, nothing new is queued.
     leaving: AtomicBool,
+    /// Until when requests that need the app's backend are refused at once, and the next wait.
+    backoff: Mutex<(Option<Instant>, Duration)>,
 }
 
 impl Context {
@@ -82,6 +91,26 @@ impl Context {
             listings: limiter(LISTINGS_PER_SECOND, LISTING_BURST),
             rooms: Mutex::default(),
             leaving: AtomicBool::new(false),
+            backoff: Mutex::new((None, FIRST_BACKOFF)),
+        }
+    }
+
+    /// Whether the backend refused this connection so recently that its next request is refused
+    /// without asking it: a crowd of clients the backend refuses cannot take every turn at the
+    /// hooks from the clients it allows.
+    pub fn backing_off(&self) -> bool {
+        let backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        backoff.0.is_some_and(|until| Instant::now() < until)
+    }
+
+    /// The backend answered one of this connection's requests: refused, or allowed.
+    pub fn backend_answered(&self, allowed: bool) {
+        let mut backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        if allowed {
+            *backoff = (None, FIRST_BACKOFF);
+        } else {
+            let wait = backoff.1;
+            *backoff = (Some(Instant::now() + wait), (wait * 2).min(LAST_BACKOFF));
         }
     }
 

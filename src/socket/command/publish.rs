@@ -193,7 +193,9 @@ impl Publish {
             .apply(payload)
             .map_err(|e| Refused::Unreadable(e.to_string()))?;
         let user = connection.grant.user();
-        let payload = match app.hooks.publish(twineid, user, &room, payload).await {
+        let decision = app.hooks.publish(twineid, user, &room, payload).await;
+        connection.backend_answered(matches!(decision, Decision::Allow(_)));
+        let payload = match decision {
             Decision::Allow(payload) => payload,
             Decision::Refuse(reason) => return Err(Refused::Hook(reason)),
         };

@@ -56,7 +56,9 @@ impl Subscribe {
         if asked {
             let user = connection.grant.user();
             let session = connection.session.id();
-            if let Decision::Refuse(reason) = app.hooks.subscribe(session, user, &room).await {
+            let decision = app.hooks.subscribe(session, user, &room).await;
+            connection.backend_answered(matches!(decision, Decision::Allow(_)));
+            if let Decision::Refuse(reason) = decision {
                 return connection.refuse("subscribe", &reason).await;
             }
         }
