@@ -11,6 +11,19 @@ use twine::Server;
 use twine::config::{Config, LogFormat};
 use twine::stores::Stores;
 
+// The global allocator: glibc's malloc unless the build picks another (`--features jemalloc` or
+// `--features mimalloc`, not both).
+#[cfg(all(feature = "jemalloc", feature = "mimalloc"))]
+compile_error!("features `jemalloc` and `mimalloc` each pick the global allocator: enable one");
+
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = match Config::load() {

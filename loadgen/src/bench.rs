@@ -41,9 +41,10 @@ pub struct Args {
     /// Runs of each point (default: 3 at full scale, 1 for smoke).
     #[arg(long)]
     pub repeats: Option<usize>,
-    /// Only the points whose title contains this text.
+    /// Only the points whose title contains this text (repeat it for the points that contain
+    /// any of them).
     #[arg(long)]
-    pub only: Option<String>,
+    pub only: Vec<String>,
     /// Exit non-zero if our server lost, duplicated or dropped anything.
     #[arg(long)]
     pub strict: bool,
@@ -540,11 +541,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut runs: Vec<Run> = Vec::new();
     let points: Vec<Point> = plan(args.scale)
         .into_iter()
-        .filter(|p| {
-            args.only
-                .as_ref()
-                .is_none_or(|o| p.title.contains(o.as_str()))
-        })
+        .filter(|p| args.only.is_empty() || args.only.iter().any(|o| p.title.contains(o.as_str())))
         .filter(|p| {
             // A binary from before a flag existed (a "before" run) skips the points that need it.
             let mut flags = p.ours.flags.to_vec();
