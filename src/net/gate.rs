@@ -20,10 +20,10 @@ use super::pending::PendingSessions;
 use super::wire::Wire;
 use crate::drain::Draining;
 use crate::metrics::{Limit, Metrics};
-use crate::transport::Sid;
 use crate::transport::socketio::frames::Rewrite;
 use crate::transport::socketio::meter::Meters;
 use crate::transport::socketio::polling;
+use crate::transport::socketio::query::EngineQuery;
 
 /// Where Socket.IO is served.
 pub const ENGINE_PATH: &str = "/socket.io/";
@@ -60,20 +60,6 @@ fn origin_allowed(allowed: Option<&[String]>, origin: Option<&HeaderValue>) -> b
     }
 }
 
-/// The transport and session id an Engine.IO request names in its query.
-fn transport_and_sid(query: Option<&str>) -> (Option<&str>, Option<Sid>) {
-    let mut transport = None;
-    let mut sid = None;
-    for pair in query.unwrap_or_default().split('&') {
-        match pair.split_once('=') {
-            Some(("transport", t)) => transport = Some(t),
-            Some(("sid", s)) => sid = s.parse().ok(),
-            _ => {}
-        }
-    }
-    (transport, sid)
-}
-
 pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) -> Response {
     if !request.uri().path().starts_with(ENGINE_PATH) {
         return next.run(request).await;
@@ -86,8 +72,8 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
         )
             .into_response();
     }
-    let (transport, sid) = transport_and_sid(request.uri().query());
-    let (long_polling, upgrading) = (transport == Some("polling"), transport == Some("websocket"));
+    let query = EngineQuery::parse(request.uri().query());
+    let (long_polling, upgrading, sid) = (query.is_polling(), query.is_websocket(), query.sid);
     let Some(sid) = sid else {
         if gate.draining.is_on() {
             // The client retries, and its load balancer sends it to a node that is not stopping.
@@ -216,21 +202,6 @@ fn content_length(request: &Request) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_query_names_transport_and_session() {
-        let sid = Sid::new();
-        let query = format!("EIO=4&transport=polling&t=abc&sid={sid}");
-        assert_eq!(
-            transport_and_sid(Some(&query)),
-            (Some("polling"), Some(sid))
-        );
-        assert_eq!(
-            transport_and_sid(Some("EIO=4&transport=websocket")),
-            (Some("websocket"), None)
-        );
-        assert_eq!(transport_and_sid(None), (None, None));
-    }
 
     #[test]
     fn origins_outside_the_list_are_refused_and_programs_without_one_allowed() {

@@ -176,15 +176,6 @@ impl Connection {
                     // Dropped, but answered: a client awaiting its acknowledgement learns why.
                     return answer(reply, RATE_EXCEEDED);
                 }
-                if self.asks_backend(&command) && self.backing_off() {
-                    self.app.metrics.limit(Limit::HookRefusals);
-                    let message =
-                        "the app refused this connection's last request; wait before the next";
-                    return match reply {
-                        Some(reply) => reply.send(&Outcome::refused(message).to_raw()),
-                        None => self.refuse_now(name, message),
-                    };
-                }
                 match command {
                     Command::StateRecovery => self.outbox.acknowledge_each_message(),
                     Command::Other => {} // not part of the contract: ignored, as the original did
@@ -209,16 +200,6 @@ impl Connection {
                     None => self.refuse_now(event, &message),
                 }
             }
-        }
-    }
-
-    /// Whether `command` is decided by the app's backend (its hook is on).
-    fn asks_backend(&self, command: &Command) -> bool {
-        let hooks = &self.app.hooks;
-        match command {
-            Command::Publish(_) => hooks.on_publish(),
-            Command::Subscribe(_) => hooks.on_subscribe(),
-            _ => false,
         }
     }
 

@@ -95,12 +95,16 @@ impl Context {
         }
     }
 
-    /// Whether the backend refused this connection so recently that its next request is refused
-    /// without asking it: a crowd of clients the backend refuses cannot take every turn at the
-    /// hooks from the clients it allows.
-    pub fn backing_off(&self) -> bool {
-        let backoff = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
-        backoff.0.is_some_and(|until| Instant::now() < until)
+    /// Waits out the backoff the backend's last refusals earned this connection before its next
+    /// request asks it (its later events wait behind, within `--event-queue`): a crowd of
+    /// clients the backend refuses cannot take every turn at the hooks from the clients it
+    /// allows, and a client refused once is delayed, not refused again.
+    pub async fn wait_for_backend(&self) {
+        let until = self.backoff.lock().unwrap_or_else(|e| e.into_inner()).0;
+        if let Some(until) = until.filter(|until| Instant::now() < *until) {
+            self.app.metrics.limit(crate::metrics::Limit::HookRefusals);
+            tokio::time::sleep_until(until).await;
+        }
     }
 
     /// The backend answered one of this connection's requests: refused, or allowed.

@@ -37,6 +37,7 @@ use crate::net::pending::Pending;
 use crate::net::wire::Wire;
 use crate::session::{SessionHandle, twineid};
 use crate::state::AppState;
+use crate::transport::socketio::query::EngineQuery;
 use crate::transport::socketio::{Handled, SocketTransport};
 use connection::Connection;
 use resume::Resume;
@@ -209,10 +210,7 @@ impl Admission {
 
 /// The Socket.IO handshake came as a WebSocket (its request is the WebSocket's).
 fn is_websocket_handshake(parts: &Parts) -> bool {
-    parts
-        .uri
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p == "transport=websocket"))
+    EngineQuery::parse(parts.uri.query()).is_websocket()
 }
 
 /// When a reconnecting client's replay may start. Pages (a request with an `Origin`, or from a

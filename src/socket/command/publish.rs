@@ -163,6 +163,9 @@ impl Publish {
             room, payload, id, ..
         } = self;
         let app = &connection.app;
+        if app.hooks.on_publish() {
+            connection.wait_for_backend().await;
+        }
         app.admit(Source::Client)?;
         let twineid = connection.session.id();
         // Scoped to the session (a retry after a reconnect is the same publish), or to the

@@ -56,6 +56,9 @@ impl Subscribe {
         if asked {
             let user = connection.grant.user();
             let session = connection.session.id();
+            if app.hooks.on_subscribe() {
+                connection.wait_for_backend().await;
+            }
             let decision = app.hooks.subscribe(session, user, &room).await;
             connection.backend_answered(matches!(decision, Decision::Allow(_)));
             if let Decision::Refuse(reason) = decision {

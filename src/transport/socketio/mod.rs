@@ -6,6 +6,7 @@
 pub mod frames;
 pub mod meter;
 pub mod polling;
+pub mod query;
 
 use std::sync::Arc;
 use std::time::Duration;
