@@ -94,6 +94,16 @@ struct State {
     last_notice: Option<Instant>,
 }
 
+impl State {
+    fn rooms(&mut self) -> (&mut Lane<Work>, &mut Waiting) {
+        (&mut self.rooms_lane, &mut self.waiting)
+    }
+
+    fn publishes(&mut self) -> (&mut Lane<Publish>, &mut Waiting) {
+        (&mut self.publish_lane, &mut self.waiting)
+    }
+}
+
 impl Connection {
     /// A connection over `transport`, counted and known to the drain; its work starts when
     /// [`Connection::connected`].
@@ -182,11 +192,16 @@ impl Connection {
                     Command::Publish(mut publish) => {
                         let size = publish.size();
                         publish.reply = reply;
-                        self.queue_publish(publish, size);
+                        let queued =
+                            self.queue(State::publishes, publish, size, Connection::run_publishes);
+                        if let Err(publish) = queued {
+                            answer(publish.reply, QUEUE_FULL);
+                        }
                     }
                     command => {
                         let size = command.size();
-                        self.queue(Work::Command(command), size);
+                        let work = Work::Command(command);
+                        let _ = self.queue(State::rooms, work, size, Connection::run_rooms);
                     }
                 }
             }
@@ -244,54 +259,44 @@ impl Connection {
         self.outbox.notify("error", &EventError { event, message });
     }
 
-    /// Queues a client's room work, within the connection's and the node's bounds.
-    fn queue(self: &Arc<Self>, work: Work, size: usize) {
+    /// Queues `item` on the lane `lane` picks, within the connection's and the node's bounds,
+    /// starting the lane's task (`run`) if it has none; refused, the item back.
+    fn queue<T, F>(
+        self: &Arc<Self>,
+        lane: fn(&mut State) -> (&mut Lane<T>, &mut Waiting),
+        item: T,
+        size: usize,
+        run: fn(Arc<Self>) -> F,
+    ) -> Result<(), T>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
         if self.is_leaving() {
-            return;
+            return Ok(()); // nothing more is handled for a connection that is going
         }
         let mut state = self.state();
-        let State {
-            rooms_lane,
-            waiting,
-            ..
-        } = &mut *state;
-        match waiting.push(rooms_lane, work, size) {
+        let (lane, waiting) = lane(&mut state);
+        let pushed = waiting.push(lane, item, size);
+        drop(state);
+        match pushed {
             Ok(start) => {
-                drop(state);
                 if start {
-                    tokio::spawn(self.clone().run_rooms());
+                    tokio::spawn(run(self.clone()));
                 }
+                Ok(())
             }
-            Err((full, _)) => {
-                drop(state);
+            Err((full, item)) => {
                 self.queue_full(full);
+                Err(item)
             }
         }
     }
 
-    fn queue_publish(self: &Arc<Self>, publish: Publish, size: usize) {
-        if self.is_leaving() {
-            return;
-        }
+    /// The next item of the lane `lane` picks; `None` (the lane idle) when it has none.
+    fn next<T>(&self, lane: fn(&mut State) -> (&mut Lane<T>, &mut Waiting)) -> Option<T> {
         let mut state = self.state();
-        let State {
-            publish_lane,
-            waiting,
-            ..
-        } = &mut *state;
-        match waiting.push(publish_lane, publish, size) {
-            Ok(start) => {
-                drop(state);
-                if start {
-                    tokio::spawn(self.clone().run_publishes());
-                }
-            }
-            Err((full, publish)) => {
-                drop(state);
-                answer(publish.reply, QUEUE_FULL);
-                self.queue_full(full);
-            }
-        }
+        let (lane, waiting) = lane(&mut state);
+        waiting.pop(lane)
     }
 
     fn queue_full(&self, full: Full) {
@@ -305,12 +310,8 @@ impl Connection {
     /// Queues the connection's own work (its start, its drain, its end): never refused.
     fn queue_own(self: &Arc<Self>, work: Work) {
         let mut state = self.state();
-        let State {
-            rooms_lane,
-            waiting,
-            ..
-        } = &mut *state;
-        if waiting.push_own(rooms_lane, work) {
+        let (lane, waiting) = state.rooms();
+        if waiting.push_own(lane, work) {
             drop(state);
             tokio::spawn(self.clone().run_rooms());
         }
@@ -338,19 +339,7 @@ impl Connection {
     }
 
     async fn run_rooms(self: Arc<Self>) {
-        loop {
-            let work = {
-                let mut state = self.state();
-                let State {
-                    rooms_lane,
-                    waiting,
-                    ..
-                } = &mut *state;
-                match waiting.pop(rooms_lane) {
-                    Some(work) => work,
-                    None => return,
-                }
-            };
+        while let Some(work) = self.next(State::rooms) {
             match work {
                 Work::Start => self.start().await,
                 Work::Command(Command::Subscribe(subscribe)) => {
@@ -368,19 +357,7 @@ impl Connection {
     }
 
     async fn run_publishes(self: Arc<Self>) {
-        loop {
-            let publish = {
-                let mut state = self.state();
-                let State {
-                    publish_lane,
-                    waiting,
-                    ..
-                } = &mut *state;
-                match waiting.pop(publish_lane) {
-                    Some(publish) => publish,
-                    None => return,
-                }
-            };
+        while let Some(publish) = self.next(State::publishes) {
             publish.apply(&self.context).await;
         }
     }
