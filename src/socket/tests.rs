@@ -140,6 +140,17 @@ async fn publish(app: &AppState, room: &str, n: u64) -> Position {
     appended.expect("stored").message.position
 }
 
+/// Session `session` subscribes to `room` and goes away; `1..=n` are published to the room
+/// meanwhile.
+async fn away_with_backlog(app: &Arc<AppState>, session: &str, room: &str, n: u64) {
+    let first = Client::connect(app, session, FakeTransport::new());
+    first.subscribe(room).await;
+    first.drop_connection().await;
+    for n in 1..=n {
+        publish(app, room, n).await;
+    }
+}
+
 /// One client: its transport as the test sees it, and its connection.
 struct Client {
     transport: Arc<FakeTransport>,
@@ -313,12 +324,7 @@ async fn messages_published_during_a_replay_follow_it_exactly() {
     // A small send queue: the replay waits on the client, and the hold overflows into the
     // store's catch-up while it waits.
     let app = node(&["--max-payload", "2048", "--send-queue", "4096"]).await;
-    let first = Client::connect(&app, "s1", FakeTransport::new());
-    first.subscribe("room").await;
-    first.drop_connection().await;
-    for n in 1..=100 {
-        publish(&app, "room", n).await;
-    }
+    away_with_backlog(&app, "s1", "room", 100).await;
 
     let slow = FakeTransport::held();
     let again = Client::connect(&app, "s1", slow.clone());
@@ -360,12 +366,7 @@ async fn a_live_client_over_its_send_queue_is_cut_and_recovers_what_it_missed() 
 #[tokio::test]
 async fn a_drop_during_a_replay_loses_nothing_on_the_next_connection() {
     let app = node(&["--max-payload", "2048", "--send-queue", "4096"]).await;
-    let first = Client::connect(&app, "s1", FakeTransport::new());
-    first.subscribe("room").await;
-    first.drop_connection().await;
-    for n in 1..=150 {
-        publish(&app, "room", n).await;
-    }
+    away_with_backlog(&app, "s1", "room", 150).await;
     let slow = FakeTransport::held();
     let dropped = Client::connect(&app, "s1", slow.clone());
     eventually(|| slow.numbers().len() >= 10).await;
@@ -597,12 +598,7 @@ async fn acknowledgements_the_store_missed_are_stored_once_it_answers() {
 #[tokio::test]
 async fn a_client_that_stops_reading_holds_no_more_than_its_event_queue() {
     let app = node(&["--max-payload", "2048", "--send-queue", "4096"]).await;
-    let first = Client::connect(&app, "s1", FakeTransport::new());
-    first.subscribe("busy").await;
-    first.drop_connection().await;
-    for n in 1..=200 {
-        publish(&app, "busy", n).await;
-    }
+    away_with_backlog(&app, "s1", "busy", 200).await;
     // Its replay waits on it: whatever it sends waits behind the replay.
     let stalled = FakeTransport::held();
     let client = Client::connect(&app, "s1", stalled.clone());
