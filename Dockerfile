@@ -5,6 +5,8 @@
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
+# jemalloc, the default allocator, is built from source with make.
+RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
 COPY adapters ./adapters
 COPY loadgen ./loadgen
