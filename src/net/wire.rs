@@ -31,20 +31,23 @@ pub struct Wire {
     reader: AtomicWaker,
     writer: AtomicWaker,
     /// Namespace connects asked over this connection that are being decided, and refused.
-    connecting: AtomicBool,
+    connecting: AtomicU32,
     refused_connects: AtomicU32,
 }
 
 /// Namespace connects refused over one TCP connection before it is closed: a client whose
 /// connect is refused may ask again (with a new token), not forever.
 pub const MAX_REFUSED_CONNECTS: u32 = 8;
+/// Namespace connects decided at once over one TCP connection (a few sessions' long-polling
+/// requests can share a keep-alive connection).
+pub const MAX_CONNECTING: u32 = 4;
 
 /// A namespace connect being decided on a wire; the wire takes the next when it is dropped.
 pub struct Connecting<'a>(&'a Wire);
 
 impl Drop for Connecting<'_> {
     fn drop(&mut self) {
-        self.0.connecting.store(false, Ordering::Release);
+        self.0.connecting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -58,7 +61,7 @@ impl Wire {
             cut: AtomicBool::new(false),
             reader: AtomicWaker::new(),
             writer: AtomicWaker::new(),
-            connecting: AtomicBool::new(false),
+            connecting: AtomicU32::new(0),
             refused_connects: AtomicU32::new(0),
         })
     }
@@ -110,14 +113,19 @@ impl Wire {
         }
     }
 
-    /// Starts deciding a namespace connect: one at a time per connection, and none after
-    /// [`MAX_REFUSED_CONNECTS`] were refused (the connection is then closed).
+    /// Starts deciding a namespace connect: at most [`MAX_CONNECTING`] at once per connection,
+    /// and none after [`MAX_REFUSED_CONNECTS`] were refused (the connection is then closed).
     pub fn connecting(&self) -> Option<Connecting<'_>> {
         if self.refused_connects.load(Ordering::Acquire) >= MAX_REFUSED_CONNECTS {
             self.cut();
             return None;
         }
-        (!self.connecting.swap(true, Ordering::AcqRel)).then_some(Connecting(self))
+        self.connecting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_CONNECTING).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Connecting(self))
     }
 
     /// A namespace connect over this connection was refused.

@@ -73,7 +73,7 @@ impl ConnectHandler<LocalAdapter, Handled> for Admission {
         let auth = auth.as_ref().and_then(|a| a.as_str()).map(|a| a.as_str());
         Box::pin(async move {
             let wire = s.req_parts().extensions.get::<Arc<Wire>>().cloned();
-            // One connect decided at a time per TCP connection, and a bounded number refused.
+            // A few connects decided at once per TCP connection, and a bounded number refused.
             let _deciding = match &wire {
                 Some(wire) => Some(wire.connecting().ok_or_else(|| {
                     self.app.metrics.limit(Limit::HookRefusals);

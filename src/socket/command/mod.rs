@@ -172,7 +172,9 @@ pub async fn until_done<T, E: std::fmt::Display, F: Future<Output = Result<T, E>
         match attempt().await {
             Ok(done) => return Some(done),
             Err(e) => {
-                tracing::warn!("{what} failed, retrying in {backoff:?}: {e}");
+                // Debug only: in an outage every connection retries, and the store's own metrics
+                // (`twine_store_errors_total`, by operation) count the failures.
+                tracing::debug!("{what} failed, retrying in {backoff:?}: {e}");
                 if give_up() {
                     return None;
                 }
