@@ -155,6 +155,8 @@ test('a node killed with SIGKILL mid-burst: its clients recover elsewhere, nothi
 });
 
 test('publishing through a Redis pause: each 201 delivered once, no 503 delivered, a retry with its key once', async (t) => {
+  // 201: stored. 503: not stored. 504: the append was sent and its answer lost or late (the pause
+  // held it): it may or may not have been stored, and a retry with its key settles it.
   const room = 'paused';
   const watchers = await Promise.all(nodes.slice(0, 2).map((n) => connect(n.url)));
   for (const w of watchers) await subscribe(w, room);
@@ -177,16 +179,26 @@ test('publishing through a Redis pause: each 201 delivered once, no 503 delivere
   await Promise.all(pending);
   const accepted = [...status].filter(([, s]) => s === 201).map(([k]) => k);
   const refused = [...status].filter(([, s]) => s === 503).map(([k]) => k);
-  assert.equal(accepted.length + refused.length, n, `only 201 and 503: ${[...new Set(status.values())]}`);
-  assert.ok(refused.length > 0, 'the pause was felt');
-  t.diagnostic(`${n} published: ${accepted.length} answered 201, ${refused.length} answered 503`);
+  const unknown = [...status].filter(([, s]) => s === 504).map(([k]) => k);
+  assert.equal(
+    accepted.length + refused.length + unknown.length,
+    n,
+    `only 201, 503 and 504: ${[...new Set(status.values())]}`,
+  );
+  assert.ok(refused.length + unknown.length > 0, 'the pause was felt');
+  t.diagnostic(`${n} published: ${accepted.length} answered 201, ${refused.length} answered 503, ${unknown.length} answered 504`);
   const ns = (w) => w.messages.map((m) => m.n).sort((a, b) => a - b);
   for (const w of watchers) await until(() => w.messages.length >= accepted.length, 10000, 'accepted ones');
   await sleep(500);
+  const refusedSet = new Set(refused);
+  const unknownSet = new Set(unknown);
   for (const w of watchers) {
-    assert.deepEqual(ns(w), [...accepted].sort((a, b) => a - b), 'exactly the 201s, once each; no 503 was delivered');
+    const got = ns(w);
+    assert.equal(new Set(got).size, got.length, 'each message once');
+    assert.deepEqual(got.filter((k) => !unknownSet.has(k)), [...accepted].sort((a, b) => a - b), 'every 201 once');
+    assert.ok(!got.some((k) => refusedSet.has(k)), 'no 503 was delivered');
   }
-  for (const k of refused) assert.equal((await send(k), status.get(k)), 201, `retry of ${k}`);
+  for (const k of [...refused, ...unknown]) assert.equal((await send(k), status.get(k)), 201, `retry of ${k}`);
   for (const w of watchers) await until(() => w.messages.length === n, 10000, 'retried ones');
   await sleep(500);
   for (const w of watchers) {
@@ -201,8 +213,19 @@ test('while Redis is down publishing answers 503, readiness reports it, clients 
   await subscribe(socket, room);
   try {
     await redis?.stop();
-    const res = await publish(nodes[1], room, { n: 1 });
-    assert.equal(res.status, 503);
+    // A publish on the connection Redis dropped may be answered 504 (sent, outcome unknown)
+    // until the node finds Redis refusing connections: from then on, 503.
+    const statuses = [];
+    let res = null;
+    for (let i = 0; i < 20; i++) {
+      res = await publish(nodes[1], room, { n: 1 });
+      statuses.push(res.status);
+      if (res.status === 503) break;
+      await res.text();
+      await sleep(100);
+    }
+    assert.ok(statuses.every((s) => s === 503 || s === 504), `answered ${statuses}`);
+    assert.equal(res.status, 503, `answered ${statuses}`);
     assert.match(await res.text(), /not stored; retry later/);
     const ready = await fetch(`${nodes[1].url}/ready`);
     assert.equal(ready.status, 503);
@@ -228,6 +251,8 @@ test('while Redis is down publishing answers 503, readiness reports it, clients 
     assert.ok(!socket.messages.some((m) => m.n === 1), 'the refused message was never delivered');
   } finally {
     socket.close();
+    // The tests after this one need Redis, whatever happened here.
+    if (redis && !redis.current) await redis.start();
   }
 });
 
