@@ -40,6 +40,9 @@ pub const MAX_HOOK_AUTH: usize = 16 * 1024;
 pub const SIGNATURE: &str = "twine-signature";
 /// Idle keep-alive connections kept to the backend.
 const IDLE_CONNECTIONS: usize = 64;
+/// How many `--hook-timeout`s a call its caller gave up on keeps its place among
+/// `--hook-max-in-flight` while the backend may still be working on it.
+const LINGER: u32 = 4;
 
 /// What a hook decided.
 #[derive(Debug, PartialEq, Eq)]
@@ -308,7 +311,7 @@ impl Hooks {
         }
     }
 
-    async fn post<A: DeserializeOwned, R: Serialize>(
+    async fn post<A: DeserializeOwned + Send + 'static, R: Serialize>(
         &self,
         hook: &Hook,
         request: &R,
@@ -318,7 +321,7 @@ impl Hooks {
         // command at a time), so a crowd of clients shares the backend in turn rather than
         // taking every slot from the one that arrives last.
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let _permit = tokio::time::timeout_at(deadline, hook.in_flight.clone().acquire_owned())
+        let permit = tokio::time::timeout_at(deadline, hook.in_flight.clone().acquire_owned())
             .await
             .map_err(|_| CallError::Busy)?
             .map_err(|_| CallError::Busy)?;
@@ -331,9 +334,9 @@ impl Hooks {
             .header(SIGNATURE, signature)
             .body(Full::new(Bytes::from(body)))
             .expect("a valid request");
-        let answer = async {
-            let response = self
-                .client
+        let client = self.client.clone();
+        let answer = async move {
+            let response = client
                 .request(request)
                 .await
                 .map_err(|e| CallError::Unreachable(e.to_string()))?;
@@ -347,9 +350,21 @@ impl Hooks {
                 .to_bytes();
             serde_json::from_slice(&bytes).map_err(|e| CallError::Garbled(e.to_string()))
         };
-        tokio::time::timeout_at(deadline, answer)
-            .await
-            .map_err(|_| CallError::Timeout)?
+        // The call keeps its place until the backend has answered (or [`LINGER`] has passed),
+        // even once its caller gave up at the timeout: the backend is still working on it, and
+        // the bound is of calls the backend holds, not of callers still waiting.
+        let linger = self.timeout * LINGER;
+        let call = tokio::spawn(async move {
+            let _permit = permit;
+            tokio::time::timeout(linger, answer)
+                .await
+                .unwrap_or(Err(CallError::Timeout))
+        });
+        match tokio::time::timeout_at(deadline, call).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => Err(CallError::Unreachable(e.to_string())),
+            Err(_) => Err(CallError::Timeout),
+        }
     }
 
     /// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`.
