@@ -363,7 +363,15 @@ async function verify(t, s, { publishers, reader }) {
       const seen = new Map();
       for (const m of got) seen.set(m.n, (seen.get(m.n) ?? 0) + 1);
       const missing = list.slice(start).filter((m) => !seen.has(m.n)).map((m) => m.n);
-      const twice = [...seen].filter(([, k]) => k > 1).map(([n, k]) => (k > 2 ? `${n}×${k}` : `${n}`));
+      // A black-hole swallows the acknowledgement flush in flight when it starts: as when a node
+      // dies, what was acknowledged in the last --ack-flush (100 ms) before it may be replayed
+      // once more (README, Recovery). Only those may come twice, and only with s.ackFlushRepeats.
+      const flushed = (n) =>
+        s.ackFlushRepeats && s.fault && outcomes.get(n) &&
+        outcomes.get(n).sentAt >= s.fault.from - 250 && outcomes.get(n).sentAt <= s.fault.from;
+      const twice = [...seen]
+        .filter(([n, k]) => k > 2 || (k > 1 && !flushed(n)))
+        .map(([n, k]) => (k > 2 ? `${n}×${k}` : `${n}`));
       const foreign = [...seen.keys()].filter((n) => !index.has(n));
       const refusedHere = foreign.filter((n) => outcomes.get(n)?.outcome === 'refused');
       let disorder = 0;
@@ -463,6 +471,7 @@ async function twoNodes(t, step, { args = [], ...crowdOptions } = {}) {
 for (const kind of ['pause', 'blackhole']) {
   test(`(a) handshake and session load: clients reconnect during a Redis ${kind}`, async (t) => {
     const s = await twoNodes(t, `a-${kind}`);
+    s.ackFlushRepeats = kind === 'blackhole';
     const publisher = httpPublisher(s, s.nodes).start();
     await sleep(1500);
     const from = Date.now();
