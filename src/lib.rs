@@ -17,6 +17,7 @@
 //! - [`publish`]: the one path of every publish (HTTP or client): checks, admission, the store.
 //! - [`hooks`]: the app's backend asked about connects, subscribes and client publishes, and
 //!   the word filter.
+//! - [`rate`]: a rate with a burst, for publishes and each connection's events.
 //! - [`budget`]: the node's bytes of client events waiting to be handled.
 //! - [`fanout`]: live delivery on this node, sharded by room, and the exact replay/live seam.
 //! - [`outbox`]: what one client is sent: encoding, its send budget, its acknowledgements.
@@ -46,6 +47,7 @@ pub mod net;
 pub mod outbox;
 pub mod presence;
 pub mod publish;
+pub mod rate;
 pub mod room;
 pub mod session;
 pub mod socket;

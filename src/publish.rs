@@ -11,11 +11,8 @@
 //!
 //! A refusal is a [`Refused`]; each entry turns it into its status code or acknowledgement.
 
-use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
-use governor::clock::{Clock, MonotonicClock};
-use governor::{Quota, RateLimiter};
 use twine_store::{Appended, Publish, StoreError};
 
 use twine_store::History;
@@ -23,6 +20,7 @@ use twine_store::History;
 use crate::config::Config;
 use crate::error::AppError;
 use crate::metrics::{Limit, Metrics};
+use crate::rate::{Limiter, limiter, wait_time};
 use crate::room::RoomError;
 
 /// Longest idempotency key, in bytes.
@@ -90,23 +88,10 @@ pub enum Source {
     Client,
 }
 
-type Limiter = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    MonotonicClock,
-    governor::middleware::NoOpMiddleware<<MonotonicClock as Clock>::Instant>,
->;
-
 /// The node's publish rates, one per [`Source`].
 pub struct Admission {
     backend: Limiter,
     clients: Limiter,
-}
-
-fn limiter(rate: u32, burst: u32) -> Limiter {
-    let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::direct_with_clock(Quota::per_second(rate).allow_burst(burst), MonotonicClock)
 }
 
 impl Admission {
@@ -135,7 +120,7 @@ impl Admission {
         };
         limiter.check().map_err(|not_until| {
             metrics.limit(limit);
-            Refused::RateLimited(not_until.wait_time_from(MonotonicClock.now()))
+            Refused::RateLimited(wait_time(&not_until))
         })
     }
 }

@@ -26,7 +26,7 @@ use twine_store::{Position, Session};
 
 use super::command::publish::Outcome;
 use super::command::{Command, Decoding, Publish, Refusal, Subscribe, until_done};
-use super::context::{Context, EventError, Limiter, Membership, limiter};
+use super::context::{Context, EventError, Membership};
 use super::queue::{Full, Lane, Waiting};
 use super::replay::Replay;
 use super::resume::{Notice, Resume};
@@ -34,6 +34,7 @@ use crate::auth::Grant;
 use crate::drain::Drained;
 use crate::metrics::Limit;
 use crate::outbox::Outbox;
+use crate::rate::{Limiter, limiter};
 use crate::session::SessionHandle;
 use crate::state::AppState;
 use crate::transport::{Reply, Transport};

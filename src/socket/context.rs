@@ -3,19 +3,17 @@
 //! applies each command to a [`Context`]; [`super::connection`] owns one and runs its lanes.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::clock::{Clock, MonotonicClock};
-use governor::{Quota, RateLimiter};
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::auth::Grant;
 use crate::outbox::Outbox;
 use crate::outbox::acks::Slot;
+use crate::rate::{Limiter, limiter};
 use crate::session::SessionHandle;
 use crate::state::AppState;
 use crate::transport::Sid;
@@ -24,20 +22,6 @@ use crate::transport::Sid;
 /// once: with pages of at most 64 KiB, at most 128 KiB a second.
 pub const LISTINGS_PER_SECOND: u32 = 2;
 const LISTING_BURST: u32 = 20;
-
-pub type Limiter = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    MonotonicClock,
-    governor::middleware::NoOpMiddleware<<MonotonicClock as Clock>::Instant>,
->;
-
-/// A rate of `rate` a second with `burst` at once.
-pub fn limiter(rate: u32, burst: u32) -> Limiter {
-    let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::direct_with_clock(Quota::per_second(rate).allow_burst(burst), MonotonicClock)
-}
 
 /// How long a connection whose request the app's backend refused waits before its next one is
 /// asked, at first and at most: each refusal in a row doubles it, an allowed request resets it.
