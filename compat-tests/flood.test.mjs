@@ -54,6 +54,7 @@ const ROUTE_FLOODS = {
   '/api/token': (url) => fetch(`${url}/api/token`, { method: 'POST', body: JSON.stringify({ rooms: ['crowd'] }) }),
   '/api/rooms/{room}/messages': (url) => fetch(`${url}/api/rooms/crowd/messages?limit=1000`),
   '/api/rooms/{room}/presence': (url) => fetch(`${url}/api/rooms/crowd/presence`),
+  '/api/fleet': (url) => fetch(`${url}/api/fleet`),
   '/demo/publish': (url, i) =>
     fetch(`${url}/demo/publish`, {
       method: 'POST',

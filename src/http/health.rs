@@ -24,7 +24,10 @@ pub async fn ready(State(app): State<Arc<AppState>>) -> (StatusCode, &'static st
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining");
     }
     if app.fleet.at_capacity(app.sockets()) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: at --max-sockets");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: at --max-sockets",
+        );
     }
     match tokio::time::timeout(CHECK_TIMEOUT, app.history.check()).await {
         Ok(Ok(())) => {}
