@@ -73,7 +73,14 @@ impl AppState {
         let tokens = Tokens::new(config.auth, &secret, config.token_ttl, config.token_max_ttl);
         let signer = Signer::new(&secret);
         let (fleet, shared) = fleet;
-        let fleet = FleetView::new(fleet, shared, config.max_sockets, metrics.clone());
+        let holds_sockets = config.role.holds_sockets();
+        let fleet = FleetView::new(
+            fleet,
+            shared,
+            config.max_sockets,
+            holds_sockets,
+            metrics.clone(),
+        );
         let forwarder = Arc::new(Forwarder::new(
             fleet.me(),
             &secret,

@@ -41,12 +41,19 @@ pub struct Node {
     /// Rooms with members on it.
     pub rooms: u64,
     pub draining: bool,
+    /// Whether it holds Socket.IO connections at all (`--role publish` does not).
+    #[serde(default = "holds_sockets")]
+    pub holds_sockets: bool,
     /// Whether it is moving sockets to other nodes ([`rebalance`]).
     #[serde(default)]
     pub moving: bool,
     /// When it started, in milliseconds since the epoch.
     pub started_at: u64,
     pub version: String,
+}
+
+fn holds_sockets() -> bool {
+    true
 }
 
 /// What this node reports of itself at an announcement.
@@ -86,6 +93,7 @@ pub struct FleetView {
     /// Set by [`rebalance`]: new handshakes are refused while the node holds this many
     /// sockets (none while it moves sockets away, its share while another node does).
     take_below: AtomicU64,
+    holds_sockets: bool,
     metrics: Arc<Metrics>,
 }
 
@@ -95,6 +103,7 @@ impl FleetView {
         store: Arc<dyn Fleet>,
         shared: bool,
         capacity: Option<u64>,
+        holds_sockets: bool,
         metrics: Arc<Metrics>,
     ) -> Arc<FleetView> {
         let started_at = SystemTime::now()
@@ -116,6 +125,7 @@ impl FleetView {
             capacity,
             full: AtomicBool::new(false),
             take_below: AtomicU64::new(u64::MAX),
+            holds_sockets,
             metrics,
         })
     }
@@ -220,6 +230,7 @@ impl FleetView {
             capacity: self.capacity,
             rooms: load.rooms,
             draining: load.draining,
+            holds_sockets: self.holds_sockets,
             moving: self.take_below.load(Ordering::Acquire) == 0,
             started_at: self.started_at,
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -358,6 +369,7 @@ mod tests {
             Arc::new(MemoryFleet::new()),
             false,
             Some(100),
+            true,
             Metrics::new(),
         );
         assert_eq!(view.admits(99), Ok(()));
@@ -370,7 +382,13 @@ mod tests {
         assert_eq!(view.admits(96), Err(Closed::AtCapacity));
         assert_eq!(view.admits(95), Ok(()));
         assert_eq!(view.admits(99), Ok(()));
-        let unbounded = FleetView::new(Arc::new(MemoryFleet::new()), false, None, Metrics::new());
+        let unbounded = FleetView::new(
+            Arc::new(MemoryFleet::new()),
+            false,
+            None,
+            true,
+            Metrics::new(),
+        );
         assert_eq!(unbounded.admits(1 << 40), Ok(()));
     }
 
@@ -409,8 +427,8 @@ mod tests {
     #[tokio::test]
     async fn nodes_see_each_other_and_a_silent_one_drops_out() {
         let store = MemoryFleet::new();
-        let a = FleetView::new(Arc::new(store.clone()), true, None, Metrics::new());
-        let b = FleetView::new(Arc::new(store), true, Some(10), Metrics::new());
+        let a = FleetView::new(Arc::new(store.clone()), true, None, true, Metrics::new());
+        let b = FleetView::new(Arc::new(store), true, Some(10), true, Metrics::new());
         a.advertise("10.0.0.1:3005".into());
         b.advertise("10.0.0.2:3005".into());
         a.announce(Load {

@@ -4,7 +4,7 @@
 //!
 //! On each new snapshot of the fleet (about once a second), a node works out its share: the fleet's
 //! sockets in proportion to the nodes' `--max-sockets` when every node has one, else evenly,
-//! over the nodes not draining. Over its share by more than `--rebalance-tolerance` (and with
+//! over the nodes not draining that hold sockets. Over its share by more than `--rebalance-tolerance` (and with
 //! some node under its own share to take them), it moves sockets away, at most
 //! `--rebalance-rate` a second, until it is down to its share. A moved socket is closed as the
 //! drain closes it (delivery stops, its last acknowledgements are stored, its transport
@@ -49,7 +49,10 @@ pub struct Plan {
 /// This node's share of the fleet's sockets, given `nodes` (this one, `me`, among them), or
 /// `None` when there is no one to share with.
 pub fn share(nodes: &[Node], me: &str) -> Option<f64> {
-    let live: Vec<&Node> = nodes.iter().filter(|n| !n.draining).collect();
+    let live: Vec<&Node> = nodes
+        .iter()
+        .filter(|n| !n.draining && n.holds_sockets)
+        .collect();
     let mine = live.iter().find(|n| n.id == me)?;
     if live.len() < 2 {
         return None;
@@ -79,7 +82,10 @@ pub fn excess(nodes: &[Node], me: &str, tolerance: f64, moving: bool) -> u64 {
         share * (1.0 + tolerance)
     };
     let someone_takes_them = nodes.iter().any(|n| {
-        n.id != me && !n.draining && share_of(nodes, n).is_some_and(|s| (n.sockets as f64) < s)
+        n.id != me
+            && !n.draining
+            && n.holds_sockets
+            && share_of(nodes, n).is_some_and(|s| (n.sockets as f64) < s)
     });
     if (mine as f64) <= start_above.ceil() || !someone_takes_them {
         return 0;
@@ -243,6 +249,7 @@ mod tests {
             capacity,
             rooms: 0,
             draining,
+            holds_sockets: true,
             moving: false,
             started_at: 0,
             version: String::new(),
@@ -296,6 +303,14 @@ mod tests {
             excess(&draining, "a", 0.1, false),
             0,
             "a draining node moves by its drain"
+        );
+        let mut publisher = node("p", 0, None, false);
+        publisher.holds_sockets = false;
+        let with_publisher = [node("a", 300, None, false), publisher];
+        assert_eq!(
+            excess(&with_publisher, "a", 0.1, false),
+            0,
+            "a publishing node takes none"
         );
         let even = [node("a", 101, None, false), node("b", 100, None, false)];
         assert_eq!(excess(&even, "a", 0.1, true), 0, "no one under their share");
