@@ -316,9 +316,12 @@ async fn cursors_written_before_the_listened_flag_are_read_and_advanced() {
     assert_eq!(stored, "10:30:1", "moved on, and still listened");
 }
 
-#[tokio::test]
-async fn redis_presence_passes_the_presence_conformance_suite_across_two_nodes() {
-    let server = RedisServer::start();
+/// Two nodes' stores on one Redis, and a fresh prefix for each pair they hand out (starting
+/// with `tag`).
+async fn two_nodes(
+    server: &RedisServer,
+    tag: &'static str,
+) -> impl Fn() -> (RedisStore, RedisStore) {
     let a = RedisStore::connect(&server.url(), options("unused"))
         .await
         .unwrap();
@@ -326,10 +329,20 @@ async fn redis_presence_passes_the_presence_conformance_suite_across_two_nodes()
         .await
         .unwrap();
     let next = AtomicU32::new(0);
+    move || {
+        let prefix = format!("{tag}{}", next.fetch_add(1, Ordering::SeqCst));
+        (a.with_prefix(prefix.clone()), b.with_prefix(prefix))
+    }
+}
+
+#[tokio::test]
+async fn redis_presence_passes_the_presence_conformance_suite_across_two_nodes() {
+    let server = RedisServer::start();
+    let pair = two_nodes(&server, "p").await;
     twine_store::conformance::run_presence(|| {
-        let prefix = format!("p{}", next.fetch_add(1, Ordering::SeqCst));
-        let a: Arc<dyn twine_store::Presence> = Arc::new(a.with_prefix(prefix.clone()));
-        let b: Arc<dyn twine_store::Presence> = Arc::new(b.with_prefix(prefix));
+        let (a, b) = pair();
+        let a: Arc<dyn twine_store::Presence> = Arc::new(a);
+        let b: Arc<dyn twine_store::Presence> = Arc::new(b);
         (a, b)
     })
     .await;
@@ -338,17 +351,11 @@ async fn redis_presence_passes_the_presence_conformance_suite_across_two_nodes()
 #[tokio::test]
 async fn redis_fleet_passes_the_fleet_conformance_suite_across_two_nodes() {
     let server = RedisServer::start();
-    let a = RedisStore::connect(&server.url(), options("unused"))
-        .await
-        .unwrap();
-    let b = RedisStore::connect(&server.url(), options("unused"))
-        .await
-        .unwrap();
-    let next = AtomicU32::new(0);
+    let pair = two_nodes(&server, "f").await;
     twine_store::conformance::run_fleet(|| {
-        let prefix = format!("f{}", next.fetch_add(1, Ordering::SeqCst));
-        let a: Arc<dyn twine_store::Fleet> = Arc::new(a.with_prefix(prefix.clone()));
-        let b: Arc<dyn twine_store::Fleet> = Arc::new(b.with_prefix(prefix));
+        let (a, b) = pair();
+        let a: Arc<dyn twine_store::Fleet> = Arc::new(a);
+        let b: Arc<dyn twine_store::Fleet> = Arc::new(b);
         (a, b)
     })
     .await;
