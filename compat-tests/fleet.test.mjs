@@ -345,3 +345,65 @@ test('600 clients on two nodes, a third added: within 30 s each holds 200 ± 15 
     await fleet.stop();
   }
 });
+
+test('a node that carries other nodes\' WebSockets drains them through their nodes: every message once and in order', async () => {
+  const fleet = await startFleet(2, ['--drain-delay', '1s', '--drain-period', '2s']);
+  const proxy = await startNginx(fleet.nodes.map((n) => n.port), { config: 'twine-round-robin.conf', serverOptions: 'max_fails=0' });
+  const clients = [];
+  const published = [];
+  let publishing = true;
+  let publisher;
+  try {
+    await untilSeen(fleet.nodes, 2);
+    // Connected together, so round robin sends some upgrades to the other node.
+    const joinOne = async (i) => {
+      const cookie = await fetchCookie(proxy.url);
+      const socket = await connect(proxy.url, { cookie, reconnection: true, options: { reconnectionDelay: 200, reconnectionDelayMax: 1000 } });
+      socket.drops = 0;
+      socket.first = socket.io.engine.id.split('.')[1];
+      socket.on('disconnect', () => socket.drops++);
+      socket.emit('subscribe', 'carried');
+      await until(() => socket.events.some((e) => e.event === 'roomJoined'), 5000, `client ${i} joined`);
+      await until(() => socket.io.engine.transport.name === 'websocket', 5000, `client ${i} upgraded`);
+      return socket;
+    };
+    clients.push(...(await Promise.all(Array.from({ length: 40 }, (_, i) => joinOne(i)))));
+    const [a, b] = fleet.nodes;
+    const carried = await metric(b, 'twine_forwarded_websockets');
+    assert.ok(carried > 0, `node b carries some of node a's WebSockets: ${carried}`);
+    const held = await metric(b, 'twine_connections');
+    const via = { url: a.url, apiKey: a.apiKey };
+    publisher = (async () => {
+      let n = 0;
+      while (publishing) {
+        const res = await publish(via, 'carried', { n });
+        if (res.status === 201) published.push(n);
+        n++;
+        await sleep(20);
+      }
+    })();
+    await sleep(500);
+    await b.stop('SIGTERM');
+    assert.match(b.logs(), /asking their nodes to drain the WebSockets forwarded through this one/);
+    await until(() => clients.every((c) => c.connected), 15000, 'every client back');
+    await sleep(500);
+    publishing = false;
+    await publisher;
+    await until(() => clients.every((c) => c.messages.length >= published.length), 10000, 'every message everywhere');
+    await sleep(300);
+    const ids = await Promise.all(fleet.nodes.map(async (n) => (await fleetOf(n).catch(() => ({ this: '?' }))).this));
+    for (const c of clients) {
+      const got = c.messages.map((m) => m.n);
+      const repeated = got.filter((n, i) => got.indexOf(n) !== i);
+      if (repeated.length) console.log(`# repeated ${repeated} to a client of ${c.first === ids[0] ? 'a' : 'b'} (drops ${c.drops}) ${c.first} ${ids}`);
+    }
+    for (const c of clients) assert.deepEqual(c.messages.map((m) => m.n), published, 'once each, in order');
+    assert.equal(clients.filter((c) => c.drops > 0).length, held + carried, 'the clients of the stopped node, and those whose WebSocket it carried, moved');
+  } finally {
+    publishing = false;
+    await publisher;
+    for (const c of clients) c.close();
+    await proxy.stop();
+    await fleet.stop();
+  }
+});

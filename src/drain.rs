@@ -78,6 +78,16 @@ impl Draining {
         connections.remove(&sid);
     }
 
+    /// Drains connection `sid` alone, if it is open here (another node that carries its
+    /// WebSocket is draining). Returns whether it was.
+    pub fn drain_one(&self, sid: Sid) -> bool {
+        let connection = {
+            let connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+            connections.get(&sid).and_then(|(c, _)| c.upgrade())
+        };
+        connection.map(Drained::drain).is_some()
+    }
+
     fn open(&self) -> Vec<Arc<dyn Drained>> {
         let connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
         connections
@@ -136,7 +146,8 @@ impl Draining {
         self.hurry.notify_waiters();
     }
 
-    fn hurried(&self) -> bool {
+    /// Whether a second signal came.
+    pub fn hurried(&self) -> bool {
         self.hurried.load(Ordering::Acquire)
     }
 

@@ -205,7 +205,22 @@ impl Server {
                 delay: app.config.drain_delay,
                 period: app.config.drain_period,
             };
+            // The WebSockets forwarded through this node go back to their nodes' drains,
+            // paced within the same period.
+            let forwarder = app.forwarder.clone();
+            let hand_back = tokio::spawn(async move {
+                tokio::time::sleep(plan.delay).await;
+                forwarder.hand_back(plan.period).await;
+            });
             drain::drain(&app.draining, plan, &io, &app.metrics, &app.flusher).await;
+            // Their nodes close them once their last acknowledgements are stored; the exit
+            // waits for that, a few seconds at most (a second signal does not).
+            if !app.draining.hurried() {
+                let _ = hand_back.await;
+                app.forwarder
+                    .carried_closed(fleet::forward::HAND_BACK_SETTLE)
+                    .await;
+            }
             app.fleet.leave().await;
         };
         let timeouts = net::Timeouts {

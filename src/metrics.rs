@@ -215,6 +215,8 @@ pub struct Metrics {
     pub rebalance_moved: Counter,
     /// Engine.IO requests this node forwarded to the node holding their session.
     pub forwarded: Counter,
+    /// WebSockets of other nodes' sessions joined through this node now.
+    pub forwarded_websockets: Gauge,
     /// Client events received, by name (those the server does not handle as `other`).
     client_events: Family<EventLabel, Counter>,
     /// HTTP requests to each route.
@@ -319,6 +321,7 @@ impl Metrics {
             fleet_sockets: Gauge::default(),
             rebalance_moved: Counter::default(),
             forwarded: Counter::default(),
+            forwarded_websockets: Gauge::default(),
             client_events: Family::default(),
             http_requests: Family::default(),
             hook_calls: Family::default(),
@@ -352,6 +355,11 @@ impl Metrics {
             "forwarded_requests",
             "Engine.IO requests forwarded to the node holding their session",
             metrics.forwarded.clone(),
+        );
+        registry.register(
+            "forwarded_websockets",
+            "WebSockets of other nodes' sessions joined through this node now",
+            metrics.forwarded_websockets.clone(),
         );
         registry.register(
             "connections_opened",

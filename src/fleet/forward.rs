@@ -7,6 +7,10 @@
 //! - a WebSocket upgrade is sent on, and once the owner switches protocols the two connections
 //!   are joined, so the socket runs through this node for its life.
 //!
+//! When a node that carries other nodes' WebSockets drains, it asks each owner to drain those
+//! connections as its own drain would (a forwarded `DELETE` of the session), paced over the drain
+//! period, so their clients come back to exactly what they missed, nothing repeated.
+//!
 //! Only fleet members are forwarded to: the node id a client sends is looked up in the fleet
 //! view, never taken as an address. A forwarded request carries [`FORWARDED`], `<from>:<HMAC of
 //! the session id>` under the deployment's secret; the owner serves a request with a bad
@@ -14,11 +18,14 @@
 //! one hop. What a forwarded request holds is bounded like any request: one connection on
 //! each node, within their connection limits.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -36,6 +43,9 @@ pub const FORWARDED: HeaderName = HeaderName::from_static("twine-forwarded");
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bytes each way a joined WebSocket buffers at a time.
 const TUNNEL_BUFFER: usize = 4 * 1024;
+/// How long a draining node waits, at most, for the WebSockets it carries to be closed by
+/// their nodes (each waits up to a second for its client's acknowledgements).
+pub const HAND_BACK_SETTLE: Duration = Duration::from_secs(3);
 /// Idle pooled connections kept per node.
 const POOL_PER_NODE: usize = 64;
 
@@ -60,6 +70,9 @@ pub enum Forwarded {
 
 /// Sends requests on to the nodes holding their sessions.
 pub struct Forwarder {
+    /// The WebSockets joined through this node: owner address and session id, by tunnel.
+    tunnels: Arc<Mutex<HashMap<u64, (String, String)>>>,
+    next_tunnel: AtomicU64,
     me: String,
     signer: Signer,
     client: Client<HttpConnector, Body>,
@@ -83,6 +96,8 @@ impl Forwarder {
             .pool_max_idle_per_host(POOL_PER_NODE)
             .build(connector);
         Forwarder {
+            tunnels: Arc::default(),
+            next_tunnel: AtomicU64::new(0),
             me: me.to_owned(),
             signer: Signer::new(secret),
             client,
@@ -133,7 +148,16 @@ impl Forwarder {
             let client_side = hyper::upgrade::on(&mut request);
             let mut headers = request.headers().clone();
             headers.insert(FORWARDED, signature);
-            return tunnel(address, &path, headers, client_side).await;
+            let id = self.next_tunnel.fetch_add(1, Ordering::Relaxed);
+            let entry = (address.to_owned(), sid.to_owned());
+            let registered = Registered {
+                tunnels: self.tunnels.clone(),
+                id,
+                open: self.metrics.forwarded_websockets.clone(),
+            };
+            registered.open.inc();
+            lock(&self.tunnels).insert(id, entry);
+            return tunnel(address, &path, headers, client_side, registered).await;
         }
         let Ok(uri) = Uri::try_from(format!("http://{address}{path}")) else {
             return unavailable();
@@ -165,6 +189,65 @@ impl Forwarder {
     }
 }
 
+impl Forwarder {
+    /// Asks the owners of the WebSockets joined through this node to drain them, evenly over
+    /// `period` (this node is draining).
+    pub async fn hand_back(&self, period: Duration) {
+        let tunnels: Vec<(String, String)> = lock(&self.tunnels).values().cloned().collect();
+        if tunnels.is_empty() {
+            return;
+        }
+        tracing::info!(
+            sockets = tunnels.len(),
+            "draining: asking their nodes to drain the WebSockets forwarded through this one"
+        );
+        let pause = period / (tunnels.len() as u32).max(1);
+        for (address, sid) in tunnels {
+            let signature = format!("{}:{}", self.me, self.signed(&self.me, &sid));
+            let request = Request::builder()
+                .method(Method::DELETE)
+                .uri(format!("http://{address}/socket.io/?EIO=4&sid={sid}"))
+                .header(FORWARDED, signature)
+                .body(Body::empty());
+            if let Ok(request) = request {
+                let asked = tokio::time::timeout(CONNECT_TIMEOUT, self.client.request(request));
+                if !matches!(asked.await, Ok(Ok(ref r)) if r.status().is_success()) {
+                    tracing::debug!(%address, "a forwarded WebSocket's node did not drain it");
+                }
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+}
+
+impl Forwarder {
+    /// Waits until the WebSockets joined through this node have closed, `within` at most.
+    pub async fn carried_closed(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !lock(&self.tunnels).is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A tunnel's place among the forwarder's, given back when it ends.
+struct Registered {
+    tunnels: Arc<Mutex<HashMap<u64, (String, String)>>>,
+    id: u64,
+    open: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        lock(&self.tunnels).remove(&self.id);
+        self.open.dec();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// What a client gets when the node holding its session cannot be reached: its library starts
 /// a new session, and recovers what it missed.
 fn unavailable() -> Response {
@@ -182,6 +265,7 @@ async fn tunnel(
     path: &str,
     headers: HeaderMap,
     client_side: hyper::upgrade::OnUpgrade,
+    registered: Registered,
 ) -> Response {
     let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await;
     let Ok(Ok(tcp)) = connected else {
@@ -217,6 +301,7 @@ async fn tunnel(
     }
     let owner_side = hyper::upgrade::on(&mut answer);
     tokio::spawn(async move {
+        let _registered = registered;
         let (Ok(client), Ok(owner)) = tokio::join!(client_side, owner_side) else {
             return;
         };

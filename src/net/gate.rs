@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, Limited};
@@ -96,12 +96,28 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
             let owner = (forwarded == Forwarded::No)
                 .then(|| gate.fleet.address_of(node))
                 .flatten();
+            if upgrading && gate.draining.is_on() {
+                // A WebSocket joined through a node about to stop would be cut when it exits:
+                // the balancer (or the client, staying on long-polling) goes to another node.
+                return unavailable(
+                    "Service Unavailable: this node is stopping; connect to another.",
+                );
+            }
             return match owner {
                 Some(address) => {
                     let sid_text = sid_text.to_owned();
                     gate.forwarder.forward(request, &address, &sid_text).await
                 }
                 None => session_unknown(),
+            };
+        }
+        if forwarded == Forwarded::FromMember && request.method() == Method::DELETE {
+            // The node carrying this session's WebSocket drains: so does the session, gently.
+            let drained = sid.is_some_and(|sid| gate.draining.drain_one(sid));
+            return if drained {
+                StatusCode::NO_CONTENT.into_response()
+            } else {
+                session_unknown()
             };
         }
         // This node's: Engine.IO knows the session by its id alone.
