@@ -384,7 +384,6 @@ test('a node that carries other nodes\' WebSockets drains them through their nod
     })();
     await sleep(500);
     await b.stop('SIGTERM');
-    assert.match(b.logs(), /asking their nodes to drain the WebSockets forwarded through this one/);
     await until(() => clients.every((c) => c.connected), 15000, 'every client back');
     await sleep(500);
     publishing = false;
@@ -399,6 +398,7 @@ test('a node that carries other nodes\' WebSockets drains them through their nod
     }
     for (const c of clients) assert.deepEqual(c.messages.map((m) => m.n), published, 'once each, in order');
     assert.equal(clients.filter((c) => c.drops > 0).length, held + carried, 'the clients of the stopped node, and those whose WebSocket it carried, moved');
+    assert.match(b.logs(), /asking their nodes to drain the WebSockets forwarded through this one/);
   } finally {
     publishing = false;
     await publisher;
