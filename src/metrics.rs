@@ -284,8 +284,10 @@ impl Metrics {
     /// A request reached the route `path`.
     pub fn http_request(&self, path: &str) {
         let known = self.surface.get().map_or(&[][..], |(_, routes)| routes);
-        // A route ending in `/` serves a folder (the demo's files).
-        let serves = |r: &str| r == path || (r.ends_with('/') && format!("{path}/").starts_with(r));
+        // A route ending in `/` serves a folder (the demo's files); `/` itself is the one path
+        // only, or every request would count under it.
+        let folder = |r: &str| r.len() > 1 && r.ends_with('/') && format!("{path}/").starts_with(r);
+        let serves = |r: &str| r == path || folder(r);
         if let Some(&route) = known.iter().find(|r| serves(r)) {
             self.http_requests
                 .get_or_create(&RouteLabel { route })
@@ -611,5 +613,32 @@ impl SessionStore for MeteredSessions {
     async fn advance_many(&self, batch: &[(&str, &[Progress])]) -> Result<(), StoreError> {
         let call = self.inner.advance_many(batch);
         self.metrics.timed("session_advance", call).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn requests(metrics: &Metrics, route: &'static str) -> u64 {
+        metrics
+            .http_requests
+            .get_or_create(&RouteLabel { route })
+            .get()
+    }
+
+    #[test]
+    fn counts_each_request_under_its_own_route() {
+        let metrics = Metrics::new();
+        metrics.name_surface(&[], &["/", "/metrics", "/api/twine", "/demo/"]);
+        metrics.http_request("/api/twine");
+        metrics.http_request("/api/twine");
+        metrics.http_request("/");
+        metrics.http_request("/demo/app.js");
+        metrics.http_request("/unknown");
+        assert_eq!(requests(&metrics, "/api/twine"), 2);
+        assert_eq!(requests(&metrics, "/"), 1);
+        assert_eq!(requests(&metrics, "/demo/"), 1);
+        assert_eq!(requests(&metrics, "/metrics"), 0);
     }
 }
