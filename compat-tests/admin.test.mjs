@@ -90,9 +90,13 @@ test("a Twine client's life arrives live, and nothing secret is ever sent", asyn
         extraHeaders: { Cookie: cookie, Authorization: `Bearer ${API_KEY}`, 'X-Api-Key': API_KEY },
       },
     });
-    const id = client.id;
-    await until(() => of(ui, 'socket_connected').some((e) => e.args[0].id === id), 5000, 'socket_connected');
-    const [socket, at] = of(ui, 'socket_connected').find((e) => e.args[0].id === id).args;
+    // The only client connecting now. The UI knows it under a pseudonym, never its id (which
+    // is its Engine.IO session id, all a long-polling request needs to act as it).
+    await until(() => of(ui, 'socket_connected').length === 1, 5000, 'socket_connected');
+    const [socket, at] = of(ui, 'socket_connected')[0].args;
+    const id = socket.id;
+    assert.notEqual(id, client.id);
+    assert.match(id, /^[0-9a-f]{20}$/);
     assert.equal(socket.nsp, '/');
     assert.ok(['polling', 'websocket'].includes(socket.transport));
     assert.equal(socket.handshake.address, '127.0.0.1');
@@ -121,7 +125,7 @@ test("a Twine client's life arrives live, and nothing secret is ever sent", asyn
     await until(() => of(ui, 'socket_disconnected').some((e) => e.args[1] === id), 5000, 'socket_disconnected');
     await sleep(2100); // one more server_stats
     const sent = JSON.stringify(ui.received);
-    for (const secret of [twineid, API_KEY, authToken]) {
+    for (const secret of [twineid, API_KEY, authToken, client.id, client.io.engine.id]) {
       assert.ok(!sent.includes(secret), `${secret} appears in what /admin sent`);
     }
     assert.ok(!/twineid=/.test(sent), 'no twineid cookie pair');
@@ -151,12 +155,16 @@ test('operations need --admin-readonly off, and reach this node', async () => {
     await until(() => of(ui, 'config').length, 5000, 'config');
     assert.deepEqual(of(ui, 'config')[0].args[0].supportedFeatures, ['JOIN', 'LEAVE', 'DISCONNECT', 'AGGREGATED_EVENTS']);
     client = await connect(node.url, { cookie: await fetchCookie(node.url) });
-    ui.emit('join', '/', 'ops-room', client.id);
+    await until(() => of(ui, 'socket_connected').length === 1, 5000, 'socket_connected');
+    const id = of(ui, 'socket_connected')[0].args[0].id;
+    ui.emit('join', '/', 'ops-room', client.id); // its real id names nothing
+    ui.emit('join', '/', 'ops-room', id);
     await untilEvent(client, 'roomJoined', 'You have joined room: ops-room');
-    ui.emit('leave', '/', 'ops-room', client.id);
+    await until(() => of(ui, 'room_joined').some((e) => e.args[2] === id), 5000, 'room_joined');
+    ui.emit('leave', '/', 'ops-room', id);
     await untilEvent(client, 'roomLeft', 'You have left room: ops-room');
     const gone = new Promise((r) => client.once('disconnect', r));
-    ui.emit('_disconnect', '/', false, client.id);
+    ui.emit('_disconnect', '/', false, id);
     assert.equal(await gone, 'io server disconnect');
   } finally {
     client?.close();

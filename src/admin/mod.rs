@@ -6,7 +6,7 @@
 //! - on connect: `session`, `config` (the features offered: `AGGREGATED_EVENTS`, and `JOIN`,
 //!   `LEAVE`, `DISCONNECT` with `--admin-readonly off`), `all_sockets` ([`registry`]: the
 //!   [`registry::LISTED`] newest of this node's sockets, their handshakes redacted by
-//!   [`redact`]);
+//!   [`redact`], each under a pseudonym: its id is its Engine.IO session's);
 //! - [`stats`]: `server_stats` every two seconds, for this node and, with Redis, the fleet's
 //!   others;
 //! - [`events`]: `socket_connected`, `socket_disconnected`, `room_joined` and `room_left` for
@@ -119,20 +119,20 @@ impl Admin {
         if self.watched() {
             let api_key = connection.app.api_key.as_str();
             self.feed
-                .push(|| registry::describe(socket.id, &entry, api_key).map(Live::Connected));
+                .push(|| registry::describe(&entry, api_key).map(Live::Connected));
         }
     }
 
     /// A socket of `/` is gone.
     pub fn closed(&self, sid: Sid, reason: &str) {
-        if !self.registry.remove(sid) {
+        let Some(entry) = self.registry.remove(sid) else {
             return;
-        }
+        };
         self.tally.disconnected();
         if self.watched() {
             self.feed.push(|| {
                 Some(Live::Disconnected {
-                    id: sid.to_string(),
+                    id: entry.shown.to_string(),
                     reason: reason.to_owned(),
                 })
             });
@@ -142,10 +142,9 @@ impl Admin {
     pub fn joined(&self, sid: Sid, room: &str) {
         if self.watched() {
             self.feed.push(|| {
-                Some(Live::Joined {
-                    id: sid.to_string(),
-                    room: room.to_owned(),
-                })
+                let id = self.registry.get(sid)?.shown.to_string();
+                let room = room.to_owned();
+                Some(Live::Joined { id, room })
             });
         }
     }
@@ -153,10 +152,9 @@ impl Admin {
     pub fn left(&self, sid: Sid, room: &str) {
         if self.watched() {
             self.feed.push(|| {
-                Some(Live::Left {
-                    id: sid.to_string(),
-                    room: room.to_owned(),
-                })
+                let id = self.registry.get(sid)?.shown.to_string();
+                let room = room.to_owned();
+                Some(Live::Left { id, room })
             });
         }
     }

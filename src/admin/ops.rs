@@ -1,6 +1,6 @@
 //! The operator's operations from the Admin UI, with `--admin-readonly off`: `join` and `leave`
 //! (a Twine room, joined or left as a room the connect hook names: in the connection's room lane,
-//! recorded in its session) and `_disconnect`. Each takes a filter: a socket id, or a room
+//! recorded in its session) and `_disconnect`. Each takes a filter: a socket (by the id the UI knows it by), or a room
 //! (every socket of this node in it), or none (every socket of this node); at most
 //! [`MAX_TARGETS`] sockets, the newest, per operation. Only this node's sockets are reached.
 
@@ -10,7 +10,6 @@ use serde_json::Value;
 
 use super::Admin;
 use super::registry::Entry;
-use crate::transport::Sid;
 
 /// Most sockets one operation reaches.
 pub const MAX_TARGETS: usize = 10_000;
@@ -93,10 +92,7 @@ pub fn operate(admin: &Admin, text: &str) {
 
 /// The sockets `filter` names: one by id, those in a room, or all; [`MAX_TARGETS`] at most.
 fn targets(admin: &Admin, filter: Option<&str>) -> Vec<Entry> {
-    if let Some(entry) = filter
-        .and_then(|f| f.parse::<Sid>().ok())
-        .and_then(|sid| admin.registry.get(sid))
-    {
+    if let Some(entry) = filter.and_then(|f| admin.registry.shown(f)) {
         return vec![entry];
     }
     let newest = admin.registry.newest(MAX_TARGETS);
