@@ -50,7 +50,8 @@ test('the Admin UI logs in and lists the Twine clients with their rooms', async 
     await page.getByText('Invalid credentials').waitFor({ timeout: 10000 });
     await page.getByLabel('Password').fill(auth.password);
     await page.getByRole('button', { name: 'Connect' }).click();
-    await page.goto(`${server.url}/admin/#/sockets/`, { waitUntil: 'domcontentloaded' });
+    await page.getByText('Connection', { exact: true }).waitFor({ state: 'hidden', timeout: 10000 });
+    await page.evaluate(() => (location.hash = '#/sockets/'));
     // The ids the UI knows the clients by (pseudonyms, see the protocol test).
     const watcher = await connectAdmin(server, auth);
     await until(() => watcher.received.some((e) => e.event === 'all_sockets'), 5000, 'all_sockets');
@@ -61,9 +62,11 @@ test('the Admin UI logs in and lists the Twine clients with their rooms', async 
       await page.getByText(id).first().waitFor({ timeout: 10000 });
     }
     mkdirSync(artifacts, { recursive: true });
+    await page.waitForTimeout(500); // the page's transition
     await page.screenshot({ path: path.join(artifacts, 'admin-ui-sockets.png') });
-    await page.goto(`${server.url}/admin/#/rooms/`, { waitUntil: 'domcontentloaded' });
+    await page.evaluate(() => (location.hash = '#/rooms/'));
     await page.getByText('sports').first().waitFor({ timeout: 10000 });
+    await page.waitForTimeout(500);
     await page.screenshot({ path: path.join(artifacts, 'admin-ui-rooms.png') });
     const shown = await page.content();
     for (const client of clients) assert.ok(!shown.includes(client.id), 'no Engine.IO session id shown');

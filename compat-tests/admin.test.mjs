@@ -57,7 +57,7 @@ test('a wrong password is refused; the right one gets config, server_stats and a
   try {
     await until(() => of(ui, 'config').length && of(ui, 'all_sockets').length && of(ui, 'server_stats').length, 5000, 'greeting');
     const [config] = of(ui, 'config')[0].args;
-    assert.deepEqual(config.supportedFeatures, ['AGGREGATED_EVENTS'], 'read-only by default');
+    assert.deepEqual(config.supportedFeatures, ['AGGREGATED_EVENTS', 'ALL_EVENTS'], 'read-only by default');
     assert.ok(Array.isArray(of(ui, 'all_sockets')[0].args[0]));
     assert.equal(typeof of(ui, 'session')[0]?.args[0], 'string', 'a session id for reconnecting');
     const [stats] = of(ui, 'server_stats')[0].args;
@@ -129,6 +129,7 @@ test("a Twine client's life arrives live, and nothing secret is ever sent", asyn
       assert.ok(!sent.includes(secret), `${secret} appears in what /admin sent`);
     }
     assert.ok(!/twineid=/.test(sent), 'no twineid cookie pair');
+    assert.ok(!/"event_(received|sent)"/.test(sent), "no event's arguments");
     const connections = of(ui, 'server_stats').flatMap((e) => e.args[0].aggregatedEvents).filter((e) => e.type === 'rawConnection');
     assert.ok(connections.length > 0, 'aggregated connections');
   } finally {
@@ -153,7 +154,7 @@ test('operations need --admin-readonly off, and reach this node', async () => {
   try {
     ui = await admin(node);
     await until(() => of(ui, 'config').length, 5000, 'config');
-    assert.deepEqual(of(ui, 'config')[0].args[0].supportedFeatures, ['JOIN', 'LEAVE', 'DISCONNECT', 'AGGREGATED_EVENTS']);
+    assert.deepEqual(of(ui, 'config')[0].args[0].supportedFeatures, ['JOIN', 'LEAVE', 'DISCONNECT', 'AGGREGATED_EVENTS', 'ALL_EVENTS']);
     client = await connect(node.url, { cookie: await fetchCookie(node.url) });
     await until(() => of(ui, 'socket_connected').length === 1, 5000, 'socket_connected');
     const id = of(ui, 'socket_connected')[0].args[0].id;

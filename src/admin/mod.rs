@@ -3,7 +3,8 @@
 //!
 //! - [`auth`]: the login (`{username, password}` in the handshake's auth against a bcrypt hash,
 //!   or a session id from an earlier one), bounded per client address;
-//! - on connect: `session`, `config` (the features offered: `AGGREGATED_EVENTS`, and `JOIN`,
+//! - on connect: `session`, `config` (the features offered: `AGGREGATED_EVENTS`, `ALL_EVENTS`
+//!   (for the UI's pages; no event arguments are ever sent), and `JOIN`,
 //!   `LEAVE`, `DISCONNECT` with `--admin-readonly off`), `all_sockets` ([`registry`]: the
 //!   [`registry::LISTED`] newest of this node's sockets, their handshakes redacted by
 //!   [`redact`], each under a pseudonym: its id is its Engine.IO session's);
@@ -103,7 +104,9 @@ impl Admin {
         } else {
             vec!["JOIN", "LEAVE", "DISCONNECT"]
         };
-        features.push("AGGREGATED_EVENTS");
+        // ALL_EVENTS turns on the UI's sockets, rooms, clients and events pages; of the events
+        // only the connections and rooms are sent, never a message's arguments.
+        features.extend(["AGGREGATED_EVENTS", "ALL_EVENTS"]);
         features
     }
 
