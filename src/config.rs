@@ -915,12 +915,15 @@ mod tests {
             "secret",
         ];
         assert!(load(&not_a_hash, &[]).is_err(), "a password, not its hash");
-        let vars = [
-            ("TWINE_ADMIN", "on"),
-            ("TWINE_ADMIN_USERNAME", "ops"),
-            ("TWINE_ADMIN_PASSWORD_HASH", HASH),
+        let on = [
+            "--admin",
+            "on",
+            "--admin-username",
+            "ops",
+            "--admin-password-hash",
+            HASH,
         ];
-        let c = load(&[], &vars).unwrap();
+        let c = load(&on, &[]).unwrap();
         assert_eq!(c.admin, Switch::On);
         assert!(
             load(&["--admin-ui-dir", "ui"], &[]).is_err(),
