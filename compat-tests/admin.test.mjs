@@ -11,6 +11,7 @@ import { startTwine, runTwine } from '../js-fixtures/server.mjs';
 import { connect, fetchCookie, subscribe, until, untilEvent, sleep } from '../js-fixtures/clients.mjs';
 import { connectAdmin, hashPassword } from '../js-fixtures/admin.mjs';
 import { crowd } from '../js-fixtures/raw.mjs';
+import { startRedis } from '../js-fixtures/services.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const uiDir = path.join(root, 'js-fixtures/node_modules/@socket.io/admin-ui/ui/dist');
@@ -210,4 +211,32 @@ test('wrong passwords are rate-limited per address', async () => {
   }
   assert.ok(refusals.some((m) => /too many login attempts/.test(m)), refusals.join(', '));
   await assert.rejects(admin(server), /too many login attempts/, 'the right password waits too');
+});
+
+test('with Redis, server_stats comes for every node of the fleet', { timeout: 60_000 }, async () => {
+  const redis = await startRedis();
+  const args = ['--redis-url', redis.url, '--redis-prefix', 'admin-fleet', '--drain-delay', '0s'];
+  const watched = await startTwine({ args: [...args, ...ADMIN_ARGS], apiKey: API_KEY });
+  const other = await startTwine({ args, apiKey: API_KEY });
+  let ui;
+  let clients = [];
+  try {
+    clients = await Promise.all([1, 2].map(() => connect(other.url)));
+    ui = await admin(watched);
+    await until(() => of(ui, 'server_stats').length, 5000, 'server_stats');
+    const [mine] = of(ui, 'server_stats')[0].args;
+    assert.equal(mine.pid, watched.proc.pid);
+    await until(
+      () => of(ui, 'server_stats').some((e) => e.args[0].serverId !== mine.serverId && e.args[0].clientsCount === 2),
+      10000,
+      "the other node's server_stats",
+    );
+    const ids = new Set(of(ui, 'server_stats').map((e) => e.args[0].serverId));
+    assert.equal(ids.size, 2);
+  } finally {
+    for (const c of clients) c.close();
+    ui?.close();
+    await Promise.all([watched.stop(), other.stop()]);
+    await redis.stop();
+  }
 });
