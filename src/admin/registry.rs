@@ -140,7 +140,7 @@ impl Registry {
         (inner.by_sid.len(), inner.polling)
     }
 
-    /// Up to `most` sockets, newest first, that `keep` keeps (the lock is held only to copy).
+    /// Up to `most` sockets, newest first (the lock is held only to copy them).
     pub fn newest(&self, most: usize) -> Vec<(Sid, Entry)> {
         let inner = self.inner();
         inner
