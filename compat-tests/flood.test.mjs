@@ -14,6 +14,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTwine } from '../js-fixtures/server.mjs';
+import { hashPassword } from '../js-fixtures/admin.mjs';
 import { connect, publish, subscribe, sleep } from '../js-fixtures/clients.mjs';
 import { connectRaw, closed, crowd, rssMB, cpuSeconds } from '../js-fixtures/raw.mjs';
 
@@ -66,6 +67,16 @@ const ROUTE_FLOODS = {
 
 /** Engine.IO itself, which is not a route of the router: handshakes and long-polling posts. */
 const ENGINE_FLOODS = {
+  // The Admin UI's namespace (`--admin on`): logins with wrong passwords, each a bcrypt check
+  // until the address's allowance is spent.
+  'admin logins with wrong passwords': async (url, i) => {
+    const sid = JSON.parse((await (await fetch(`${url}/socket.io/?EIO=4&transport=polling`)).text()).slice(1)).sid;
+    return fetch(`${url}/socket.io/?EIO=4&transport=polling&sid=${sid}`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'text/plain;charset=UTF-8' },
+      body: `40/admin,${JSON.stringify({ username: 'operator', password: `guess-${i}` })}`,
+    });
+  },
   'long-polling handshakes': (url) => fetch(`${url}/socket.io/?EIO=4&transport=polling`),
   'long-polling posts to one session': async (url, i, state) => {
     state.sid ??= JSON.parse((await (await fetch(`${url}/socket.io/?EIO=4&transport=polling`)).text()).slice(1)).sid;
@@ -112,7 +123,9 @@ async function surface(metric, label) {
 }
 
 before(async () => {
-  server = await startTwine({ args: ['--demo', '--history-memory', '64MiB'] });
+  // The Admin UI's namespace is on, with a realistic bcrypt cost, its login flooded below.
+  const admin = ['--admin', 'on', '--admin-username', 'operator', '--admin-password-hash', hashPassword('not guessed', 10)];
+  server = await startTwine({ args: ['--demo', '--history-memory', '64MiB', ...admin] });
   members = await crowd(server, 'crowd', 2000);
   probe = await latencyProbe();
   await sleep(1500);

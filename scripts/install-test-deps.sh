@@ -54,6 +54,8 @@ if ! python3 -c 'import importlib.metadata as m; assert m.version("kubernetes-va
   python3 -m pip install --quiet --disable-pip-version-check "kubernetes-validate==1.37.0"
 fi
 
+# With its devDependencies: bcryptjs (the Admin UI tests hash their passwords with it) and
+# @socket.io/admin-ui (whose ui/dist the Chromium test serves).
 echo "installing js-fixtures npm packages"
 npm ci --prefix js-fixtures --no-audit --no-fund --loglevel=error
 

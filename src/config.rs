@@ -407,6 +407,30 @@ pub struct Config {
     #[arg(long, env = "TWINE_REBALANCE_RATE", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub rebalance_rate: u32,
 
+    /// Serve the Socket.IO Admin UI's server side on the `/admin` namespace (`on` or `off`; see
+    /// README, "The Admin UI"). Needs `--admin-username` and `--admin-password-hash`.
+    #[arg(long, env = "TWINE_ADMIN", value_enum, default_value = "off")]
+    pub admin: Switch,
+
+    /// The Admin UI's login name.
+    #[arg(long, env = "TWINE_ADMIN_USERNAME")]
+    pub admin_username: Option<String>,
+
+    /// The Admin UI's password, as a bcrypt hash (`$2b$10$...`), as the Admin UI's own server
+    /// option takes it.
+    #[arg(long, env = "TWINE_ADMIN_PASSWORD_HASH")]
+    pub admin_password_hash: Option<String>,
+
+    /// Whether the Admin UI may only look (`on`), or also make this node's sockets join and
+    /// leave rooms and disconnect them (`off`).
+    #[arg(long, env = "TWINE_ADMIN_READONLY", value_enum, default_value = "on")]
+    pub admin_readonly: Switch,
+
+    /// Folder of the Admin UI's built pages (`ui/dist` of the npm package `@socket.io/admin-ui`),
+    /// served at `/admin/`. Not served when unset.
+    #[arg(long, env = "TWINE_ADMIN_UI_DIR")]
+    pub admin_ui_dir: Option<std::path::PathBuf>,
+
     /// Log filter (`error`, `warn`, `info`, `debug`, or per-target directives).
     #[arg(long, env = "TWINE_LOG", default_value = "info")]
     pub log: String,
@@ -571,6 +595,7 @@ impl Config {
             ));
         }
         let filter_words = config.publish_filter_words()?;
+        config.check_admin()?;
         config.parsed = Parsed {
             origins,
             filter_words,
@@ -579,6 +604,40 @@ impl Config {
             publish_hook,
         };
         Ok(config)
+    }
+
+    /// Checks the Admin UI's settings: on, it needs a login (never an open admin) whose hash is
+    /// a bcrypt hash.
+    fn check_admin(&self) -> Result<(), ConfigError> {
+        if self.admin == Switch::Off {
+            if self.admin_ui_dir.is_some() {
+                return Err(ConfigError::Setting(
+                    "--admin-ui-dir",
+                    "serves the Admin UI for --admin on only".into(),
+                ));
+            }
+            return Ok(());
+        }
+        let (Some(username), Some(hash)) = (&self.admin_username, &self.admin_password_hash) else {
+            return Err(ConfigError::Setting(
+                "--admin",
+                "on needs --admin-username and --admin-password-hash: the admin is never open"
+                    .into(),
+            ));
+        };
+        if username.is_empty() {
+            return Err(ConfigError::Setting(
+                "--admin-username",
+                "must not be empty".into(),
+            ));
+        }
+        if hash.parse::<bcrypt::HashParts>().is_err() {
+            return Err(ConfigError::Setting(
+                "--admin-password-hash",
+                "must be a bcrypt hash ($2b$10$...)".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Each hook's URL, by hook name.
@@ -835,6 +894,41 @@ mod tests {
         let args = std::iter::once("twine").chain(args.iter().copied());
         let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
         Config::from_sources(args, vars)
+    }
+
+    /// A bcrypt hash of "secret" (cost 4).
+    const HASH: &str = "$2a$04$5snF1R8CMaDqN.R6J3iF1.DQHEzrXnAFN8g8Qovnl10eGt1Gh9Kwe";
+
+    #[test]
+    fn the_admin_is_never_open() {
+        let c = load(&[], &[]).unwrap();
+        assert_eq!(c.admin, Switch::Off);
+        assert_eq!(c.admin_readonly, Switch::On);
+        assert!(load(&["--admin", "on"], &[]).is_err(), "no credentials");
+        assert!(load(&["--admin", "on", "--admin-username", "ops"], &[]).is_err());
+        let not_a_hash = [
+            "--admin",
+            "on",
+            "--admin-username",
+            "ops",
+            "--admin-password-hash",
+            "secret",
+        ];
+        assert!(load(&not_a_hash, &[]).is_err(), "a password, not its hash");
+        let on = [
+            "--admin",
+            "on",
+            "--admin-username",
+            "ops",
+            "--admin-password-hash",
+            HASH,
+        ];
+        let c = load(&on, &[]).unwrap();
+        assert_eq!(c.admin, Switch::On);
+        assert!(
+            load(&["--admin-ui-dir", "ui"], &[]).is_err(),
+            "the UI without the admin"
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! → [`transport`].
 //!
 //! - [`config`]: the one configuration struct, from flags and environment.
+//! - [`admin`]: the Socket.IO Admin UI's server side on `/admin` (login, stats, the sockets
+//!   listed within bounds and redacted, live events within a rate), with `--admin on`.
 //! - [`auth`]: who may publish (the API key) and who may connect (signed tokens).
 //! - [`stores`]: picks the history and session stores (crate `twine-store` and its siblings).
 //! - [`net`]: the network edge: connection limits, HTTP timeouts, per-connection byte meters,
@@ -37,6 +39,7 @@
 //! - [`error`]: what the HTTP routes answer when they refuse.
 //! - [`state`]: what every handler shares.
 
+pub mod admin;
 pub mod auth;
 pub mod budget;
 pub mod config;
@@ -158,6 +161,7 @@ impl Server {
         let routes = http::routes(app.clone());
         let app_service = if app.config.role.holds_sockets() {
             socket::register(&io, app.clone());
+            admin::register(&io, app.clone());
             // Socket.IO sits outside the router, so an Engine.IO request carries nothing of the
             // router's (engineioxide keeps the handshake request for the socket's whole life).
             BoxCloneSyncService::new(

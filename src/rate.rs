@@ -28,3 +28,12 @@ pub fn wait_time(
 ) -> std::time::Duration {
     not_until.wait_time_from(MonotonicClock.now())
 }
+
+/// A burst of `burst` calls, one more each `period` (for rates slower than one a second).
+pub fn limiter_every(period: std::time::Duration, burst: u32) -> Limiter {
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    let quota = Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst);
+    RateLimiter::direct_with_clock(quota, MonotonicClock)
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use twine_store::{History, SessionStore, StoreError};
 
+use crate::admin::Admin;
 use crate::auth::{ApiKey, Signer, Tokens};
 use crate::budget::QueueMemory;
 use crate::config::Config;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub fleet: Arc<FleetView>,
     /// Sends Engine.IO requests on to the node holding their session.
     pub forwarder: Arc<Forwarder>,
+    /// The Admin UI's server side, with `--admin on`.
+    pub admin: Option<Arc<Admin>>,
 }
 
 impl AppState {
@@ -90,6 +93,7 @@ impl AppState {
         let hooks = Hooks::new(&config, metrics.clone());
         let admission = Admission::new(&config);
         let queued_events = QueueMemory::new(config.event_queue_memory as usize);
+        let admin = Admin::configured(&config).map(Arc::new);
         AppState {
             config,
             api_key,
@@ -108,6 +112,7 @@ impl AppState {
             queued_events,
             fleet,
             forwarder,
+            admin,
         }
     }
 

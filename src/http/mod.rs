@@ -86,6 +86,16 @@ pub fn routes(app: Arc<AppState>) -> Router {
     } else {
         router
     };
+    let router = match &app.config.admin_ui_dir {
+        // The Admin UI's pages name their files relative to `/admin/`.
+        Some(dir) => router
+            .route(
+                "/admin",
+                get(|| async { axum::response::Redirect::permanent("/admin/") }),
+            )
+            .nest_service("/admin/", tower_http::services::ServeDir::new(dir)),
+        None => router,
+    };
     let timeout = app.config.request_timeout;
     let metrics = app.metrics.clone();
     router

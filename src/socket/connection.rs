@@ -318,6 +318,19 @@ impl Connection {
         }
     }
 
+    /// An operator joins the connection to `room` (the Admin UI): in the room lane, after the
+    /// client's own work, without the subscribe hook, as a room the connect hook names.
+    pub fn operator_joins(self: &Arc<Self>, room: Arc<str>) {
+        let subscribe = Subscribe { room, asked: false };
+        self.queue_own(Work::Command(Command::Subscribe(subscribe)));
+    }
+
+    /// An operator makes the connection leave `room` (the Admin UI), here and in its session.
+    pub fn operator_removes(self: &Arc<Self>, room: Arc<str>) {
+        let unsubscribe = super::command::Unsubscribe { room };
+        self.queue_own(Work::Command(Command::Unsubscribe(unsubscribe)));
+    }
+
     /// The connection ended: what is queued is dropped, and its end is stored.
     pub fn end(self: &Arc<Self>) {
         self.outbox.close();
@@ -411,6 +424,9 @@ impl Connection {
                     slot: r.slot,
                     live: r.live,
                 };
+                if let Some(admin) = &self.app.admin {
+                    admin.joined(self.sid, &r.room);
+                }
                 rooms.insert(r.room, membership);
             }
         });

@@ -204,6 +204,9 @@ impl Admission {
             Connection::open(app, transport, session, not_before, grant, resume, joins);
         s.on_fallback(Events(connection.clone()));
         s.on_disconnect(Ended(connection.clone()));
+        if let Some(admin) = &app.admin {
+            admin.opened(s, &connection, !is_websocket_handshake(parts));
+        }
         s.extensions.insert(connection);
     }
 }
@@ -256,6 +259,9 @@ impl DisconnectHandler<LocalAdapter, Handled> for Ended {
         defer: fn(Arc<Socket<LocalAdapter>>),
     ) {
         tracing::debug!(sid = %s.id, ?reason, "disconnected");
+        if let Some(admin) = &self.0.app.admin {
+            admin.closed(s.id, &reason.to_string());
+        }
         self.0.end();
         defer(s);
     }

@@ -95,6 +95,9 @@ impl Subscribe {
             None => {}
         }
         outbox.has_up_to(slot, cut);
+        if let Some(admin) = &app.admin {
+            admin.joined(connection.sid, &room);
+        }
         connection.rooms(|rooms| rooms.insert(room, Membership { slot, live: true }));
         let _ = outbox.send("roomJoined", &joined).await;
     }

@@ -26,6 +26,9 @@ impl Unsubscribe {
         let room = self.room;
         if let Some(membership) = connection.rooms(|rooms| rooms.remove(&room)) {
             connection.leave_room(&room, membership);
+            if let Some(admin) = &connection.app.admin {
+                admin.left(connection.sid, &room);
+            }
         }
         // Retried while the connection lasts: a leave the session missed would bring the room
         // back on the client's next recovery.
