@@ -20,6 +20,11 @@ process.on('exit', () => {
  */
 export async function startTwine({ args = [], env = {}, apiKey = 'test-key' } = {}) {
   const chosenPort = args.includes('--port') ? [] : ['--port', '0'];
+  // Tests address nodes directly, with no balancer to send a moved client elsewhere: nodes of a
+  // fleet rebalance only where a test asks for it.
+  if ((args.includes('--redis-url') || env.REDIS_URL) && !args.includes('--rebalance') && !env.TWINE_REBALANCE) {
+    args = [...args, '--rebalance', 'off'];
+  }
   const proc = spawn(twineBin, ['--host', '127.0.0.1', ...chosenPort, ...args], {
     env: { PATH: process.env.PATH, TWINE_API_KEY: apiKey, TWINE_LOG: process.env.TWINE_TEST_LOG ?? 'info', NO_COLOR: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

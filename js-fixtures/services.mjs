@@ -120,21 +120,24 @@ export async function startDynalite() {
 }
 
 /**
- * nginx in front of `upstreams` (ports) with compat-tests/nginx/twine-sticky.conf, which pins a
- * client to one node by its twineid cookie and proxies WebSocket upgrades. `serverOptions` go
- * on each upstream's line (`max_fails=0`: never take a node out for having refused).
+ * nginx in front of `upstreams` (ports) with compat-tests/nginx/`config`: twine-sticky.conf (the
+ * default) pins a client to one node by its twineid cookie, twine-round-robin.conf sends each
+ * request to the next node; both proxy WebSocket upgrades. `serverOptions` go on each
+ * upstream's line (`max_fails=0`: never take a node out for having refused). `reload(ports)`
+ * points it at other upstreams, as a balancer adds or removes a node.
  */
-export async function startNginx(upstreams, { serverOptions = '' } = {}) {
+export async function startNginx(upstreams, { serverOptions = '', config = 'twine-sticky.conf' } = {}) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'twine-nginx-'));
   mkdirSync(path.join(dir, 'temp'));
   const port = await freePort();
-  const template = readFileSync(new URL('../compat-tests/nginx/twine-sticky.conf', import.meta.url), 'utf8');
-  const servers = upstreams.map((p) => `server 127.0.0.1:${p} ${serverOptions};`).join('\n    ');
-  const conf = template
-    .replace('server 127.0.0.1:3005;\n    server 127.0.0.1:3006;', servers)
-    .replace('listen 80;', `listen 127.0.0.1:${port};`);
+  const template = readFileSync(new URL(`../compat-tests/nginx/${config}`, import.meta.url), 'utf8');
+  const site = (ports) =>
+    template
+      .replace('server 127.0.0.1:3005;\n    server 127.0.0.1:3006;', ports.map((p) => `server 127.0.0.1:${p} ${serverOptions};`).join('\n    '))
+      .replace('listen 80;', `listen 127.0.0.1:${port};`);
+  const conf = site(upstreams);
   // Two connections per proxied client (its own and the upstream's), for a few thousand clients.
-  const wrapper = `daemon off;
+  const wrapper = (conf) => `daemon off;
 worker_processes 1;
 worker_rlimit_nofile 16384;
 pid ${dir}/nginx.pid;
@@ -150,13 +153,19 @@ http {
 ${conf}
 }
 `;
-  writeFileSync(path.join(dir, 'nginx.conf'), wrapper);
+  writeFileSync(path.join(dir, 'nginx.conf'), wrapper(conf));
   const nginx = launch('nginx', ['-p', dir, '-c', path.join(dir, 'nginx.conf')]);
   await waitForPort(port).catch((e) => {
     throw new Error(`${e.message}\n${nginx.output()}`);
   });
   return {
     url: `http://127.0.0.1:${port}`,
+    async reload(ports) {
+      writeFileSync(path.join(dir, 'nginx.conf'), wrapper(site(ports)));
+      nginx.proc.kill('SIGHUP');
+      // New workers take the new upstreams once nginx has read the file again.
+      await sleepMs(500);
+    },
     async stop() {
       nginx.proc.kill('SIGTERM');
       await nginx.exited;

@@ -381,6 +381,32 @@ pub struct Config {
     #[arg(long, env = "TWINE_EVENT_QUEUE_MEMORY", default_value = "64MiB", value_parser = parse_bytes)]
     pub event_queue_memory: u64,
 
+    /// Where the fleet's other nodes reach this one, `host:port` or `host` (with Redis: they
+    /// forward it the Engine.IO requests of the sessions it holds, so no balancer needs sticky
+    /// sessions). Default: the address it listens on when bound to one, else the address it
+    /// reaches Redis from; and the port it listens on.
+    #[arg(long, env = "TWINE_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
+
+    /// Socket.IO connections this node should hold (sessions still joining count too). At it,
+    /// `GET /ready` answers `503` and new handshakes are refused with `503` and `Retry-After`
+    /// until the node is 5 % under it; its sockets stay. Default: no bound of its own.
+    #[arg(long, env = "TWINE_MAX_SOCKETS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sockets: Option<u64>,
+
+    /// Whether a node holding more than its share of the fleet's sockets moves the excess to the
+    /// others (`on` or `off`; with Redis only). Default: on with Redis.
+    #[arg(long, env = "TWINE_REBALANCE", value_enum)]
+    pub rebalance: Option<Switch>,
+
+    /// How far over its share (in percent) a node may hold before it moves sockets away.
+    #[arg(long, env = "TWINE_REBALANCE_TOLERANCE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rebalance_tolerance: u32,
+
+    /// Most sockets a node moves away per second while it rebalances.
+    #[arg(long, env = "TWINE_REBALANCE_RATE", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub rebalance_rate: u32,
+
     /// Log filter (`error`, `warn`, `info`, `debug`, or per-target directives).
     #[arg(long, env = "TWINE_LOG", default_value = "info")]
     pub log: String,
@@ -406,6 +432,13 @@ pub struct Parsed {
     pub connect_hook: Option<axum::http::Uri>,
     pub subscribe_hook: Option<axum::http::Uri>,
     pub publish_hook: Option<axum::http::Uri>,
+}
+
+/// A feature turned on or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// What a node does.
@@ -636,6 +669,12 @@ impl Config {
             .as_deref()
             .or(self.cache_endpoint.as_deref())
             .filter(|u| !u.is_empty())
+    }
+
+    /// Whether nodes move sockets to even out the fleet: `--rebalance`, on by default with Redis
+    /// (nodes share nothing without it).
+    pub fn rebalances(&self) -> bool {
+        self.redis_url().is_some() && self.rebalance != Some(Switch::Off)
     }
 
     /// How long Redis keeps messages: `--redis-history-secs`, else 120 s in front of DynamoDB,

@@ -46,12 +46,16 @@ pub trait Drained: Send + Sync {
     fn drain(self: Arc<Self>);
 }
 
+/// An open connection, and when it began.
+type Open = (Weak<dyn Drained>, Instant);
+
 /// Whether the node is draining, shared with readiness and the Engine.IO gate, and the
 /// connections it will close.
 #[derive(Default)]
 pub struct Draining {
     on: AtomicBool,
-    connections: Mutex<HashMap<Sid, Weak<dyn Drained>>>,
+    /// Each open connection, and when it began.
+    connections: Mutex<HashMap<Sid, Open>>,
     /// A second signal: close everything now.
     hurry: Notify,
     hurried: AtomicBool,
@@ -65,7 +69,7 @@ impl Draining {
     /// A connection began: a drain will close it.
     pub fn register(&self, sid: Sid, connection: Weak<dyn Drained>) {
         let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        connections.insert(sid, connection);
+        connections.insert(sid, (connection, Instant::now()));
     }
 
     /// A connection ended.
@@ -76,7 +80,41 @@ impl Draining {
 
     fn open(&self) -> Vec<Arc<dyn Drained>> {
         let connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        connections.values().filter_map(Weak::upgrade).collect()
+        connections
+            .values()
+            .filter_map(|(connection, _)| connection.upgrade())
+            .collect()
+    }
+
+    /// Whether connection `sid` is still open.
+    pub fn holds(&self, sid: Sid) -> bool {
+        let connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        connections.contains_key(&sid)
+    }
+
+    /// The `n` connections open longest among those that began when `eligible` says: the first a
+    /// node moves away when it rebalances.
+    pub fn oldest(
+        &self,
+        n: usize,
+        eligible: impl Fn(std::time::Instant) -> bool,
+    ) -> Vec<(Sid, Arc<dyn Drained>)> {
+        let mut open: Vec<(Instant, Sid, Weak<dyn Drained>)> = {
+            let connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+            connections
+                .iter()
+                .filter(|(_, (_, since))| eligible(since.into_std()))
+                .map(|(sid, (connection, since))| (*since, *sid, connection.clone()))
+                .collect()
+        };
+        if open.len() > n {
+            open.select_nth_unstable_by_key(n, |(since, ..)| *since);
+            open.truncate(n);
+        }
+        open.sort_by_key(|(since, ..)| *since);
+        open.into_iter()
+            .filter_map(|(_, sid, connection)| Some((sid, connection.upgrade()?)))
+            .collect()
     }
 
     /// Waits for the drained connections to end (at most [`LAST_DRAINS`]): closing them

@@ -26,6 +26,9 @@
 //! - [`presence`]: who is present in each room, kept alive by this node's heartbeat and
 //!   announced to the room's members.
 //! - [`room`]: what a room name may be, for every entry point.
+//! - [`fleet`]: the deployment's nodes as this one sees them (`GET /api/fleet`), Engine.IO
+//!   requests forwarded to the node holding their session (no sticky balancer needed),
+//!   capacity, and rebalancing sockets across the nodes.
 //! - [`drain`]: the slow drain between the signal to stop and the exit.
 //! - [`session`]: the `twineid` cookie, the session store calls made for a connection, and the
 //!   flusher that stores acknowledged positions.
@@ -40,6 +43,7 @@ pub mod config;
 pub mod drain;
 pub mod error;
 pub mod fanout;
+pub mod fleet;
 pub mod hooks;
 pub mod http;
 pub mod metrics;
@@ -148,6 +152,8 @@ impl Server {
             ),
             metrics,
             draining: app.draining.clone(),
+            fleet: app.fleet.clone(),
+            forwarder: app.forwarder.clone(),
         });
         let routes = http::routes(app.clone());
         let app_service = if app.config.role.holds_sockets() {
@@ -191,6 +197,7 @@ impl Server {
             config.max_connections() as usize,
             config.max_connections_per_ip as usize,
         );
+        self.join_fleet(listener.local_addr()?);
         let (io, app) = (self.io, self.app.clone());
         let shutdown = async move {
             stop.await;
@@ -199,20 +206,60 @@ impl Server {
                 period: app.config.drain_period,
             };
             drain::drain(&app.draining, plan, &io, &app.metrics, &app.flusher).await;
+            app.fleet.leave().await;
         };
         let timeouts = net::Timeouts {
             header: config.header_timeout,
             body: config.body_timeout,
         };
         let metrics = self.app.metrics.clone();
+        let fleet = self.app.fleet.clone();
         net::serve(
             listener,
             self.app_service,
-            limits,
-            timeouts,
-            metrics,
+            net::Edge {
+                limits,
+                timeouts,
+                metrics,
+                fleet,
+            },
             shutdown,
         )
         .await
+    }
+
+    /// Announces this node to the fleet, listening at `listening`, and rebalances its sockets
+    /// when configured to.
+    fn join_fleet(&self, listening: std::net::SocketAddr) {
+        let app = &self.app;
+        let config = &app.config;
+        let fleet = &app.fleet;
+        fleet.advertise(fleet::advertised(
+            config.advertise_address.as_deref(),
+            listening,
+            config.redis_url(),
+        ));
+        let state = Arc::downgrade(app);
+        fleet.spawn_announcer(move || {
+            state
+                .upgrade()
+                .map_or_else(Default::default, |app| fleet::Load {
+                    sockets: app.sockets(),
+                    rooms: app.fanout.rooms_served() as u64,
+                    draining: app.draining.is_on(),
+                })
+        });
+        if config.rebalances() && config.role.holds_sockets() {
+            let plan = fleet::rebalance::Plan {
+                tolerance: f64::from(config.rebalance_tolerance) / 100.0,
+                rate: config.rebalance_rate,
+            };
+            fleet::rebalance::spawn(
+                fleet.clone(),
+                app.draining.clone(),
+                app.metrics.clone(),
+                plan,
+            );
+        }
     }
 }

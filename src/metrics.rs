@@ -73,6 +73,10 @@ pub enum Limit {
     EventQueueMemory,
     /// A hook call not made: its connection was refused too often of late.
     HookRefusals,
+    /// An Engine.IO handshake refused: the node held `--max-sockets`.
+    MaxSockets,
+    /// An Engine.IO handshake refused: the node moved sockets away to even out the fleet.
+    Rebalancing,
 }
 
 impl Transport {
@@ -103,10 +107,12 @@ impl Limit {
             Limit::EventQueue => "event_queue",
             Limit::EventQueueMemory => "event_queue_memory",
             Limit::HookRefusals => "hook_refusals",
+            Limit::MaxSockets => "max_sockets",
+            Limit::Rebalancing => "rebalancing",
         }
     }
 
-    const ALL: [Limit; 16] = [
+    const ALL: [Limit; 18] = [
         Limit::SendQueue,
         Limit::Stalled,
         Limit::EventRate,
@@ -123,6 +129,8 @@ impl Limit {
         Limit::EventQueue,
         Limit::EventQueueMemory,
         Limit::HookRefusals,
+        Limit::MaxSockets,
+        Limit::Rebalancing,
     ];
 }
 
@@ -199,6 +207,14 @@ pub struct Metrics {
     pub redis_silent: Counter,
     /// Times a Redis subscription was interrupted, and made again.
     pub redis_resubscribed: Counter,
+    /// Nodes in the fleet, as this node last saw it (itself included).
+    pub fleet_nodes: Gauge,
+    /// Socket.IO connections across the fleet, as this node last saw it.
+    pub fleet_sockets: Gauge,
+    /// Sockets this node moved to even out the fleet.
+    pub rebalance_moved: Counter,
+    /// Engine.IO requests this node forwarded to the node holding their session.
+    pub forwarded: Counter,
     /// Client events received, by name (those the server does not handle as `other`).
     client_events: Family<EventLabel, Counter>,
     /// HTTP requests to each route.
@@ -299,6 +315,10 @@ impl Metrics {
             feed_dropped: Counter::default(),
             redis_silent: Counter::default(),
             redis_resubscribed: Counter::default(),
+            fleet_nodes: Gauge::default(),
+            fleet_sockets: Gauge::default(),
+            rebalance_moved: Counter::default(),
+            forwarded: Counter::default(),
             client_events: Family::default(),
             http_requests: Family::default(),
             hook_calls: Family::default(),
@@ -312,6 +332,26 @@ impl Metrics {
             "connections",
             "Socket.IO connections open on this node",
             metrics.connections.clone(),
+        );
+        registry.register(
+            "fleet_nodes",
+            "Nodes in the fleet as this node last saw it, itself included",
+            metrics.fleet_nodes.clone(),
+        );
+        registry.register(
+            "fleet_sockets",
+            "Socket.IO connections across the fleet as this node last saw it",
+            metrics.fleet_sockets.clone(),
+        );
+        registry.register(
+            "rebalance_moved",
+            "Sockets this node moved to other nodes to even out the fleet",
+            metrics.rebalance_moved.clone(),
+        );
+        registry.register(
+            "forwarded_requests",
+            "Engine.IO requests forwarded to the node holding their session",
+            metrics.forwarded.clone(),
         );
         registry.register(
             "connections_opened",

@@ -10,6 +10,8 @@ use crate::budget::QueueMemory;
 use crate::config::Config;
 use crate::drain::Draining;
 use crate::fanout::Fanout;
+use crate::fleet::FleetView;
+use crate::fleet::forward::Forwarder;
 use crate::hooks::Hooks;
 use crate::metrics::Metrics;
 use crate::presence::{PresenceHub, PresenceOptions};
@@ -39,6 +41,10 @@ pub struct AppState {
     pub admission: Admission,
     /// Bytes of client events waiting in the node's connections' queues.
     pub queued_events: Arc<QueueMemory>,
+    /// The nodes of the deployment, this one among them.
+    pub fleet: Arc<FleetView>,
+    /// Sends Engine.IO requests on to the node holding their session.
+    pub forwarder: Arc<Forwarder>,
 }
 
 impl AppState {
@@ -52,7 +58,10 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> AppState {
         let Stores {
-            history, sessions, ..
+            history,
+            sessions,
+            fleet,
+            ..
         } = stores;
         let flusher = Flusher::start(sessions.clone(), config.ack_flush);
         let secret = config
@@ -63,6 +72,14 @@ impl AppState {
             .to_vec();
         let tokens = Tokens::new(config.auth, &secret, config.token_ttl, config.token_max_ttl);
         let signer = Signer::new(&secret);
+        let (fleet, shared) = fleet;
+        let fleet = FleetView::new(fleet, shared, config.max_sockets, metrics.clone());
+        let forwarder = Arc::new(Forwarder::new(
+            fleet.me(),
+            &secret,
+            config.ping_interval + config.ping_timeout,
+            metrics.clone(),
+        ));
         let hooks = Hooks::new(&config, metrics.clone());
         let admission = Admission::new(&config);
         let queued_events = QueueMemory::new(config.event_queue_memory as usize);
@@ -82,6 +99,8 @@ impl AppState {
             hooks,
             admission,
             queued_events,
+            fleet,
+            forwarder,
         }
     }
 
@@ -118,6 +137,11 @@ impl AppState {
         Ok(Arc::new(AppState::new(
             config, api_key, stores, fanout, presence, meters, metrics,
         )))
+    }
+
+    /// How many Socket.IO connections this node holds, joined or joining.
+    pub fn sockets(&self) -> u64 {
+        self.metrics.connections.get().max(0) as u64
     }
 
     /// Takes one publish from `source`'s rate, unless live delivery runs too far behind

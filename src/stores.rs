@@ -11,8 +11,8 @@
 use std::sync::Arc;
 
 use twine_store::{
-    History, MemoryOptions, MemoryPresence, MemoryStore, Presence, SessionStore, StoreError,
-    Tiered, WriteThrough,
+    Fleet, History, MemoryFleet, MemoryOptions, MemoryPresence, MemoryStore, Presence,
+    SessionStore, StoreError, Tiered, WriteThrough,
 };
 use twine_store_dynamodb::{DynamoArchive, DynamoOptions};
 use twine_store_redis::{RedisOptions, RedisStore};
@@ -24,6 +24,8 @@ pub struct Stores {
     pub history: Arc<dyn History>,
     pub sessions: Arc<dyn SessionStore>,
     pub presence: Arc<dyn Presence>,
+    /// Where the nodes announce themselves, and whether other nodes share it.
+    pub fleet: (Arc<dyn Fleet>, bool),
 }
 
 impl Stores {
@@ -39,6 +41,7 @@ impl Stores {
                 metrics: metrics.clone(),
             }),
             presence: self.presence,
+            fleet: self.fleet,
         }
     }
 
@@ -88,13 +91,15 @@ impl Stores {
                 Stores {
                     history,
                     sessions: Arc::new(redis.clone()),
-                    presence: Arc::new(redis),
+                    presence: Arc::new(redis.clone()),
+                    fleet: (Arc::new(redis), true),
                 }
             }
             (None, Some(archive)) => Stores {
                 history: Arc::new(WriteThrough::new(archive, config.recovery_window)),
                 sessions: Arc::new(memory()),
                 presence: Arc::new(MemoryPresence::new()),
+                fleet: (Arc::new(MemoryFleet::new()), false),
             },
             (None, None) => {
                 let memory = memory();
@@ -102,6 +107,7 @@ impl Stores {
                     history: Arc::new(memory.clone()),
                     sessions: Arc::new(memory),
                     presence: Arc::new(MemoryPresence::new()),
+                    fleet: (Arc::new(MemoryFleet::new()), false),
                 }
             }
         };

@@ -20,6 +20,7 @@ pub mod shard;
 
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::transport::Sid;
@@ -38,6 +39,7 @@ pub struct Fanout {
     rooms: Arc<dyn Listen>,
     budget: Arc<FeedBudget>,
     hasher: BuildHasherDefault<DefaultHasher>,
+    served: Arc<AtomicUsize>,
 }
 
 /// A shard stopped: only a bug does that.
@@ -70,6 +72,7 @@ impl Fanout {
             budget,
         } = feed;
         let (catch_up, wanted) = mpsc::unbounded_channel();
+        let served = Arc::new(AtomicUsize::new(0));
         let shards = (0..shards.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -81,6 +84,7 @@ impl Fanout {
                     budget: budget.clone(),
                     rooms: rooms.clone(),
                     catch_up: catch_up.clone(),
+                    served: served.clone(),
                 };
                 tokio::spawn(Shard::new(cx).run(rx));
                 (tx, lag)
@@ -92,6 +96,7 @@ impl Fanout {
             rooms,
             budget,
             hasher: BuildHasherDefault::default(),
+            served,
         });
         tokio::spawn(fanout.clone().dispatch(events));
         tokio::spawn(catch_up::run(Arc::downgrade(&fanout), wanted));
@@ -113,6 +118,11 @@ impl Fanout {
             .map(|(_, lag)| lag.delay())
             .max()
             .unwrap_or_default()
+    }
+
+    /// Rooms with members on this node.
+    pub fn rooms_served(&self) -> usize {
+        self.served.load(Ordering::Relaxed)
     }
 
     /// The feed's budget and counts, for the node's metrics.

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::transport::Sid;
@@ -247,6 +248,8 @@ pub struct ShardContext {
     pub rooms: Arc<dyn Listen>,
     /// Where a room that must catch up from the history is announced, with where from.
     pub catch_up: mpsc::UnboundedSender<(Arc<str>, Position)>,
+    /// Rooms served on this node, across its shards (the fleet view announces it).
+    pub served: Arc<AtomicUsize>,
 }
 
 pub struct Shard {
@@ -270,14 +273,16 @@ impl Shard {
     }
 
     fn room(&mut self, name: Arc<str>) -> &mut Room {
-        self.rooms
-            .entry(name.clone())
-            .or_insert_with(|| Room::new(name))
+        self.rooms.entry(name.clone()).or_insert_with(|| {
+            self.cx.served.fetch_add(1, Ordering::Relaxed);
+            Room::new(name)
+        })
     }
 
     fn drop_if_unused(&mut self, name: &str) {
         if self.rooms.get(name).is_some_and(Room::unused) {
             self.rooms.remove(name);
+            self.cx.served.fetch_sub(1, Ordering::Relaxed);
             self.cx.rooms.unlisten(name);
         }
     }
@@ -602,6 +607,7 @@ mod tests {
             budget: budget.clone(),
             rooms: Arc::new(EveryRoom),
             catch_up,
+            served: Arc::default(),
         };
         Harness {
             shard: Shard::new(cx),

@@ -1,6 +1,7 @@
 //! `GET /` (liveness: the original's health check, `201 ok` while the node serves) and
 //! `GET /ready` (readiness: `200 ready` while the node can store and deliver messages, else `503`
-//! with the reason: draining before it stops, the store unavailable, delivery behind; connected
+//! with the reason: draining before it stops, at capacity (`--max-sockets`), the store
+//! unavailable, delivery behind; connected
 //! clients stay connected meanwhile and publishing is refused rather than lost).
 
 use std::sync::Arc;
@@ -21,6 +22,9 @@ pub async fn live() -> (StatusCode, &'static str) {
 pub async fn ready(State(app): State<Arc<AppState>>) -> (StatusCode, &'static str) {
     if app.draining.is_on() {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining");
+    }
+    if app.fleet.at_capacity(app.sockets()) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: at --max-sockets");
     }
     match tokio::time::timeout(CHECK_TIMEOUT, app.history.check()).await {
         Ok(Ok(())) => {}

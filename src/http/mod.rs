@@ -3,6 +3,7 @@
 
 mod cookie;
 pub mod demo;
+mod fleet;
 mod health;
 mod history;
 mod metrics;
@@ -28,7 +29,7 @@ use crate::state::AppState;
 /// Every route the node serves beside Socket.IO, as `(method, path)`. The router is built from
 /// this list, so it is the whole of what clients can reach over HTTP (`GET /metrics` counts
 /// requests under these names, and the flood test drives each of them).
-pub const ROUTES: [(&str, &str); 8] = [
+pub const ROUTES: [(&str, &str); 9] = [
     ("GET", "/"),
     ("GET", "/ready"),
     ("GET", "/metrics"),
@@ -37,6 +38,7 @@ pub const ROUTES: [(&str, &str); 8] = [
     ("POST", "/api/token"),
     ("GET", "/api/rooms/{room}/messages"),
     ("GET", "/api/rooms/{room}/presence"),
+    ("GET", "/api/fleet"),
 ];
 
 /// Routes only a node that takes publishes serves (`--role both` or `publish`).
@@ -64,6 +66,7 @@ fn handler(path: &str) -> MethodRouter<Arc<AppState>> {
         "/api/token" => post(token::mint),
         "/api/rooms/{room}/messages" => get(history::messages),
         "/api/rooms/{room}/presence" => get(presence::members),
+        "/api/fleet" => get(fleet::listing),
         other => unreachable!("no handler for route {other}"),
     }
 }

@@ -4,7 +4,9 @@
 //! long-polling response by its body, see [`polling`]). It holds long-polling POSTs to
 //! `--max-payload`, and has either handshake tell clients that bound (engineioxide's own is set
 //! out of reach: see [`crate::ENGINE_MAX_PAYLOAD`]). Every handshake takes a place among the
-//! pending sessions ([`super::pending`]) until its client joins the namespace.
+//! pending sessions ([`super::pending`]) until its client joins the namespace, and is refused
+//! while the node is at capacity or moving sockets away ([`crate::fleet`]). A request for a
+//! session another node of the fleet holds is forwarded to it ([`crate::fleet::forward`]).
 
 use std::sync::Arc;
 
@@ -19,11 +21,13 @@ use super::limits::Refusal;
 use super::pending::PendingSessions;
 use super::wire::Wire;
 use crate::drain::Draining;
+use crate::fleet::forward::{Forwarded, Forwarder};
+use crate::fleet::{Closed, FleetView};
 use crate::metrics::{Limit, Metrics};
 use crate::transport::socketio::frames::Rewrite;
 use crate::transport::socketio::meter::Meters;
 use crate::transport::socketio::polling;
-use crate::transport::socketio::query::EngineQuery;
+use crate::transport::socketio::query::{EngineQuery, without_node};
 
 /// Where Socket.IO is served.
 pub const ENGINE_PATH: &str = "/socket.io/";
@@ -40,6 +44,9 @@ pub struct Gate {
     pub metrics: Arc<Metrics>,
     /// A draining node takes no new sessions.
     pub draining: Arc<Draining>,
+    /// The other nodes, and whether this one takes new sessions.
+    pub fleet: Arc<FleetView>,
+    pub forwarder: Arc<Forwarder>,
 }
 
 impl Gate {
@@ -74,18 +81,55 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
     }
     let query = EngineQuery::parse(request.uri().query());
     let (long_polling, upgrading, sid) = (query.is_polling(), query.is_websocket(), query.sid);
+    if let (Some(sid_text), Some(node)) = (query.sid_text, query.node) {
+        let forwarded = gate.forwarder.check(request.headers(), sid_text);
+        if forwarded == Forwarded::Forged {
+            tracing::debug!("Engine.IO request with a forged forwarding signature");
+            return (
+                StatusCode::FORBIDDEN,
+                "Forbidden: bad forwarding signature.",
+            )
+                .into_response();
+        }
+        if node != gate.fleet.me() {
+            // Another node's session: taken there, once.
+            let owner = (forwarded == Forwarded::No)
+                .then(|| gate.fleet.address_of(node))
+                .flatten();
+            return match owner {
+                Some(address) => {
+                    let sid_text = sid_text.to_owned();
+                    gate.forwarder.forward(request, &address, &sid_text).await
+                }
+                None => session_unknown(),
+            };
+        }
+        // This node's: Engine.IO knows the session by its id alone.
+        let query = request.uri().query().map(without_node);
+        if let Some(uri) = query.and_then(|q| format!("{}?{q}", request.uri().path()).parse().ok())
+        {
+            *request.uri_mut() = uri;
+        }
+    }
     let Some(sid) = sid else {
         if gate.draining.is_on() {
             // The client retries, and its load balancer sends it to a node that is not stopping.
-            let mut response = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Service Unavailable: this node is stopping; connect to another.",
-            )
-                .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
+            return unavailable("Service Unavailable: this node is stopping; connect to another.");
+        }
+        let sockets = gate.metrics.connections.get().max(0) as u64 + gate.pending.count() as u64;
+        if let Err(closed) = gate.fleet.admits(sockets) {
+            let (limit, body) = match closed {
+                Closed::AtCapacity => (
+                    Limit::MaxSockets,
+                    "Service Unavailable: this node holds all the sockets it should; connect to another.",
+                ),
+                Closed::OverShare => (
+                    Limit::Rebalancing,
+                    "Service Unavailable: this node is moving sockets to other nodes; connect to another.",
+                ),
+            };
+            gate.metrics.limit(limit);
+            return unavailable(body);
         }
         // A handshake: it takes a place among the pending sessions until the client joins.
         let peer = request.extensions().get::<Arc<Wire>>().map(|w| w.peer.ip());
@@ -103,20 +147,14 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
         }
         let response = next.run(request).await;
         return if long_polling {
-            polling::handshake(response, gate.max_payload).await
+            let node = gate.fleet.is_shared().then(|| gate.fleet.me());
+            polling::handshake(response, gate.max_payload, node).await
         } else {
             response
         };
     };
     if gate.meters.get(sid).is_some_and(|m| m.is_cut()) {
-        // What Engine.IO answers for a session it does not know: the client starts anew.
-        let body = r#"{"code":1,"message":"Session ID unknown"}"#;
-        let mut response = (StatusCode::BAD_REQUEST, body).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        return response;
+        return session_unknown();
     }
     let polling = long_polling && request.method() == axum::http::Method::GET;
     if long_polling && request.method() == axum::http::Method::POST {
@@ -151,6 +189,27 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
     } else if polling && let Some(meter) = gate.meters.get(sid) {
         return polling::response(response, meter).await;
     }
+    response
+}
+
+/// What Engine.IO answers for a session it does not know: the client starts anew.
+fn session_unknown() -> Response {
+    let body = r#"{"code":1,"message":"Session ID unknown"}"#;
+    let mut response = (StatusCode::BAD_REQUEST, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A handshake this node does not take now: the client retries, and its balancer may send it
+/// to another node.
+fn unavailable(body: &'static str) -> Response {
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 

@@ -66,12 +66,22 @@ impl ConnectionLimits {
     }
 
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Place, Refusal> {
+        self.admit_from(ip, self.per_ip)
+    }
+
+    /// A connection from another node of the fleet: it carries many clients' requests (see
+    /// [`crate::fleet::forward`]), so only the total bounds it.
+    pub fn admit_fleet_member(self: &Arc<Self>, ip: IpAddr) -> Result<Place, Refusal> {
+        self.admit_from(ip, usize::MAX)
+    }
+
+    fn admit_from(self: &Arc<Self>, ip: IpAddr, per_ip: usize) -> Result<Place, Refusal> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if open.total >= self.total {
             return Err(Refusal::Full);
         }
         let from_ip = open.by_ip.entry(ip).or_default();
-        if *from_ip >= self.per_ip {
+        if *from_ip >= per_ip {
             return Err(Refusal::TooManyFromAddress);
         }
         *from_ip += 1;

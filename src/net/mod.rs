@@ -25,6 +25,8 @@ use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
+use crate::fleet::FleetView;
+use crate::fleet::forward::FORWARDED;
 use crate::metrics::{Limit, Metrics};
 use deadline::Deadline;
 use gate::ENGINE_PATH;
@@ -54,15 +56,29 @@ pub struct Timeouts {
     pub body: Duration,
 }
 
-/// Serves `router` on `listener` until `shutdown` completes and open requests finish.
+/// What the accept loop needs besides the service.
+pub struct Edge {
+    pub limits: Arc<ConnectionLimits>,
+    pub timeouts: Timeouts,
+    pub metrics: Arc<Metrics>,
+    /// The fleet's other nodes: their connections carry many clients' forwarded requests, and
+    /// are bound only by the total.
+    pub fleet: Arc<FleetView>,
+}
+
+/// Serves `app` on `listener` until `shutdown` completes and open requests finish.
 pub async fn serve(
     listener: TcpListener,
     app: App,
-    limits: Arc<ConnectionLimits>,
-    timeouts: Timeouts,
-    metrics: Arc<Metrics>,
+    edge: Edge,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    let Edge {
+        limits,
+        timeouts,
+        metrics,
+        fleet,
+    } = edge;
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(timeouts.header)
@@ -84,7 +100,12 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let slot = match limits.admit(peer.ip()) {
+        let admitted = if fleet.is_member(peer.ip()) {
+            limits.admit_fleet_member(peer.ip())
+        } else {
+            limits.admit(peer.ip())
+        };
+        let slot = match admitted {
             Ok(slot) => slot,
             Err(refusal) => {
                 tracing::debug!(%peer, ?refusal, "connection refused");
@@ -152,8 +173,8 @@ pub async fn serve(
 }
 
 /// Headers an Engine.IO request needs: for the WebSocket handshake, for the session cookie, for
-/// telling a page from a program, for long-polling bodies.
-const ENGINE_HEADERS: [HeaderName; 11] = [
+/// telling a page from a program, for long-polling bodies, for a request another node forwarded.
+const ENGINE_HEADERS: [HeaderName; 12] = [
     header::HOST,
     header::COOKIE,
     header::ORIGIN,
@@ -165,6 +186,7 @@ const ENGINE_HEADERS: [HeaderName; 11] = [
     header::CONTENT_TYPE,
     header::CONTENT_LENGTH,
     header::TRANSFER_ENCODING,
+    FORWARDED,
 ];
 
 /// engineioxide keeps an Engine.IO handshake's request parts for the socket's whole life. hyper's

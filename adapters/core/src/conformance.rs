@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::{
-    Archive, Change, FeedEvent, History, Joined, Member, Message, PageLimit, Position, Presence,
-    Progress, Publish, ReplayStart, SessionStore, StoreError, Update,
+    Archive, Change, FeedEvent, Fleet, History, Joined, Member, Message, PageLimit, Position,
+    Presence, Progress, Publish, ReplayStart, SessionStore, StoreError, Update,
 };
 
 /// Rooms per session the stores handed to [`run_all`] must be configured with.
@@ -749,4 +749,68 @@ pub async fn a_room_holds_a_bounded_number_of_members(p: Arc<dyn Presence>) {
         .unwrap();
     assert!(refused.is_empty(), "a place freed in the batch is taken");
     assert_eq!(p.members("r").await.unwrap().len(), 2);
+}
+
+/// Runs every fleet check against fresh fleets from `factory`: two handles on one shared fleet
+/// (two nodes).
+pub async fn run_fleet(factory: impl Fn() -> (Arc<dyn Fleet>, Arc<dyn Fleet>)) {
+    let (a, b) = factory();
+    every_node_sees_every_announced_node(a, b).await;
+    let (a, b) = factory();
+    a_node_drops_out_when_it_stops_announcing_or_leaves(a, b).await;
+}
+
+fn nodes(announced: &[crate::Announced]) -> Vec<(String, String)> {
+    let mut nodes: Vec<_> = announced
+        .iter()
+        .map(|a| (a.node.clone(), a.info.clone()))
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+pub async fn every_node_sees_every_announced_node(a: Arc<dyn Fleet>, b: Arc<dyn Fleet>) {
+    let ttl = Duration::from_secs(60);
+    let first = a.announce("node-a", "{\"s\":1}", ttl).await.unwrap();
+    assert_eq!(nodes(&first), [("node-a".into(), "{\"s\":1}".into())]);
+    let seen = b.announce("node-b", "{\"s\":2}", ttl).await.unwrap();
+    assert_eq!(
+        nodes(&seen),
+        [
+            ("node-a".into(), "{\"s\":1}".into()),
+            ("node-b".into(), "{\"s\":2}".into())
+        ]
+    );
+    let again = a.announce("node-a", "{\"s\":3}", ttl).await.unwrap();
+    assert_eq!(
+        nodes(&again),
+        [
+            ("node-a".into(), "{\"s\":3}".into()),
+            ("node-b".into(), "{\"s\":2}".into())
+        ],
+        "the newest announcement replaces the last"
+    );
+}
+
+pub async fn a_node_drops_out_when_it_stops_announcing_or_leaves(
+    a: Arc<dyn Fleet>,
+    b: Arc<dyn Fleet>,
+) {
+    let long = Duration::from_secs(60);
+    a.announce("node-a", "a", Duration::from_millis(300))
+        .await
+        .unwrap();
+    b.announce("node-c", "c", long).await.unwrap();
+    let both = b.announce("node-b", "b", long).await.unwrap();
+    assert_eq!(both.len(), 3);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let later = b.announce("node-b", "b", long).await.unwrap();
+    assert_eq!(
+        nodes(&later),
+        [("node-b".into(), "b".into()), ("node-c".into(), "c".into())],
+        "node-a stopped announcing and ran out"
+    );
+    a.leave("node-c").await.unwrap();
+    let left = b.announce("node-b", "b", long).await.unwrap();
+    assert_eq!(nodes(&left), [("node-b".into(), "b".into())]);
 }

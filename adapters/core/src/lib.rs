@@ -13,6 +13,8 @@
 //!   bound on the rooms one session holds.
 //! - [`Archive`]: the long-window tier, and [`Tiered`], a recent tier in front of it.
 //! - [`WriteThrough`]: history kept only in an archive, written before a publish is accepted.
+//! - [`Fleet`]: where the nodes of a deployment announce themselves ([`MemoryFleet`] for one
+//!   process).
 //! - [`Presence`]: who is present in each room, shared by the nodes ([`MemoryPresence`] for one).
 //! - [`memory`]: the embedded default, both stores in one process, within bounds of its own.
 //! - `conformance` (with the `testing` feature): the suite every store implementation must
@@ -24,6 +26,7 @@ mod archive;
 pub mod conformance;
 mod error;
 pub mod feed;
+mod fleet;
 mod history;
 pub mod memory;
 mod position;
@@ -36,6 +39,7 @@ mod write_through;
 pub use archive::{Archive, Tiered};
 pub use error::StoreError;
 pub use feed::{EveryRoom, Feed, FeedBudget, FeedEvent, FeedSender, Listen};
+pub use fleet::{Announced, Fleet, MemoryFleet};
 pub use history::{Appended, History, Message, Page, PageLimit, Publish, ReplayStart};
 pub use memory::{MemoryOptions, MemoryStore};
 pub use position::Position;

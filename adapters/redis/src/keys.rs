@@ -20,6 +20,7 @@
 //! | `<prefix>:{<tag>}:p-until` | when the partition's present members expire (a sorted set) |
 //! | `<prefix>:{<tag>}:hb:<node>` | a node's heartbeat through the partition's channels |
 //! | `<prefix>:s:<id>` | a session |
+//! | `<prefix>:fleet` | the fleet: each node's announcement and when it expires (a hash) |
 
 use std::sync::LazyLock;
 
@@ -149,6 +150,11 @@ impl Keys {
 
     pub fn heartbeat(&self, partition: usize, node: &str) -> String {
         format!("{}:hb:{node}", self.tagged(partition))
+    }
+
+    /// The fleet's announcements: one key, so one slot on a cluster.
+    pub fn fleet(&self) -> String {
+        format!("{}:fleet", self.prefix)
     }
 
     pub fn session(&self, id: &str) -> String {

@@ -46,6 +46,7 @@
 //! as not stored.
 
 mod archiver;
+mod fleet;
 pub mod keys;
 pub mod link;
 mod presence;

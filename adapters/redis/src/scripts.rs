@@ -448,3 +448,30 @@ return #gone
 "#,
     )
 });
+
+/// KEYS[1] the fleet's hash (node → `<expires ms>:<announcement>`); ARGV the node, its
+/// announcement, its time to live in ms. Records the announcement, drops the nodes whose time
+/// ran out (on Redis's clock, so the nodes' clocks need not agree), and returns the others as
+/// `{node, announcement, ...}`.
+pub static FLEET_ANNOUNCE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', now + tonumber(ARGV[3])) .. ':' .. ARGV[2])
+local all = redis.call('HGETALL', KEYS[1])
+local live = {}
+for i = 1, #all, 2 do
+  local sep = string.find(all[i + 1], ':', 1, true)
+  local until_ms = sep and tonumber(string.sub(all[i + 1], 1, sep - 1))
+  if until_ms and until_ms > now then
+    live[#live + 1] = all[i]
+    live[#live + 1] = string.sub(all[i + 1], sep + 1)
+  else
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return live
+"#,
+    )
+});

@@ -48,6 +48,13 @@ async fn the_redis_store_works_the_same_on_a_cluster() {
         (a, b)
     })
     .await;
+    twine_store::conformance::run_fleet(|| {
+        let prefix = format!("f{}", next.fetch_add(1, Ordering::SeqCst));
+        let a: Arc<dyn twine_store::Fleet> = Arc::new(store.with_prefix(prefix.clone()));
+        let b: Arc<dyn twine_store::Fleet> = Arc::new(other_node.with_prefix(prefix));
+        (a, b)
+    })
+    .await;
 
     rooms_spread_over_every_primary_and_each_is_fed_where_listened(&cluster, &store, &other_node)
         .await;

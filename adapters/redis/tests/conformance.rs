@@ -334,3 +334,22 @@ async fn redis_presence_passes_the_presence_conformance_suite_across_two_nodes()
     })
     .await;
 }
+
+#[tokio::test]
+async fn redis_fleet_passes_the_fleet_conformance_suite_across_two_nodes() {
+    let server = RedisServer::start();
+    let a = RedisStore::connect(&server.url(), options("unused"))
+        .await
+        .unwrap();
+    let b = RedisStore::connect(&server.url(), options("unused"))
+        .await
+        .unwrap();
+    let next = AtomicU32::new(0);
+    twine_store::conformance::run_fleet(|| {
+        let prefix = format!("f{}", next.fetch_add(1, Ordering::SeqCst));
+        let a: Arc<dyn twine_store::Fleet> = Arc::new(a.with_prefix(prefix.clone()));
+        let b: Arc<dyn twine_store::Fleet> = Arc::new(b.with_prefix(prefix));
+        (a, b)
+    })
+    .await;
+}

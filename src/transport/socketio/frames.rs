@@ -119,6 +119,24 @@ fn with_pid(packet: &[u8], pid: &str) -> Vec<u8> {
     out
 }
 
+/// A long-polling handshake's payload with its session id naming `node`, the node that holds
+/// the session (`"sid":"<sid>.<node>"`: see [`crate::fleet::forward`]); `None` when it has no
+/// OPEN packet.
+pub fn with_node(payload: &[u8], node: &str) -> Option<Vec<u8>> {
+    const FIELD: &[u8] = b"\"sid\":\"";
+    if !payload.starts_with(OPEN) {
+        return None;
+    }
+    let at = payload.windows(FIELD.len()).position(|w| w == FIELD)? + FIELD.len();
+    let end = at + payload[at..].iter().position(|b| *b == b'"')?;
+    let mut out = Vec::with_capacity(payload.len() + node.len() + 1);
+    out.extend_from_slice(&payload[..end]);
+    out.push(b'.');
+    out.extend_from_slice(node.as_bytes());
+    out.extend_from_slice(&payload[end..]);
+    Some(out)
+}
+
 /// The OPEN packet with its `maxPayload` replaced by `max_payload`.
 fn with_max_payload(packet: &[u8], max_payload: u64) -> Option<Vec<u8>> {
     const FIELD: &[u8] = b"\"maxPayload\":";
@@ -185,6 +203,11 @@ mod tests {
         }
         assert_eq!(rewrite.polling(b"40{\"sid\":\"x\"}"), None);
         assert_eq!(rewrite.polling(b"0{\"sid\":\"x\"}"), None);
+        let tagged = with_node(open, "n1").unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&tagged[1..]).unwrap();
+        assert_eq!(json["sid"], "abc.n1");
+        assert_eq!(json["pingInterval"], 25000);
+        assert_eq!(with_node(b"40{\"sid\":\"x\"}", "n1"), None);
     }
 
     #[test]

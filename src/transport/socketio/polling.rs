@@ -13,10 +13,15 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use super::frames::Rewrite;
 use super::meter::SendMeter;
 
-/// The polling handshake's response, telling clients `max_payload`.
-pub async fn handshake(response: Response, max_payload: u64) -> Response {
+/// The polling handshake's response, telling clients `max_payload`, its session id naming
+/// `node` when the fleet shares sessions' requests ([`crate::fleet::forward`]).
+pub async fn handshake(response: Response, max_payload: u64, node: Option<&str>) -> Response {
     rewritten(response, |open| {
-        Rewrite::MaxPayload(max_payload).polling(open)
+        let open = Rewrite::MaxPayload(max_payload).polling(open)?;
+        Some(match node {
+            Some(node) => super::frames::with_node(&open, node).unwrap_or(open),
+            None => open,
+        })
     })
     .await
 }

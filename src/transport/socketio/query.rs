@@ -10,6 +10,11 @@ pub struct EngineQuery<'a> {
     pub transport: Option<&'a str>,
     /// The session, on every request after the handshake.
     pub sid: Option<Sid>,
+    /// The session id as the client sent it.
+    pub sid_text: Option<&'a str>,
+    /// The node that holds the session, when its id names one (`<sid>.<node>`: see
+    /// [`crate::fleet::forward`]).
+    pub node: Option<&'a str>,
 }
 
 impl<'a> EngineQuery<'a> {
@@ -18,7 +23,12 @@ impl<'a> EngineQuery<'a> {
         for pair in query.unwrap_or_default().split('&') {
             match pair.split_once('=') {
                 Some(("transport", t)) => parsed.transport = Some(t),
-                Some(("sid", s)) => parsed.sid = s.parse().ok(),
+                Some(("sid", s)) => {
+                    let (sid, node) = s.split_once('.').map_or((s, None), |(s, n)| (s, Some(n)));
+                    parsed.sid = sid.parse().ok();
+                    parsed.sid_text = Some(s);
+                    parsed.node = node;
+                }
                 _ => {}
             }
         }
@@ -34,6 +44,21 @@ impl<'a> EngineQuery<'a> {
     }
 }
 
+/// `query` with its session id's node (`.<node>`) taken off, as Engine.IO knows the session.
+pub fn without_node(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("sid", s)) => match s.split_once('.') {
+                Some((sid, _)) => format!("sid={sid}"),
+                None => pair.to_owned(),
+            },
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +72,9 @@ mod tests {
         assert_eq!(parsed.sid, Some(sid));
         let parsed = EngineQuery::parse(Some("EIO=4&transport=websocket"));
         assert!(parsed.is_websocket() && parsed.sid.is_none());
+        let tagged = format!("EIO=4&transport=websocket&sid={sid}.n0de");
+        let parsed = EngineQuery::parse(Some(&tagged));
+        assert_eq!((parsed.sid, parsed.node), (Some(sid), Some("n0de")));
         assert_eq!(EngineQuery::parse(None), EngineQuery::default());
     }
 }
