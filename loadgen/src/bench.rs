@@ -408,7 +408,7 @@ fn more_points(points: &mut Vec<Point>, full: bool) {
     (a.connections, a.rooms, a.rate, a.seconds, a.watch_seconds) = if full {
         (6_000, 30, 20.0, 3.0, 60.0)
     } else {
-        (300, 6, 20.0, 1.0, 6.0)
+        (300, 6, 20.0, 1.0, 10.0)
     };
     let mut p = point(
         Group::ScaleOut,

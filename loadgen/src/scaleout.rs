@@ -7,7 +7,7 @@
 //! come back through the balancer, some of them onto the new node; one that does not leaves the
 //! new node to new connections only.
 //!
-//! What counts: the time from the node's start until every node held its share (sockets ÷ nodes)
+//! What counts: the time from the node's start until every node held its share (clients ÷ nodes)
 //! within 10 % either way, how the sockets stood at the end of the watch, the most reconnections
 //! in one second, messages lost, repeated and out of order per client, live delivery during the
 //! move, and connections the balancer could not place.
@@ -34,13 +34,13 @@ use crate::session::{self, SessionPlan, SessionRun};
 /// default `--rebalance-tolerance`).
 const TOLERANCE: f64 = 0.10;
 
-/// Whether every node holds its share of the connections open to all of them, within `tolerance`.
-pub fn balanced(open: &[usize], tolerance: f64) -> bool {
-    let total: usize = open.iter().sum();
-    if open.is_empty() || total == 0 {
+/// Whether every node holds its share of the run's `clients` (connections open to it, so the
+/// clients still away count against it), within `tolerance`.
+pub fn balanced(open: &[usize], clients: usize, tolerance: f64) -> bool {
+    if open.is_empty() || clients == 0 {
         return false;
     }
-    let share = total as f64 / open.len() as f64;
+    let share = clients as f64 / open.len() as f64;
     open.iter()
         .all(|&c| (c as f64 - share).abs() <= tolerance * share)
 }
@@ -125,7 +125,7 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
         if ready_seconds.is_none() && balancer.is_ready(added) {
             ready_seconds = Some(at.as_secs_f64());
         }
-        if balanced_seconds.is_none() && balanced(&open, TOLERANCE) {
+        if balanced_seconds.is_none() && balanced(&open, n, TOLERANCE) {
             balanced_seconds = Some(at.as_secs_f64());
         }
         if at >= next_line {
@@ -219,10 +219,12 @@ mod tests {
 
     #[test]
     fn share_within_the_tolerance() {
-        assert!(balanced(&[2000, 2000, 2000], 0.1));
-        assert!(balanced(&[2150, 1900, 1950], 0.1));
-        assert!(!balanced(&[2300, 2000, 1700], 0.1));
-        assert!(!balanced(&[3000, 3000, 0], 0.1));
-        assert!(!balanced(&[], 0.1));
+        assert!(balanced(&[2000, 2000, 2000], 6000, 0.1));
+        assert!(balanced(&[2150, 1900, 1950], 6000, 0.1));
+        assert!(!balanced(&[2300, 2000, 1700], 6000, 0.1));
+        assert!(!balanced(&[3000, 3000, 0], 6000, 0.1));
+        // Clients still away count against the share.
+        assert!(!balanced(&[1700, 1700, 1700], 6000, 0.1));
+        assert!(!balanced(&[], 6000, 0.1));
     }
 }

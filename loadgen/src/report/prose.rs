@@ -98,14 +98,18 @@ impl Group {
                  balancer, a new connection each. After 3 s (1 s in a smoke run) a third node is \
                  started (same flags, pinned to core 0 with the others) and added to the \
                  balancer as soon as it listens, and the connections the balancer holds to each \
-                 node are read every 100 ms for 60 s (6 s in a smoke run) from the node's start. \
-                 A node's share is all connections ÷ 3; \"every node within its share\" is the \
-                 first reading where each node is within 10 % of it either way. Ours runs with \
+                 node are read every 100 ms for 60 s (10 s in a smoke run) from the node's start. \
+                 A node's share is the clients ÷ 3 (so clients still away count against it); \
+                 \"every node within its share\" is the first reading where each node holds \
+                 it within 10 % either way. Ours runs with \
                  its defaults on Redis, rebalancing on (`--rebalance-tolerance 10`, \
                  `--rebalance-rate 50`), each node given `--advertise-address \
-                 127.0.0.1:<port>`: a node over its share by more than the tolerance closes the \
-                 excess gently (as its drain does) and refuses new handshakes (`503`) while over \
-                 its share, so reconnecting clients land on the node under it. The peer \
+                 127.0.0.1:<port>`: a node over its share by more than the tolerance moves the \
+                 excess away, at most 50 sockets a second, with its drain's gentle close, and \
+                 refuses new handshakes (`503`) meanwhile; while any node moves, every node takes \
+                 new clients only up to its share plus half the tolerance, so reconnecting \
+                 clients land on the node under its share (a refused client tries again after \
+                 its backoff: the balancer, working on TCP, does not retry a `503`). The peer \
                  (socket.io 4.8, `connectionStateRecovery` with \
                  `@socket.io/redis-streams-adapter`, stock clients) has no rebalancing: its new \
                  node gets new connections only, and its column says where it stands after the \

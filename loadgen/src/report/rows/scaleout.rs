@@ -16,11 +16,10 @@ fn at_end(f: &Figures, i: usize) -> Option<f64> {
     scaled(f)?.sockets_at_end.get(i).map(|&n| n as f64)
 }
 
-/// Nodes within their share ± the tolerance at the end of the watch.
+/// Nodes within their share (clients ÷ nodes) ± the tolerance at the end of the watch.
 fn within(f: &Figures) -> Option<f64> {
     let s = scaled(f)?;
-    let total: usize = s.sockets_at_end.iter().sum();
-    let share = total as f64 / s.sockets_at_end.len().max(1) as f64;
+    let share = f.connections as f64 / s.sockets_at_end.len().max(1) as f64;
     Some(
         s.sockets_at_end
             .iter()
