@@ -51,6 +51,22 @@ pub fn write(out: &Path, meta: &Meta, runs: &[Run]) -> anyhow::Result<()> {
                 if let Some(intro) = g.intro() {
                     let _ = writeln!(text, "\n{intro}");
                 }
+                let older_balancer = runs.iter().any(|r| {
+                    r.group == g
+                        && r.figures
+                            .deploy
+                            .as_ref()
+                            .is_some_and(|d| d.no_ready_node.is_none())
+                });
+                if older_balancer {
+                    let _ = writeln!(
+                        text,
+                        "\nThe runs below are from before the balancer checked as described: it \
+                         asked every 250 ms, took a node out at its first failed check or 0.5 s \
+                         after its last `200`, and did not count the sockets at the end nor the \
+                         connections it could not place (those rows are missing)."
+                    );
+                }
             }
         }
         table(&mut text, title, &ours, &peer);
