@@ -1,15 +1,22 @@
-//! A small TCP load balancer in front of several nodes, for the rolling deploy: each new
-//! connection goes round robin to the next node whose `GET /ready` answered `200` in the last half
-//! second (every node is asked every 250 ms), as a cloud balancer's readiness check does; a node
-//! that answers anything else, or refuses the connection, is out at once. It never
-//! cuts a connection to a node that stops being ready: closing those is the node's job, and what
-//! the deploy measures. A node it cannot connect to is skipped for the next ready one (nginx's
-//! `proxy_next_upstream error`). The load generator's clients use WebSocket only, so no
-//! stickiness is needed.
+//! A small TCP load balancer in front of several nodes, for the rolling deploy and the scale-out:
+//! round robin with no stickiness (each new TCP connection goes to the next ready node; nothing of
+//! the request, no cookie and no `sid`, is looked at), among the nodes whose readiness check
+//! passes, checked as a cloud balancer checks its targets: every node is asked `GET /ready` every
+//! second with a 2 s timeout; a `200` puts it in service, two failed checks in a row (another
+//! answer, a refused connection, no answer in time) take it out, and so does a last `200` more than
+//! 3 s old. It never cuts a connection to a node that stops being ready: closing those is the
+//! node's job, and what the deploy measures. A node it cannot connect to is skipped for the next
+//! ready one (nginx's `proxy_next_upstream error`); a connection for which no node is ready (or
+//! every ready one refused) is closed at once and counted. Nodes may be added while it runs (the
+//! scale-out), and it counts the connections it holds open to each node.
+//!
+//! The load generator's clients use WebSocket only: one TCP connection per Engine.IO session, so
+//! round robin needs no stickiness (a long-polling client would need it, or a server that forwards
+//! a session's requests to the node holding it).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -18,40 +25,78 @@ use tokio::sync::watch;
 use crate::http::{connect_from, ready};
 
 /// How often every node is asked whether it is ready.
-const POLL: Duration = Duration::from_millis(250);
+const POLL: Duration = Duration::from_secs(1);
+/// How long one check may take before it counts as failed.
+const TIMEOUT: Duration = Duration::from_secs(2);
+/// Failed checks in a row that take a node out of service.
+const FAILURES: u32 = 2;
 /// How recent a node's last `200` must be for it to get new connections.
-const FRESH: Duration = Duration::from_millis(500);
+const FRESH: Duration = Duration::from_secs(3);
+
+/// One node behind the balancer.
+struct Node {
+    addr: SocketAddr,
+    /// In service: its last check passed, or fewer than [`FAILURES`] have failed since.
+    in_service: AtomicBool,
+    /// Milliseconds after the balancer started of its last `200` from `/ready` (0: never).
+    ready_at: AtomicU64,
+    /// Failed checks since the last `200`.
+    failures: AtomicU32,
+    /// Connections open to it now.
+    open: AtomicUsize,
+}
 
 struct State {
-    nodes: Vec<SocketAddr>,
+    nodes: RwLock<Vec<Arc<Node>>>,
     started: Instant,
-    /// Per node: milliseconds after `started` of its last `200` from `/ready` (0: never).
-    ready_at: Vec<AtomicU64>,
     next: AtomicUsize,
     /// Upstream connections come from 127.0.100.1–250 in turn, so a deploy's reconnections never
     /// run one source address out of ports.
     source: AtomicUsize,
+    /// Client connections closed because no node was ready (or every ready one refused).
+    no_ready: AtomicU64,
+}
+
+/// Counts a connection open to a node for as long as it lives.
+struct Open(Arc<Node>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl State {
-    fn is_ready(&self, node: usize) -> bool {
-        let at = self.ready_at[node].load(Ordering::Relaxed);
-        at > 0 && self.started.elapsed().as_millis() as u64 <= at + FRESH.as_millis() as u64
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis().max(1) as u64
+    }
+
+    fn nodes(&self) -> Vec<Arc<Node>> {
+        self.nodes.read().expect("balancer nodes").clone()
+    }
+
+    fn is_ready(&self, node: &Node) -> bool {
+        let at = node.ready_at.load(Ordering::Relaxed);
+        node.in_service.load(Ordering::Relaxed)
+            && at > 0
+            && self.now_ms() <= at + FRESH.as_millis() as u64
     }
 
     /// Connects to the next ready node in turn (trying the others when one refuses).
-    async fn upstream(&self) -> Option<TcpStream> {
-        let n = self.nodes.len();
+    async fn upstream(&self) -> Option<(TcpStream, Open)> {
+        let nodes = self.nodes();
+        let n = nodes.len();
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         for k in 0..n {
-            let node = (first + k) % n;
+            let node = &nodes[(first + k) % n];
             if !self.is_ready(node) {
                 continue;
             }
             let i = self.source.fetch_add(1, Ordering::Relaxed) % 250;
             let source = IpAddr::V4(Ipv4Addr::new(127, 0, 100, 1 + i as u8));
-            if let Ok(stream) = connect_from(source, self.nodes[node]).await {
-                return Some(stream);
+            if let Ok(stream) = connect_from(source, node.addr).await {
+                node.open.fetch_add(1, Ordering::Relaxed);
+                return Some((stream, Open(node.clone())));
             }
         }
         None
@@ -71,16 +116,18 @@ impl Balancer {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
-            ready_at: nodes.iter().map(|_| AtomicU64::new(0)).collect(),
-            nodes,
+            nodes: RwLock::new(Vec::new()),
             started: Instant::now(),
             next: AtomicUsize::new(0),
             source: AtomicUsize::new(0),
+            no_ready: AtomicU64::new(0),
         });
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(poll(state.clone(), stopped.clone()));
         tokio::spawn(accept(listener, state.clone(), stopped));
         let b = Balancer { addr, state, stop };
+        for node in nodes {
+            b.add(node);
+        }
         let give_up = Instant::now() + Duration::from_secs(20);
         while !b.all_ready() {
             anyhow::ensure!(Instant::now() < give_up, "the nodes were not ready in 20 s");
@@ -89,12 +136,48 @@ impl Balancer {
         Ok(b)
     }
 
+    /// Puts `node` behind the balancer (checked from now on, in service once a check passes);
+    /// returns its index.
+    pub fn add(&self, node: SocketAddr) -> usize {
+        let entry = Arc::new(Node {
+            addr: node,
+            in_service: AtomicBool::new(false),
+            ready_at: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            open: AtomicUsize::new(0),
+        });
+        let index = {
+            let mut nodes = self.state.nodes.write().expect("balancer nodes");
+            nodes.push(entry.clone());
+            nodes.len() - 1
+        };
+        tokio::spawn(check(self.state.clone(), entry, self.stop.subscribe()));
+        index
+    }
+
     pub fn all_ready(&self) -> bool {
-        (0..self.state.nodes.len()).all(|n| self.state.is_ready(n))
+        self.state.nodes().iter().all(|n| self.state.is_ready(n))
     }
 
     pub fn is_ready(&self, node: usize) -> bool {
-        self.state.is_ready(node)
+        self.state
+            .nodes()
+            .get(node)
+            .is_some_and(|n| self.state.is_ready(n))
+    }
+
+    /// Connections open to each node now (in the order the nodes were added).
+    pub fn open(&self) -> Vec<usize> {
+        self.state
+            .nodes()
+            .iter()
+            .map(|n| n.open.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Client connections closed so far because no node was ready.
+    pub fn no_ready(&self) -> u64 {
+        self.state.no_ready.load(Ordering::Relaxed)
     }
 }
 
@@ -104,7 +187,8 @@ impl Drop for Balancer {
     }
 }
 
-async fn poll(state: Arc<State>, mut stop: watch::Receiver<bool>) {
+/// Checks one node every [`POLL`] until the balancer stops.
+async fn check(state: Arc<State>, node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -112,21 +196,17 @@ async fn poll(state: Arc<State>, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let asks = state.nodes.iter().enumerate().map(|(i, &node)| {
-            let state = state.clone();
-            async move {
-                match ready(node, POLL).await {
-                    Some(true) => {
-                        let now = state.started.elapsed().as_millis().max(1) as u64;
-                        state.ready_at[i].store(now, Ordering::Relaxed);
-                    }
-                    Some(false) => state.ready_at[i].store(0, Ordering::Relaxed),
-                    // No answer in time: the last one stands until it is half a second old.
-                    None => {}
-                }
-            }
-        });
-        futures_util::future::join_all(asks).await;
+        let passed = tokio::select! {
+            answer = ready(node.addr, TIMEOUT) => answer == Some(true),
+            _ = stop.changed() => return,
+        };
+        if passed {
+            node.failures.store(0, Ordering::Relaxed);
+            node.ready_at.store(state.now_ms(), Ordering::Relaxed);
+            node.in_service.store(true, Ordering::Relaxed);
+        } else if node.failures.fetch_add(1, Ordering::Relaxed) + 1 >= FAILURES {
+            node.in_service.store(false, Ordering::Relaxed);
+        }
     }
 }
 
@@ -142,8 +222,9 @@ async fn accept(listener: TcpListener, state: Arc<State>, stop: watch::Receiver<
         };
         let state = state.clone();
         tokio::spawn(async move {
-            let Some(mut upstream) = state.upstream().await else {
+            let Some((mut upstream, _open)) = state.upstream().await else {
                 // No node is ready: the client sees its connection close and retries.
+                state.no_ready.fetch_add(1, Ordering::Relaxed);
                 return;
             };
             let mut client = client;

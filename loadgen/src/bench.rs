@@ -51,6 +51,10 @@ pub struct Args {
     /// Run our side only (e.g. an earlier build's figures, with `--twine` pointing at it).
     #[arg(long)]
     pub ours_only: bool,
+    /// Keep the existing report's other points (its `bench/runs.json`) and put the points run now
+    /// in place of their earlier runs (with `--only`).
+    #[arg(long)]
+    pub merge: bool,
 }
 
 /// One point: a scenario, and the two deployments it compares.
@@ -93,6 +97,7 @@ fn scenario_args(kind: Kind) -> scenario::Args {
         members: 1,
         every: 15.0,
         backend_pid: None,
+        watch_seconds: 60.0,
         restart: Vec::new(),
         // A progress line only where someone watches it.
         quiet: !std::io::stderr().is_terminal(),
@@ -107,6 +112,7 @@ const fn deploy(server: Server, nodes: usize, redis: Redis) -> Deployment {
         pinned: true,
         flags: &[],
         backend: false,
+        later: 0,
     }
 }
 
@@ -291,8 +297,6 @@ pub fn plan(scale: Scale) -> Vec<Point> {
     points
 }
 
-/// Points 6–11: Redis Cluster, the quiet node, the rolling deploy, churn, mass disconnect,
-/// backend hooks.
 /// Publishes accepted per second on `redis`, ours on one node against `peer` on two: one hot room
 /// holding history, and many rooms.
 fn publish_points(
@@ -323,6 +327,8 @@ fn publish_points(
     }
 }
 
+/// Points 6–11: Redis Cluster, the quiet node, the rolling deploy and the scale-out, churn, mass
+/// disconnect, backend hooks.
 fn more_points(points: &mut Vec<Point>, full: bool) {
     // 6. Redis Cluster: publishes accepted per second, as 5a, on three primaries.
     publish_points(
@@ -365,10 +371,11 @@ fn more_points(points: &mut Vec<Point>, full: bool) {
         ]
     } else {
         &[
-            // One point in CI: a short delay, then a paced close.
+            // One point in CI: a short delay (long enough for the balancer's two failed checks a
+            // second apart), then a paced close.
             (
-                &["--drain-delay", "1s", "--drain-period", "2s"],
-                "--drain-delay 1s --drain-period 2s",
+                &["--drain-delay", "3s", "--drain-period", "2s"],
+                "--drain-delay 3s --drain-period 2s",
             ),
         ]
     };
@@ -395,6 +402,32 @@ fn more_points(points: &mut Vec<Point>, full: bool) {
         p.peer_recovery = Some(RecoveryFlow::SocketIo);
         points.push(p);
     }
+
+    // 8b. Scale-out: a third node added behind a round-robin balancer.
+    let mut a = scenario_args(Kind::ScaleOut);
+    (a.connections, a.rooms, a.rate, a.seconds, a.watch_seconds) = if full {
+        (6_000, 30, 20.0, 3.0, 60.0)
+    } else {
+        (300, 6, 20.0, 1.0, 10.0)
+    };
+    let mut p = point(
+        Group::ScaleOut,
+        format!(
+            "scale-out: 2 nodes behind a round-robin balancer, {} clients over {} rooms, 20 publishes/s, a third node started and added, watched for {} s",
+            a.connections, a.rooms, a.watch_seconds
+        ),
+        a,
+        Deployment {
+            later: 1,
+            ..deploy(Server::Twine, 2, Redis::One)
+        },
+        Deployment {
+            later: 1,
+            ..deploy(Server::NodeRedisStreams, 2, Redis::One)
+        },
+    );
+    p.peer_recovery = Some(RecoveryFlow::SocketIo);
+    points.push(p);
 
     // 9. Churn: every connection force-closed about every 15 s for a minute.
     let mut a = scenario_args(Kind::Churn);
@@ -534,6 +567,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         twine: args.twine.clone(),
         peer_dir: args.peer_dir.clone(),
         can_pin,
+        advertise: knows_flags(&args.twine, &["--advertise-address"]),
     };
     let repeats = args
         .repeats
@@ -629,17 +663,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         machine: report::machine(),
         server: server_version(&args.twine),
         date: report::now(),
+        later: Vec::new(),
     };
-    report::write(&args.out, &meta, &runs)?;
+    // Checked before the runs go into the report (a merge takes them).
+    let checked = if args.strict { check(&runs) } else { Ok(()) };
+    if args.merge {
+        report::merge(&args.out, &meta, runs)?;
+    } else {
+        report::write(&args.out, &meta, &runs)?;
+    }
     eprintln!(
         "wrote {} after {:.1} minutes",
         args.out.display(),
         meta.minutes
     );
-    if args.strict {
-        check(&runs)?;
-    }
-    Ok(())
+    checked
 }
 
 /// Whether our binary's `--help` lists every flag among `flags` (`--name value` pairs).
@@ -691,6 +729,10 @@ fn trouble(f: &Figures) -> Vec<String> {
     if let Some(d) = &f.deploy {
         flag("out of order", d.count.out_of_order);
         flag("never came back", d.never_back as u64);
+    }
+    if let Some(s) = &f.scale_out {
+        flag("out of order", s.count.out_of_order);
+        flag("never came back", s.never_back as u64);
     }
     if let Some(c) = &f.churn {
         flag("out of order", c.count.out_of_order);

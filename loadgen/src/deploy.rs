@@ -7,7 +7,8 @@
 //!
 //! What counts: messages lost and repeated per client, the most reconnections in one second (all
 //! of them land on the surviving nodes), the longest any client waited for a message, the CPU the
-//! surviving nodes spent during each drain, and clients that never came back.
+//! surviving nodes spent during each drain, clients that never came back, connections the balancer
+//! closed because no node was ready, and how the clients were spread over the nodes at the end.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +49,33 @@ async fn sigterm(pid: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A `twineid` cookie per client through the balancer at `front`, as a page gets its cookie from
+/// whichever node answers (none for clients that recover the socket.io way).
+pub async fn cookies_through(
+    front: SocketAddr,
+    n: usize,
+    flow: RecoveryFlow,
+) -> anyhow::Result<Vec<String>> {
+    if flow == RecoveryFlow::SocketIo {
+        return Ok(Vec::new());
+    }
+    let sources = Arc::new(SourceAddrs::new());
+    let gate = Arc::new(Semaphore::new(256));
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (sources, gate) = (sources.clone(), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await;
+            fetch_cookie(sources.next(), front).await
+        }));
+    }
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await??);
+    }
+    Ok(out)
+}
+
 pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.restart.len() == setup.targets.len(),
@@ -56,27 +84,7 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
     let n = args.connections;
     let balancer = Balancer::start(setup.targets.clone()).await?;
     let front: SocketAddr = balancer.addr;
-    // Cookies through the balancer, as a page gets its cookie from whichever node answers.
-    let cookies = match args.recovery {
-        RecoveryFlow::Cookie => {
-            let sources = Arc::new(SourceAddrs::new());
-            let gate = Arc::new(Semaphore::new(256));
-            let mut tasks = Vec::with_capacity(n);
-            for _ in 0..n {
-                let (sources, gate) = (sources.clone(), gate.clone());
-                tasks.push(tokio::spawn(async move {
-                    let _permit = gate.acquire().await;
-                    fetch_cookie(sources.next(), front).await
-                }));
-            }
-            let mut out = Vec::with_capacity(n);
-            for t in tasks {
-                out.push(t.await??);
-            }
-            out
-        }
-        RecoveryFlow::SocketIo => Vec::new(),
-    };
+    let cookies = cookies_through(front, n, args.recovery).await?;
     let run = SessionRun::new(args.ack, 0.0, args.quiet);
     let plans: Vec<SessionPlan> = (0..n)
         .map(|i| SessionPlan {
@@ -203,6 +211,8 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
     run.all_connected(n, Duration::from_secs(30)).await;
     run.settle(setup.due(&warm) + setup.due(&tally), Duration::from_secs(5))
         .await;
+    let sockets_at_end = balancer.open();
+    let no_ready_node = Some(balancer.no_ready());
     let s = run.sessions.clone();
     let traces = run.finish(handles).await;
     drop(balancer);
@@ -236,6 +246,8 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
         replay_after_connect: s.replay_after_connect.summary(),
         live: s.live.summary(),
         never_back: traces.iter().filter(|t| !t.connected).count(),
+        sockets_at_end,
+        no_ready_node,
     });
     finish_rates(figures);
     Ok(())

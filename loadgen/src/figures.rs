@@ -1,5 +1,5 @@
-//! The sections of a run's figures that belong to one scenario (churn, deploy, mass disconnect,
-//! hooks). They live apart from the scenarios so that [`crate::scenario::Figures`] can hold them
+//! The sections of a run's figures that belong to one scenario (churn, deploy, scale-out, mass
+//! disconnect, hooks). They live apart from the scenarios so that [`crate::scenario::Figures`] can hold them
 //! without importing the scenarios that fill them in.
 
 use crate::session::Count;
@@ -62,6 +62,57 @@ pub struct DeployFigures {
     #[serde(default)]
     pub replay_after_connect: Option<Latency>,
     pub live: Option<Latency>,
+    /// Clients not connected at the end.
+    pub never_back: usize,
+    /// Connections the balancer held open to each node at the end (clients, and any publish
+    /// under way).
+    #[serde(default)]
+    pub sockets_at_end: Vec<usize>,
+    /// Client connections the balancer closed because no node was ready (`None`: not counted,
+    /// a run from before the balancer counted them).
+    #[serde(default)]
+    pub no_ready_node: Option<u64>,
+}
+
+/// The scale-out (`scaleout`): a node added behind the balancer, and how the fleet's sockets
+/// spread over it.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ScaleOutFigures {
+    pub count: Count,
+    /// A node's share: the fleet's sockets ÷ nodes, within this fraction either way.
+    pub tolerance: f64,
+    /// How long the nodes were watched after the node was added.
+    pub watched_seconds: f64,
+    /// Node added → in service at the balancer (its readiness check passed).
+    pub ready_seconds: Option<f64>,
+    /// Node added → every node within its share ± the tolerance (first seen; `None`: not within
+    /// the watch).
+    pub balanced_seconds: Option<f64>,
+    /// Connections the balancer held open to each node just before the node was added.
+    pub sockets_before: Vec<usize>,
+    /// The same at the end of the watch (the added node last).
+    pub sockets_at_end: Vec<usize>,
+    /// Sockets per node by the server's own account at the end of the watch (`GET /api/fleet`,
+    /// where the server has it), in the same order.
+    pub fleet_view_at_end: Option<Vec<usize>>,
+    /// `(seconds since the node was added, connections open to each node)`, once a second.
+    pub timeline: Vec<(f64, Vec<usize>)>,
+    /// Reconnections during the watch.
+    pub reconnects: u64,
+    pub peak_reconnects_per_second: u64,
+    /// Connection attempts that failed during the watch (refused handshakes among them).
+    pub failed_attempts: u64,
+    /// Client connections the balancer closed because no node was ready (whole run).
+    pub no_ready_node: u64,
+    pub closed_by_server: u64,
+    pub kicked: u64,
+    pub not_recovered: u64,
+    pub longest_away_ms: f64,
+    /// Publish → deliver of messages published while their client was connected, during the
+    /// watch.
+    pub live: Option<Latency>,
+    /// Replayed messages (published before the reconnect that delivered them began), whole run.
+    pub replayed: Option<Latency>,
     /// Clients not connected at the end.
     pub never_back: usize,
 }

@@ -114,6 +114,38 @@ pub fn sample_sum(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
+/// The fleet as one node of ours sees it (`GET /api/fleet` with the API key): each node's address
+/// and the sockets it holds; `None` from a server without it.
+pub async fn fleet_sockets(target: SocketAddr, api_key: &str) -> Option<Vec<(String, usize)>> {
+    let request = format!(
+        "GET /api/fleet HTTP/1.1\r\nHost: {target}\r\nAuthorization: Bearer {api_key}\r\nConnection: close\r\n\r\n"
+    );
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        exchange(target, None, &request),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    if head.split_whitespace().nth(1) != Some("200") {
+        return None;
+    }
+    // The JSON object, whether or not the body came in chunks.
+    let json = &body[body.find('{')?..=body.rfind('}')?];
+    let fleet: serde_json::Value = serde_json::from_str(json).ok()?;
+    fleet["nodes"]
+        .as_array()?
+        .iter()
+        .map(|n| {
+            Some((
+                n["address"].as_str()?.to_owned(),
+                n["sockets"].as_u64()? as usize,
+            ))
+        })
+        .collect()
+}
+
 /// Whether `GET /ready` answers `200`: `Some(false)` for another answer or a refused
 /// connection, `None` when no answer came within `patience`.
 pub async fn ready(target: SocketAddr, patience: std::time::Duration) -> Option<bool> {

@@ -15,12 +15,13 @@
 //! - [`scenario`]: the scenarios' arguments and figures; `idle` and `fanout`.
 //! - [`search`], [`throughput`], [`storm`]: the latency search, the publish rate, the reconnect
 //!   storm.
-//! - [`quiet`], [`deploy`], [`churn`], [`mass`]: the node whose rooms get no traffic, the rolling
-//!   restart behind a load balancer, connections force-closed over and over, the mass disconnect
-//!   and recovery of one room.
+//! - [`quiet`], [`deploy`], [`scaleout`], [`churn`], [`mass`]: the node whose rooms get no
+//!   traffic, the rolling restart behind a load balancer, a node added behind it, connections
+//!   force-closed over and over, the mass disconnect and recovery of one room.
 //! - [`hooks`]: connects, subscribes and client publishes decided by the app's backend.
 //! - [`session`]: clients that reconnect by themselves (socket.io-client's backoff) and recover.
-//! - [`balancer`]: the TCP load balancer of the rolling restart (ready nodes only).
+//! - [`balancer`]: the round-robin TCP load balancer of the rolling restart and the scale-out
+//!   (ready nodes only, nodes added while it runs).
 //! - [`servers`]: starting the servers, the Node peers and Redis (one primary or a cluster),
 //!   pinned to their cores; starting a node again.
 //! - [`bench`]: every point against both sides, repeated, then the report.
@@ -42,6 +43,7 @@ mod publisher;
 mod quiet;
 mod redis;
 mod report;
+mod scaleout;
 mod scenario;
 mod search;
 mod servers;
@@ -108,6 +110,7 @@ async fn run(args: &scenario::Args) -> anyhow::Result<scenario::Figures> {
         Kind::ReconnectStorm => storm::run(args, &setup, &mut figures).await?,
         Kind::QuietNode => quiet::run(args, &setup, &mut figures).await?,
         Kind::Deploy => deploy::run(args, &setup, &mut figures).await?,
+        Kind::ScaleOut => scaleout::run(args, &setup, &mut figures).await?,
         Kind::Churn => churn::run(args, &setup, &mut figures).await?,
         Kind::MassDrop => mass::run(args, &setup, &mut figures).await?,
         Kind::Hooks => hooks::run(args, &setup, &mut figures).await?,

@@ -6,8 +6,8 @@
 //! payload carries.
 //!
 //! `idle` and `fanout` live here; the latency search, the publish-rate run, the reconnect storm,
-//! the quiet node, the rolling deploy, the churn, the mass disconnect and the hooks have a file
-//! each.
+//! the quiet node, the rolling deploy, the scale-out, the churn, the mass disconnect and the hooks
+//! have a file each.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -47,6 +47,8 @@ pub enum Kind {
     QuietNode,
     /// Clients behind a load balancer while every node is restarted in turn.
     Deploy,
+    /// Clients behind a round-robin balancer; then one more node is started and added to it.
+    ScaleOut,
     /// Every connection force-closed by its client every so often; recovery each time.
     Churn,
     /// The members of one room drop at once, then come back at once and recover, while another
@@ -121,6 +123,10 @@ pub struct Args {
     /// Churn: mean seconds between two forced closes of one connection.
     #[arg(long, default_value_t = 15.0)]
     pub every: f64,
+    /// Scale-out: seconds the nodes are watched after the new node is added.
+    #[arg(long, default_value_t = 60.0)]
+    #[serde(default)]
+    pub watch_seconds: f64,
     /// Hooks: the app backend's process id, for its CPU time.
     #[arg(long)]
     #[serde(default)]
@@ -263,6 +269,8 @@ pub struct Figures {
     #[serde(default)]
     pub nodes_each: Vec<NodeFigures>,
     pub deploy: Option<crate::figures::DeployFigures>,
+    #[serde(default)]
+    pub scale_out: Option<crate::figures::ScaleOutFigures>,
     pub churn: Option<crate::figures::ChurnFigures>,
     pub mass: Option<crate::figures::MassFigures>,
     #[serde(default)]
@@ -398,7 +406,7 @@ impl Setup {
     }
 }
 
-fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
+pub fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
     let host = target.trim_start_matches("http://").trim_end_matches('/');
     host.parse()
         .with_context(|| format!("target must be http://IP:PORT, got {target}"))

@@ -77,6 +77,9 @@ pub struct Deployment {
     /// An app backend for our server's hooks: every hook on (connect, subscribe, publish),
     /// clients publishing through the publish hook.
     pub backend: bool,
+    /// Nodes prepared (port and command line) but left for the scenario to start (the
+    /// scale-out's third node): their recipes follow the started nodes'.
+    pub later: usize,
 }
 
 /// The key of the benchmark backend's `Twine-Signature`s.
@@ -98,6 +101,9 @@ pub struct Programs {
     pub peer_dir: PathBuf,
     /// The machine has the two cores pinning needs.
     pub can_pin: bool,
+    /// Our binary takes `--advertise-address` (given to every node of ours on Redis: all nodes
+    /// run on 127.0.0.1, each on its own port).
+    pub advertise: bool,
 }
 
 /// How to start one node: its whole command line (pinning and port included) and environment.
@@ -140,6 +146,7 @@ impl Running {
         self.redis.iter().map(|r| r.1.to_string()).collect()
     }
 
+    /// Every node's recipe: the started nodes', then those left for the scenario to start.
     pub fn recipes(&self) -> Vec<Recipe> {
         self.recipes.clone()
     }
@@ -327,6 +334,9 @@ fn recipe(
             }
             if let Some(url) = redis_url {
                 argv.extend(["--redis-url".into(), url.to_owned()]);
+                if programs.advertise {
+                    argv.extend(["--advertise-address".into(), format!("127.0.0.1:{port}")]);
+                }
             }
             env.push(("TWINE_LOG".into(), "info".into()));
         }
@@ -427,7 +437,7 @@ pub async fn start(deployment: Deployment, programs: &Programs) -> anyhow::Resul
             .collect::<Vec<_>>()
             .join(",")
     });
-    for _ in 0..deployment.nodes.max(1) {
+    for started in 0..deployment.nodes.max(1) + deployment.later {
         let r = recipe(
             deployment,
             programs,
@@ -436,6 +446,10 @@ pub async fn start(deployment: Deployment, programs: &Programs) -> anyhow::Resul
             free_port()?,
             pin.then_some(0),
         );
+        if started >= deployment.nodes.max(1) {
+            running.recipes.push(r);
+            continue;
+        }
         running.nodes.push(
             spawn(&r)
                 .await

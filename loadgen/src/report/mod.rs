@@ -17,7 +17,7 @@ mod runs;
 mod table;
 mod targets;
 
-pub use runs::{Group, Meta, Run, Side, label, machine, now};
+pub use runs::{Group, Later, Meta, Run, Side, label, machine, now};
 
 use charts::{latency_chart, memory_chart};
 use prose::{hand_filled, method, profile};
@@ -51,6 +51,22 @@ pub fn write(out: &Path, meta: &Meta, runs: &[Run]) -> anyhow::Result<()> {
                 if let Some(intro) = g.intro() {
                     let _ = writeln!(text, "\n{intro}");
                 }
+                let older_balancer = runs.iter().any(|r| {
+                    r.group == g
+                        && r.figures
+                            .deploy
+                            .as_ref()
+                            .is_some_and(|d| d.no_ready_node.is_none())
+                });
+                if older_balancer {
+                    let _ = writeln!(
+                        text,
+                        "\nThe runs below are from before the balancer checked as described: it \
+                         asked every 250 ms, took a node out at its first failed check or 0.5 s \
+                         after its last `200`, and did not count the sockets at the end nor the \
+                         connections it could not place (those rows are missing)."
+                    );
+                }
             }
         }
         table(&mut text, title, &ours, &peer);
@@ -77,8 +93,8 @@ pub fn write(out: &Path, meta: &Meta, runs: &[Run]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Redraws a report from the `runs.json` a benchmark left beside it.
-pub fn rewrite(out: &Path) -> anyhow::Result<()> {
+/// The metadata and runs of the `runs.json` a benchmark left beside the report at `out`.
+fn read(out: &Path) -> anyhow::Result<(Meta, Vec<Run>)> {
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -90,5 +106,44 @@ pub fn rewrite(out: &Path) -> anyhow::Result<()> {
     let meta: Meta = serde_json::from_value(raw["meta"].clone())
         .with_context(|| format!("{}: no benchmark metadata", path.display()))?;
     let runs: Vec<Run> = serde_json::from_value(raw["runs"].clone())?;
+    Ok((meta, runs))
+}
+
+/// Redraws a report from the `runs.json` a benchmark left beside it.
+pub fn rewrite(out: &Path) -> anyhow::Result<()> {
+    let (meta, runs) = read(out)?;
     write(out, &meta, &runs)
+}
+
+/// Puts `runs` (some points, measured now) into the report at `out` in place of those points'
+/// earlier runs, keeping every other point's runs and the report's metadata, which records when
+/// and on what build these points were measured.
+pub fn merge(out: &Path, meta: &Meta, runs: Vec<Run>) -> anyhow::Result<()> {
+    let (mut old, earlier) = read(out)?;
+    anyhow::ensure!(
+        old.of_record == meta.of_record,
+        "{}: a smoke run and a run of record do not mix",
+        out.display()
+    );
+    let mut titles: Vec<String> = runs.iter().map(|r| r.title.clone()).collect();
+    titles.dedup();
+    let mut all: Vec<Run> = earlier
+        .into_iter()
+        .filter(|r| !titles.contains(&r.title))
+        .collect();
+    all.extend(runs);
+    // The report's order of sections (a stable sort keeps each section's points in order).
+    all.sort_by_key(|r| r.group);
+    for later in &mut old.later {
+        later.titles.retain(|t| !titles.contains(t));
+    }
+    old.later.retain(|l| !l.titles.is_empty());
+    old.later.push(Later {
+        titles,
+        repeats: meta.repeats,
+        minutes: meta.minutes,
+        date: meta.date.clone(),
+        server: meta.server.clone(),
+    });
+    write(out, &old, &all)
 }

@@ -24,6 +24,7 @@ impl Group {
             Group::RedisCluster => "6. Redis Cluster: publishes accepted per second",
             Group::QuietNode => "7. A node whose rooms get no traffic",
             Group::Deploy => "8. Deploy: every node restarted in turn behind a load balancer",
+            Group::ScaleOut => "8b. Scale-out: a third node added behind a round-robin balancer",
             Group::Churn => "9. Churn: connections force-closed by their clients",
             Group::Mass => "10. Mass disconnect and mass recovery of one room",
             Group::Hooks => "11. Backend hooks: connects, subscribes and client publishes",
@@ -65,10 +66,14 @@ impl Group {
             }
             Group::Deploy => {
                 "Three nodes on core 0 and one Redis, behind a TCP load balancer inside the load \
-                 generator (core 1): each new connection goes round robin to a node whose \
-                 `GET /ready` answered `200` in the last 0.5 s (asked every 250 ms; any other \
-                 answer, or a refused connection, takes it out at once); connections \
-                 to a node that stops being ready are not cut by the balancer. Clients connect \
+                 generator (core 1), round robin with no stickiness: each new connection goes to \
+                 the next node whose readiness check passes. The balancer checks as a cloud \
+                 balancer does: `GET /ready` on every node every second with a 2 s timeout; a \
+                 `200` puts a node in service, two failed checks in a row (another answer, a \
+                 refused connection, no answer in time) take it out, and so does a last `200` \
+                 more than 3 s old. A connection for which no node is ready is closed at once and \
+                 counted (\"connections the balancer closed\"); connections to a node that stops \
+                 being ready are not cut by the balancer. Clients connect \
                  over WebSocket through it, acknowledge every message and reconnect by \
                  themselves with socket.io-client's backoff (0.5–1.5 s, doubling to 5 s), ours \
                  with the `twineid` cookie, the peer's with `pid` and offset as stock \
@@ -76,9 +81,40 @@ impl Group {
                  each. After 3 s of publishing, every node in turn gets SIGTERM, is waited for \
                  until it exits and is started again (same port, same flags); the next follows 3 s \
                  after every client is connected again (1 s in a smoke run). \"Surviving nodes' CPU\" is the other two \
-                 nodes' CPU from the SIGTERM until every client was back. The peer has no drain: \
+                 nodes' CPU from the SIGTERM until every client was back. \"Sockets at the end\" \
+                 are the connections the balancer holds to each node once the last node has been \
+                 back for 6 s (2 s in a smoke run) and every client is connected (node 3 was \
+                 restarted last). The peer has no drain: \
                  on SIGTERM it closes every connection and exits (its `/ready` answers `503` \
                  meanwhile), so its rows are alike in both points."
+            }
+            Group::ScaleOut => {
+                "Two nodes on core 0 and one Redis on core 1, behind the deploy's balancer (8) \
+                 in round-robin mode: each new TCP connection goes to the next node in service, \
+                 nothing of the request (no cookie, no `sid`) looked at. Acknowledging clients \
+                 connect over WebSocket through it (ours with the `twineid` cookie, the peer's \
+                 recovering with `pid` and offset as stock socket.io-client does) and reconnect \
+                 by themselves with socket.io-client's backoff; 20 publishes/s go through the \
+                 balancer, a new connection each. After 3 s (1 s in a smoke run) a third node is \
+                 started (same flags, pinned to core 0 with the others) and added to the \
+                 balancer as soon as it listens, and the connections the balancer holds to each \
+                 node are read every 100 ms for 60 s (10 s in a smoke run) from the node's start. \
+                 A node's share is the clients ÷ 3 (so clients still away count against it); \
+                 \"every node within its share\" is the first reading where each node holds \
+                 it within 10 % either way. Ours runs with \
+                 its defaults on Redis, rebalancing on (`--rebalance-tolerance 10`, \
+                 `--rebalance-rate 50`), each node given `--advertise-address \
+                 127.0.0.1:<port>`: a node over its share by more than the tolerance moves the \
+                 excess away, at most 50 sockets a second, with its drain's gentle close, and \
+                 refuses new handshakes (`503`) meanwhile; while any node moves, every node takes \
+                 new clients only up to its share plus half the tolerance, so reconnecting \
+                 clients land on the node under its share (a refused client tries again after \
+                 its backoff: the balancer, working on TCP, does not retry a `503`). The peer \
+                 (socket.io 4.8, `connectionStateRecovery` with \
+                 `@socket.io/redis-streams-adapter`, stock clients) has no rebalancing: its new \
+                 node gets new connections only, and its column says where it stands after the \
+                 same time. Loss, repeats and order are counted per client over the whole run, \
+                 against the publishes accepted; live latency is over the watch."
             }
             Group::Churn => {
                 "One node each, no Redis: ours in memory, the peer socket.io 4.8 with \
@@ -243,6 +279,23 @@ pub(super) fn method(text: &mut String, meta: &Meta) {
             "- Smoke run: seconds per point, not figures of record."
         );
     }
+    for later in &meta.later {
+        let _ = writeln!(
+            text,
+            "- Measured later, with `--only … --merge` ({} run(s) each, {:.1} minutes, {}, our \
+             server {}): {}.",
+            later.repeats,
+            later.minutes,
+            later.date,
+            later.server,
+            later
+                .titles
+                .iter()
+                .map(|t| format!("\"{t}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let _ = writeln!(
         text,
         "\nPoints: (1) idle memory per connection at 1k/5k/10k/18k (one process may open 20,000 \
@@ -264,7 +317,8 @@ pub(super) fn method(text: &mut String, meta: &Meta) {
          spends and what it takes from Redis; (8) a rolling deploy of three nodes behind a load \
          balancer that skips unready nodes, each node stopped with SIGTERM and started again \
          while 3,000 acknowledging clients reconnect by themselves, with our drain closing at \
-         once and paced; (9) churn: 10,000 clients (fewer where the open-files limit is lower) \
+         once and paced; (8b) a third node added to two holding 6,000 acknowledging clients \
+         behind a round-robin balancer: how soon every node holds its share; (9) churn: 10,000 clients (fewer where the open-files limit is lower) \
          each force-closing its own connection about every 15 s for a minute while each of 50 \
          rooms gets one publish per second; (10) the mass disconnect and recovery of 5,000, \
          10,000 and 18,000 members of one room, with another room's latency meanwhile; (11) \

@@ -22,6 +22,7 @@ pub enum Group {
     RedisCluster,
     QuietNode,
     Deploy,
+    ScaleOut,
     Churn,
     Mass,
     Hooks,
@@ -59,15 +60,34 @@ pub struct Meta {
     /// Our server's binary, version and build time.
     #[serde(default)]
     pub server: String,
+    /// Points run again, or added, after the run the rest comes from (`loadgen bench --only …
+    /// --merge`).
+    #[serde(default)]
+    pub later: Vec<Later>,
+}
+
+/// Points measured in a later run than the rest of the report.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct Later {
+    pub titles: Vec<String>,
+    pub repeats: usize,
+    pub minutes: f64,
+    pub date: String,
+    pub server: String,
 }
 
 /// A deployment's name in table headers.
 pub fn label(d: Deployment) -> String {
     let nodes = |n: usize| {
-        if n == 1 {
-            "1 node".to_owned()
+        let then = if d.later > 0 {
+            format!(", then {}", n + d.later)
         } else {
-            format!("{n} nodes")
+            String::new()
+        };
+        if n == 1 {
+            format!("1 node{then}")
+        } else {
+            format!("{n} nodes{then}")
         }
     };
     let redis = match d.redis {
@@ -142,10 +162,31 @@ pub(super) type Pick = fn(&Figures) -> Option<f64>;
 /// One row of a point's table: its name, the figure and the digits it is shown with.
 pub(super) type Row = (&'static str, Pick, usize);
 
+/// What a figure is in a run that never got there (e.g. a balance not reached within the watch):
+/// shown as "never", and the slowest of all in a median.
+pub(super) const NEVER: f64 = f64::INFINITY;
+
 /// The median (and range) of one figure over a side's runs of a point.
 pub(super) fn stat(runs: &[&Run], pick: Pick) -> Option<(f64, f64, f64)> {
     let values: Vec<f64> = runs.iter().filter_map(|r| pick(&r.figures)).collect();
-    spread(&values)
+    let never = values.iter().filter(|&&v| v == NEVER).count();
+    if never == 0 {
+        return spread(&values);
+    }
+    if never == values.len() {
+        return Some((NEVER, NEVER, NEVER));
+    }
+    // The runs that never got there sort last.
+    let lo = spread(&values)?.1;
+    let mut all: Vec<f64> = values.into_iter().filter(|v| !v.is_nan()).collect();
+    all.sort_by(f64::total_cmp);
+    let m = all.len() / 2;
+    let median = if all.len() % 2 == 1 {
+        all[m]
+    } else {
+        (all[m - 1] + all[m]) / 2.0
+    };
+    Some((median, lo, NEVER))
 }
 
 /// A quantile of a run's publish→deliver latency.
@@ -163,4 +204,45 @@ pub(super) fn side<'a>(runs: &'a [Run], title: &str, side: Side) -> Vec<&'a Run>
     runs.iter()
         .filter(|r| r.title == title && r.side == side)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(value: Option<f64>) -> Run {
+        Run {
+            group: Group::ScaleOut,
+            title: "t".into(),
+            side: Side::Ours,
+            server: Server::Twine,
+            label: "l".into(),
+            pinned: true,
+            repeat: 0,
+            figures: Figures {
+                seconds: value.unwrap_or(f64::NAN),
+                ..Figures::default()
+            },
+        }
+    }
+
+    #[test]
+    fn never_sorts_last() {
+        let pick: Pick = |f| (!f.seconds.is_nan()).then_some(f.seconds);
+        let stat_of = |vs: &[Option<f64>]| {
+            let runs: Vec<Run> = vs.iter().map(|&v| run(v)).collect();
+            stat(&runs.iter().collect::<Vec<_>>(), pick)
+        };
+        assert_eq!(stat_of(&[]), None);
+        assert_eq!(stat_of(&[Some(2.0), Some(1.0)]), Some((1.5, 1.0, 2.0)));
+        assert_eq!(
+            stat_of(&[Some(NEVER), Some(NEVER)]),
+            Some((NEVER, NEVER, NEVER))
+        );
+        assert_eq!(
+            stat_of(&[Some(NEVER), Some(3.0), Some(1.0)]),
+            Some((3.0, 1.0, NEVER))
+        );
+        assert_eq!(stat_of(&[None, Some(4.0)]), Some((4.0, 4.0, 4.0)));
+    }
 }

@@ -4,16 +4,30 @@
 use std::fmt::Write as _;
 
 use super::rows::rows;
-use super::runs::{Run, stat};
+use super::runs::{NEVER, Run, stat};
+
+/// One figure at the table's precision ("never" for [`NEVER`]).
+fn number(v: f64, digits: usize) -> String {
+    if v == NEVER {
+        "never".into()
+    } else {
+        format!("{v:.digits$}")
+    }
+}
 
 /// The median, with the range where the runs differ at the table's precision.
 fn cell(s: Option<(f64, f64, f64)>, digits: usize) -> String {
     match s {
         None => "–".into(),
-        Some((m, lo, hi)) if (hi - lo).abs() < 0.5 * 10f64.powi(-(digits as i32)) => {
-            format!("{m:.digits$}")
+        Some((m, lo, hi)) if lo == hi || (hi - lo).abs() < 0.5 * 10f64.powi(-(digits as i32)) => {
+            number(m, digits)
         }
-        Some((m, lo, hi)) => format!("{m:.digits$} ({lo:.digits$}–{hi:.digits$})"),
+        Some((m, lo, hi)) => format!(
+            "{} ({}–{})",
+            number(m, digits),
+            number(lo, digits),
+            number(hi, digits)
+        ),
     }
 }
 

@@ -15,6 +15,12 @@ fn per_restart(f: &Figures, pick: fn(&crate::figures::Restart) -> f64) -> Option
     (!r.is_empty()).then(|| r.iter().map(pick).sum::<f64>() / r.len() as f64)
 }
 
+/// Connections the balancer held open to node `i` at the end of the deploy (not measured before
+/// the balancer counted them).
+fn at_end(f: &Figures, i: usize) -> Option<f64> {
+    deployed(f)?.sockets_at_end.get(i).map(|&n| n as f64)
+}
+
 /// Point 8: the rolling deploy behind the load balancer.
 pub(super) fn rows() -> Vec<Row> {
     vec![
@@ -144,10 +150,18 @@ pub(super) fn rows() -> Vec<Row> {
             0,
         ),
         (
+            "connections the balancer closed: no node ready",
+            |f| deployed(f)?.no_ready_node.map(|n| n as f64),
+            0,
+        ),
+        (
             "clients that never came back",
             |f| deployed(f).map(|d| d.never_back as f64),
             0,
         ),
+        ("node 1: sockets at the end", |f| at_end(f, 0), 0),
+        ("node 2: sockets at the end", |f| at_end(f, 1), 0),
+        ("node 3: sockets at the end", |f| at_end(f, 2), 0),
         (
             "servers' CPU over the whole deploy, cores busy (all nodes)",
             |f| Some(f.server_cores),

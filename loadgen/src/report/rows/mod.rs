@@ -9,6 +9,7 @@ mod hooks;
 mod load;
 mod mass;
 mod redis;
+mod scaleout;
 
 /// The rows of a point's table, by scenario.
 pub(super) fn rows(scenario: &str) -> Vec<Row> {
@@ -19,6 +20,7 @@ pub(super) fn rows(scenario: &str) -> Vec<Row> {
         "PublishRate" => redis::publish_rate(),
         "QuietNode" => redis::quiet_node(),
         "Deploy" => deploy::rows(),
+        "ScaleOut" => scaleout::rows(),
         "Churn" => churn::rows(),
         "MassDrop" => mass::rows(),
         "Hooks" => hooks::rows(),
