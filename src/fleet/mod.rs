@@ -312,23 +312,16 @@ pub fn advertised(
 ) -> String {
     let port = listening.port();
     if let Some(configured) = configured {
-        return if configured.parse::<SocketAddr>().is_ok() || configured.contains("]:") {
-            configured.to_owned()
-        } else if let Some((_, p)) = configured.rsplit_once(':')
-            && p.parse::<u16>().is_ok()
-            && !configured.contains('[')
-            && configured.matches(':').count() == 1
-        {
-            configured.to_owned()
-        } else {
-            SocketAddr::new(
-                configured
-                    .trim_matches(['[', ']'])
-                    .parse()
-                    .unwrap_or(listening.ip()),
-                port,
-            )
-            .to_string()
+        let bare = configured.trim_matches(['[', ']']);
+        return match bare.parse::<IpAddr>() {
+            // An address without a port (IPv6 ones too, bracketed or not).
+            Ok(ip) => SocketAddr::new(ip, port).to_string(),
+            Err(_) if configured.parse::<SocketAddr>().is_ok() => configured.to_owned(),
+            // A host name, with its port or without.
+            Err(_) => match configured.rsplit_once(':') {
+                Some((_, p)) if p.parse::<u16>().is_ok() => configured.to_owned(),
+                _ => format!("{configured}:{port}"),
+            },
         };
     }
     if !listening.ip().is_unspecified() {
@@ -401,6 +394,12 @@ mod tests {
             "10.0.0.7:9000"
         );
         assert_eq!(advertised(Some("10.0.0.7"), any, None), "10.0.0.7:3005");
+        assert_eq!(
+            advertised(Some("pod-1.twine"), any, None),
+            "pod-1.twine:3005"
+        );
+        assert_eq!(advertised(Some("::1"), any, None), "[::1]:3005");
+        assert_eq!(advertised(Some("[::1]:9"), any, None), "[::1]:9");
         assert_eq!(
             advertised(Some("pod-1.twine:3005"), any, None),
             "pod-1.twine:3005"
