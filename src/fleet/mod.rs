@@ -262,8 +262,8 @@ impl FleetView {
         *self.fresh.write().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 
-    /// Announces this node every [`ANNOUNCE_EVERY`] with what `load` reports, until the node
-    /// is dropped; then takes it out of the fleet.
+    /// Announces this node every [`ANNOUNCE_EVERY`] with what `load` reports, until the view is
+    /// dropped ([`FleetView::leave`] takes it out sooner).
     pub fn spawn_announcer(self: &Arc<Self>, load: impl Fn() -> Load + Send + 'static) {
         let view = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -276,7 +276,8 @@ impl FleetView {
             let first = tokio::time::Instant::now()
                 + Duration::from_nanos(u64::from(1_000_000_000 - into_second));
             let mut every = tokio::time::interval_at(first, ANNOUNCE_EVERY);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // A late announcement skips to the next whole second, staying in step.
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 every.tick().await;
                 let Some(view) = view.upgrade() else { break };
