@@ -82,50 +82,11 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
     let query = EngineQuery::parse(request.uri().query());
     let (long_polling, upgrading, sid) = (query.is_polling(), query.is_websocket(), query.sid);
     if let (Some(sid_text), Some(node)) = (query.sid_text, query.node) {
-        let forwarded = gate.forwarder.check(request.headers(), sid_text);
-        if forwarded == Forwarded::Forged {
-            tracing::debug!("Engine.IO request with a forged forwarding signature");
-            return (
-                StatusCode::FORBIDDEN,
-                "Forbidden: bad forwarding signature.",
-            )
-                .into_response();
-        }
-        if node != gate.fleet.me() {
-            // Another node's session: taken there, once.
-            let owner = (forwarded == Forwarded::No)
-                .then(|| gate.fleet.address_of(node))
-                .flatten();
-            if upgrading && gate.draining.is_on() {
-                // A WebSocket joined through a node about to stop would be cut when it exits:
-                // the balancer (or the client, staying on long-polling) goes to another node.
-                return unavailable(
-                    "Service Unavailable: this node is stopping; connect to another.",
-                );
-            }
-            return match owner {
-                Some(address) => {
-                    let sid_text = sid_text.to_owned();
-                    gate.forwarder.forward(request, &address, &sid_text).await
-                }
-                None => session_unknown(),
-            };
-        }
-        if forwarded == Forwarded::FromMember && request.method() == Method::DELETE {
-            // The node carrying this session's WebSocket drains: so does the session, gently.
-            let drained = sid.is_some_and(|sid| gate.draining.drain_one(sid));
-            return if drained {
-                StatusCode::NO_CONTENT.into_response()
-            } else {
-                session_unknown()
-            };
-        }
-        // This node's: Engine.IO knows the session by its id alone.
-        let query = request.uri().query().map(without_node);
-        if let Some(uri) = query.and_then(|q| format!("{}?{q}", request.uri().path()).parse().ok())
-        {
-            *request.uri_mut() = uri;
-        }
+        let (sid_text, node) = (sid_text.to_owned(), node.to_owned());
+        request = match to_owner(&gate, request, &sid_text, &node, upgrading).await {
+            Ok(ours) => ours,
+            Err(answered) => return answered,
+        };
     }
     let Some(sid) = sid else {
         if gate.draining.is_on() {
@@ -206,6 +167,58 @@ pub async fn gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Nex
         return polling::response(response, meter).await;
     }
     response
+}
+
+/// A request for a session whose id names the node holding it (`<sid>.<node>`): another node's
+/// is forwarded there, once (`Err` with its answer); this node's goes on with the node taken off
+/// the session id, as Engine.IO knows it (`Ok`).
+async fn to_owner(
+    gate: &Gate,
+    mut request: Request,
+    sid_text: &str,
+    node: &str,
+    upgrading: bool,
+) -> Result<Request, Response> {
+    let forwarded = gate.forwarder.check(request.headers(), sid_text);
+    if forwarded == Forwarded::Forged {
+        tracing::debug!("Engine.IO request with a forged forwarding signature");
+        return Err((
+            StatusCode::FORBIDDEN,
+            "Forbidden: bad forwarding signature.",
+        )
+            .into_response());
+    }
+    if node != gate.fleet.me() {
+        if upgrading && gate.draining.is_on() {
+            // A WebSocket joined through a node about to stop would be cut when it exits: the
+            // balancer (or the client, staying on long-polling) goes to another node.
+            return Err(unavailable(
+                "Service Unavailable: this node is stopping; connect to another.",
+            ));
+        }
+        let owner = (forwarded == Forwarded::No)
+            .then(|| gate.fleet.address_of(node))
+            .flatten();
+        return Err(match owner {
+            Some(address) => gate.forwarder.forward(request, &address, sid_text).await,
+            None => session_unknown(),
+        });
+    }
+    if forwarded == Forwarded::FromMember && request.method() == Method::DELETE {
+        // The node carrying this session's WebSocket drains: so does the session, gently.
+        let sid = EngineQuery::parse(request.uri().query()).sid;
+        let drained = sid.is_some_and(|sid| gate.draining.drain_one(sid));
+        return Err(if drained {
+            StatusCode::NO_CONTENT.into_response()
+        } else {
+            session_unknown()
+        });
+    }
+    let query = request.uri().query().map(without_node);
+    if let Some(uri) = query.and_then(|q| format!("{}?{q}", request.uri().path()).parse().ok()) {
+        *request.uri_mut() = uri;
+    }
+    Ok(request)
 }
 
 /// What Engine.IO answers for a session it does not know: the client starts anew.
