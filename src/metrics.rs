@@ -224,24 +224,6 @@ fn route_of(known: &[&'static str], path: &str) -> Option<&'static str> {
         .copied()
 }
 
-#[cfg(test)]
-mod route_tests {
-    #[test]
-    fn a_request_is_counted_under_its_own_route_not_the_root() {
-        let known = ["/", "/ready", "/api/rooms/{room}/messages", "/demo/"];
-        let route = |path| super::route_of(&known, path);
-        assert_eq!(route("/"), Some("/"));
-        assert_eq!(route("/ready"), Some("/ready"));
-        assert_eq!(
-            route("/api/rooms/{room}/messages"),
-            Some("/api/rooms/{room}/messages")
-        );
-        assert_eq!(route("/demo"), Some("/demo/"));
-        assert_eq!(route("/demo/{*path}"), Some("/demo/"));
-        assert_eq!(route("/elsewhere"), None);
-    }
-}
-
 impl Metrics {
     /// Names the client events and routes the node serves, so each shows from the start (at
     /// zero) and nothing else is counted under its own name.
@@ -593,5 +575,23 @@ impl SessionStore for MeteredSessions {
     async fn advance_many(&self, batch: &[(&str, &[Progress])]) -> Result<(), StoreError> {
         let call = self.inner.advance_many(batch);
         self.metrics.timed("session_advance", call).await
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    #[test]
+    fn a_request_is_counted_under_its_own_route_not_the_root() {
+        let known = ["/", "/ready", "/api/rooms/{room}/messages", "/demo/"];
+        let route = |path| super::route_of(&known, path);
+        assert_eq!(route("/"), Some("/"));
+        assert_eq!(route("/ready"), Some("/ready"));
+        assert_eq!(
+            route("/api/rooms/{room}/messages"),
+            Some("/api/rooms/{room}/messages")
+        );
+        assert_eq!(route("/demo"), Some("/demo/"));
+        assert_eq!(route("/demo/{*path}"), Some("/demo/"));
+        assert_eq!(route("/elsewhere"), None);
     }
 }
