@@ -63,5 +63,11 @@ echo "installing the Node peers and Artillery npm packages"
 # socket.io with @socket.io/redis-adapter, @socket.io/redis-streams-adapter and the redis client:
 # the peers `loadgen bench` measures our server against.
 npm ci --prefix js-fixtures/node-peer --no-audit --no-fund --loglevel=error
+# bufferutil and utf-8-validate, as socket.io's performance guide advises: `ws` uses them when
+# their native builds load (prebuilt for linux-x64 inside the packages), so check that they do.
+(cd js-fixtures/node-peer && node -e '
+  const path = require("node:path");
+  for (const m of ["bufferutil", "utf-8-validate"]) require("node-gyp-build").path(path.dirname(require.resolve(m)));
+')
 # Artillery's optional browser download cannot work offline.
 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix js-fixtures/artillery --no-audit --no-fund --loglevel=error

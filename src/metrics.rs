@@ -228,6 +228,20 @@ pub struct Metrics {
     surface: std::sync::OnceLock<(Vec<&'static str>, Vec<&'static str>)>,
 }
 
+/// The route among `known` that serves `path` (a router's matched path): the same route, else
+/// the longest folder route (one ending in `/`, the root excepted) that holds it.
+fn route_of(known: &[&'static str], path: &str) -> Option<&'static str> {
+    if let Some(&route) = known.iter().find(|r| **r == path) {
+        return Some(route);
+    }
+    let within = format!("{path}/");
+    known
+        .iter()
+        .filter(|r| r.len() > 1 && r.ends_with('/') && within.starts_with(**r))
+        .max_by_key(|r| r.len())
+        .copied()
+}
+
 impl Metrics {
     /// Names the client events and routes the node serves, so each shows from the start (at
     /// zero) and nothing else is counted under its own name.
@@ -284,11 +298,7 @@ impl Metrics {
     /// A request reached the route `path`.
     pub fn http_request(&self, path: &str) {
         let known = self.surface.get().map_or(&[][..], |(_, routes)| routes);
-        // A route ending in `/` serves a folder (the demo's files); `/` itself is the one path
-        // only, or every request would count under it.
-        let folder = |r: &str| r.len() > 1 && r.ends_with('/') && format!("{path}/").starts_with(r);
-        let serves = |r: &str| r == path || folder(r);
-        if let Some(&route) = known.iter().find(|r| serves(r)) {
+        if let Some(route) = route_of(known, path) {
             self.http_requests
                 .get_or_create(&RouteLabel { route })
                 .inc();
@@ -617,28 +627,19 @@ impl SessionStore for MeteredSessions {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn requests(metrics: &Metrics, route: &'static str) -> u64 {
-        metrics
-            .http_requests
-            .get_or_create(&RouteLabel { route })
-            .get()
-    }
-
+mod route_tests {
     #[test]
-    fn counts_each_request_under_its_own_route() {
-        let metrics = Metrics::new();
-        metrics.name_surface(&[], &["/", "/metrics", "/api/twine", "/demo/"]);
-        metrics.http_request("/api/twine");
-        metrics.http_request("/api/twine");
-        metrics.http_request("/");
-        metrics.http_request("/demo/app.js");
-        metrics.http_request("/unknown");
-        assert_eq!(requests(&metrics, "/api/twine"), 2);
-        assert_eq!(requests(&metrics, "/"), 1);
-        assert_eq!(requests(&metrics, "/demo/"), 1);
-        assert_eq!(requests(&metrics, "/metrics"), 0);
+    fn a_request_is_counted_under_its_own_route_not_the_root() {
+        let known = ["/", "/ready", "/api/rooms/{room}/messages", "/demo/"];
+        let route = |path| super::route_of(&known, path);
+        assert_eq!(route("/"), Some("/"));
+        assert_eq!(route("/ready"), Some("/ready"));
+        assert_eq!(
+            route("/api/rooms/{room}/messages"),
+            Some("/api/rooms/{room}/messages")
+        );
+        assert_eq!(route("/demo"), Some("/demo/"));
+        assert_eq!(route("/demo/{*path}"), Some("/demo/"));
+        assert_eq!(route("/elsewhere"), None);
     }
 }

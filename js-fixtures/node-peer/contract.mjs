@@ -5,7 +5,10 @@
 // calls `startPeer` with what it adds.
 //
 // Environment: PORT (default 3006, 0 = a free port), TWINE_HOST (default 0.0.0.0),
-// TWINE_API_KEY (default `test-key`). Prints `listening on <host>:<port>` once listening.
+// TWINE_API_KEY (default `test-key`), DRAIN_DELAY_MS (default 0: how long the peer stays up after
+// SIGTERM, `GET /ready` answering 503, before it closes every connection, as a Kubernetes `preStop`
+// sleep gives a load balancer time to stop sending it new ones). Prints `listening on
+// <host>:<port>` once listening.
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { Server } from 'socket.io';
@@ -15,6 +18,7 @@ const HOST = process.env.TWINE_HOST ?? '0.0.0.0';
 const API_KEY = process.env.TWINE_API_KEY || 'test-key';
 const MAX_BODY = 1_000_000;
 const COOKIE_MAX_AGE = 86400;
+const DRAIN_DELAY_MS = Number(process.env.DRAIN_DELAY_MS ?? 0);
 
 let io;
 /** Set on the signal to stop: `GET /ready` answers 503 from then on, as a load balancer expects. */
@@ -40,13 +44,19 @@ export function startPeer({ options = {}, adapter, close = async () => {}, metri
   httpServer.listen(PORT, HOST, () => {
     console.log(`listening on ${HOST}:${httpServer.address().port}`);
   });
+  const shutDown = () => {
+    io.close();
+    close().catch(() => {});
+    httpServer.close(() => process.exit(0));
+    setTimeout(() => process.exit(0), 2000).unref();
+  };
   for (const signal of ['SIGINT', 'SIGTERM']) {
     process.on(signal, () => {
+      if (stopping) return shutDown();
       stopping = true;
-      io.close();
-      close().catch(() => {});
-      httpServer.close(() => process.exit(0));
-      setTimeout(() => process.exit(0), 2000).unref();
+      // Not ready from now on; connections stay until the delay is over (a second signal ends
+      // it at once).
+      setTimeout(shutDown, DRAIN_DELAY_MS);
     });
   }
   return io;

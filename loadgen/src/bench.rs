@@ -96,6 +96,7 @@ fn scenario_args(kind: Kind) -> scenario::Args {
         p99_limit_ms: 50.0,
         members: 1,
         every: 15.0,
+        loss: scenario::Loss::Clean,
         backend_pid: None,
         watch_seconds: 60.0,
         restart: Vec::new(),
@@ -111,6 +112,7 @@ const fn deploy(server: Server, nodes: usize, redis: Redis) -> Deployment {
         redis,
         pinned: true,
         flags: &[],
+        env: &[],
         backend: false,
         later: 0,
     }
@@ -297,8 +299,8 @@ pub fn plan(scale: Scale) -> Vec<Point> {
     points
 }
 
-/// Publishes accepted per second on `redis`, ours on one node against `peer` on two: one hot room
-/// holding history, and many rooms.
+/// Publishes accepted per second on `redis`, one node of ours against one of `peer`, both on
+/// core 0: one hot room holding history, and many rooms.
 fn publish_points(
     points: &mut Vec<Point>,
     full: bool,
@@ -322,7 +324,7 @@ fn publish_points(
             format!("{on}: publishes per second, {what}"),
             a,
             deploy(Server::Twine, 1, redis),
-            deploy(peer, 2, redis),
+            deploy(peer, 1, redis),
         ));
     }
 }
@@ -363,11 +365,26 @@ fn more_points(points: &mut Vec<Point>, full: bool) {
         ));
     }
 
-    // 8. Rolling deploy behind a load balancer, closing at once and paced.
-    let drains: &[(&'static [&'static str], &str)] = if full {
+    // 8. Rolling deploy behind a load balancer, closing at once and paced. Both sides stay up,
+    // not ready, for the same delay after SIGTERM (ours `--drain-delay`, the peer a `preStop`-like
+    // sleep) before they close.
+    type Drain = (
+        &'static [&'static str],
+        &'static [(&'static str, &'static str)],
+        &'static str,
+    );
+    let drains: &[Drain] = if full {
         &[
-            (&["--drain-period", "0s"], "--drain-period 0s"),
-            (&[], "default drain (5 s delay, 20 s period)"),
+            (
+                &["--drain-delay", "5s", "--drain-period", "0s"],
+                &[("DRAIN_DELAY_MS", "5000")],
+                "5 s not ready, then all closed at once",
+            ),
+            (
+                &["--drain-delay", "5s", "--drain-period", "20s"],
+                &[("DRAIN_DELAY_MS", "5000")],
+                "5 s not ready, then ours paced over 20 s",
+            ),
         ]
     } else {
         &[
@@ -375,11 +392,12 @@ fn more_points(points: &mut Vec<Point>, full: bool) {
             // second apart), then a paced close.
             (
                 &["--drain-delay", "3s", "--drain-period", "2s"],
-                "--drain-delay 3s --drain-period 2s",
+                &[("DRAIN_DELAY_MS", "3000")],
+                "3 s not ready, then ours paced over 2 s",
             ),
         ]
     };
-    for &(flags, drain) in drains {
+    for &(flags, peer_env, drain) in drains {
         let mut a = scenario_args(Kind::Deploy);
         (a.connections, a.rooms, a.rate, a.seconds) = if full {
             (3_000, 30, 20.0, 3.0)
@@ -397,7 +415,10 @@ fn more_points(points: &mut Vec<Point>, full: bool) {
                 flags,
                 ..deploy(Server::Twine, 3, Redis::One)
             },
-            deploy(Server::NodeRedisStreams, 3, Redis::One),
+            Deployment {
+                env: peer_env,
+                ..deploy(Server::NodeRedisStreams, 3, Redis::One)
+            },
         );
         p.peer_recovery = Some(RecoveryFlow::SocketIo);
         points.push(p);
@@ -429,26 +450,35 @@ fn more_points(points: &mut Vec<Point>, full: bool) {
     p.peer_recovery = Some(RecoveryFlow::SocketIo);
     points.push(p);
 
-    // 9. Churn: every connection force-closed about every 15 s for a minute.
-    let mut a = scenario_args(Kind::Churn);
-    (a.connections, a.rooms, a.rate, a.seconds, a.every) = if full {
-        let n = 10_000.min(crate::addrs::connection_ceiling().saturating_sub(1_000));
-        (n, 50, 50.0, 60.0, 15.0)
-    } else {
-        (300, 10, 10.0, 6.0, 2.0)
-    };
-    let mut p = point(
-        Group::Churn,
-        format!(
-            "churn: {} clients each force-closed every ~{} s for {} s, 1 publish/s into each of {} rooms",
-            a.connections, a.every, a.seconds, a.rooms
-        ),
-        a,
-        TWINE,
-        NODE_RECOVERY,
-    );
-    p.peer_recovery = Some(RecoveryFlow::SocketIo);
-    points.push(p);
+    // 9. Churn: every connection force-closed about every 15 s for a minute, cleanly and as a
+    // network loses it. A silently lost connection stays open on both ends until the server's
+    // ping timeout (up to 45 s): about three per client at once, within the open-files limit.
+    for loss in [scenario::Loss::Clean, scenario::Loss::Silent] {
+        let mut a = scenario_args(Kind::Churn);
+        (a.connections, a.rooms, a.rate, a.seconds, a.every) = if full {
+            let n = 10_000.min(crate::addrs::connection_ceiling().saturating_sub(1_000) / 4);
+            (n, 50, 50.0, 60.0, 15.0)
+        } else {
+            (300, 10, 10.0, 6.0, 2.0)
+        };
+        a.loss = loss;
+        let mut p = point(
+            Group::Churn,
+            format!(
+                "churn: {} clients each force-closed every ~{} s for {} s, 1 publish/s into each of {} rooms, --loss {}",
+                a.connections,
+                a.every,
+                a.seconds,
+                a.rooms,
+                loss.name()
+            ),
+            a,
+            TWINE,
+            NODE_RECOVERY,
+        );
+        p.peer_recovery = Some(RecoveryFlow::SocketIo);
+        points.push(p);
+    }
 
     // 10. Mass disconnect and mass recovery of one room.
     let sizes: Vec<usize> = if full {
@@ -492,6 +522,8 @@ fn more_points(points: &mut Vec<Point>, full: bool) {
         ),
         a,
         Deployment {
+            // The token is verified on both sides: the hooks are the only difference.
+            flags: &["--auth", "optional"],
             backend: true,
             ..TWINE
         },
@@ -664,6 +696,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         server: server_version(&args.twine),
         date: report::now(),
         later: Vec::new(),
+        commit: report::commit(),
+        node: report::node_version(),
+        redis: report::redis_version(),
     };
     // Checked before the runs go into the report (a merge takes them).
     let checked = if args.strict { check(&runs) } else { Ok(()) };

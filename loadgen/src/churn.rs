@@ -6,6 +6,10 @@
 //!
 //! Every session first receives one message, so a socket.io session has an offset to recover
 //! from; the count starts after it, and churning starts then.
+//!
+//! `--loss clean` closes each connection cleanly (its acknowledgements flushed, then a FIN);
+//! `--loss silent` loses it as a network does: what was not yet sent is lost, and the server
+//! sees nothing until its ping timeout, while the client is already back on a new connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +26,7 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
         RecoveryFlow::Cookie => cookies(setup, n).await?,
         RecoveryFlow::SocketIo => Vec::new(),
     };
-    let run = SessionRun::new(args.ack, args.every, args.quiet);
+    let run = SessionRun::new(args.ack, args.every, args.quiet).losing(args.loss);
     let plans: Vec<SessionPlan> = (0..n)
         .map(|i| SessionPlan {
             target: setup.node_of(i, 0),
@@ -65,7 +69,7 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
     let s = run.sessions.clone();
     let traces = run.finish(handles).await;
     figures.published(&tally);
-    let c = session::count(&traces, &setup.rooms_of, &tally.accepted_seqs(), from_seq);
+    let c = session::count(&traces, &setup.rooms_of, &tally.due_seqs(), from_seq);
     (
         figures.deliveries,
         figures.expected,

@@ -270,11 +270,34 @@ impl Client {
         let _ = self.ws.close(None).await;
     }
 
-    /// Drops the connection as a client whose network went away does, with no WebSocket close:
-    /// what was already written (acknowledgements) goes out first, then the TCP connection
-    /// closes.
+    /// Drops the connection with no WebSocket close, cleanly (`--loss clean`): what was already
+    /// written (acknowledgements) goes out first, then the TCP connection closes (FIN), so the
+    /// server has the last acknowledgements and sees the close at once.
     pub async fn abandon(mut self) {
         let _ = self.ws.flush().await;
+    }
+
+    /// Drops the connection as a network that goes away does (`--loss silent`): acknowledgements
+    /// written but not yet flushed are lost, and nothing more is sent, neither pong nor FIN, so
+    /// the server learns of it only by its ping timeout (or by the client's next connection).
+    /// The socket stays open meanwhile, what arrives on it read and dropped, until the server
+    /// closes it or `hold` passes; it is then reset (`SO_LINGER` 0), never closed with a FIN.
+    pub fn vanish(self, hold: std::time::Duration) {
+        let mut ws = self.ws;
+        let _ = ws.get_ref().set_zero_linger();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut sink = [0u8; 512];
+            let _ = tokio::time::timeout(hold, async {
+                while let Ok(n) = ws.get_mut().read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+            drop(ws);
+        });
     }
 }
 

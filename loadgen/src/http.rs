@@ -169,6 +169,20 @@ pub struct Answer {
     pub reusable: bool,
 }
 
+/// A publish that got no whole answer.
+#[derive(Debug)]
+pub struct Unanswered {
+    /// Some of an answer had arrived (the server read the request).
+    pub answered: bool,
+    pub error: anyhow::Error,
+}
+
+impl std::fmt::Display for Unanswered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.error)
+    }
+}
+
 impl Publisher {
     pub async fn connect(target: SocketAddr) -> anyhow::Result<Publisher> {
         let stream = TcpStream::connect(target).await?;
@@ -180,12 +194,39 @@ impl Publisher {
         })
     }
 
+    /// Whether the connection is still open as far as can be told without waiting: a server
+    /// that closed it (an idle keep-alive timeout) has left an end of stream to read.
+    pub fn is_open(&self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            // Bytes nobody asked for: the connection is out of step.
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        match self.reader.get_ref().try_read(&mut probe) {
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            Ok(_) => false,
+        }
+    }
+
     /// Publishes `payload` (a JSON object's text) to `room` and reads the answer.
     pub async fn publish(
         &mut self,
         api_key: &str,
         room: &str,
         payload: &str,
+    ) -> Result<Answer, Unanswered> {
+        let mut answered = false;
+        self.exchange(api_key, room, payload, &mut answered)
+            .await
+            .map_err(|error| Unanswered { answered, error })
+    }
+
+    async fn exchange(
+        &mut self,
+        api_key: &str,
+        room: &str,
+        payload: &str,
+        answered: &mut bool,
     ) -> anyhow::Result<Answer> {
         use std::fmt::Write as _;
         let body_len = r#"{"room_id":"","payload":}"#.len() + room.len() + payload.len();
@@ -200,7 +241,10 @@ impl Publisher {
             .write_all(self.request.as_bytes())
             .await?;
         let mut line = String::new();
-        self.reader.read_line(&mut line).await?;
+        if self.reader.read_line(&mut line).await? == 0 {
+            bail!("connection closed before an answer");
+        }
+        *answered = true;
         let status: u16 = line
             .split_whitespace()
             .nth(1)

@@ -27,6 +27,54 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks as f64 / 100.0) // USER_HZ is 100 on Linux
 }
 
+/// The local addresses (`IP:PORT`) of process `pid`'s established IPv4 TCP connections to any of
+/// `peers` (by its sockets' inodes in `/proc/<pid>/fd` and `/proc/net/tcp`).
+pub fn tcp_connections_to(
+    pid: u32,
+    peers: &[std::net::SocketAddr],
+) -> anyhow::Result<Vec<std::net::SocketAddr>> {
+    let mut inodes = std::collections::HashSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .with_context(|| format!("reading /proc/{pid}/fd"))?
+        .flatten()
+    {
+        if let Ok(link) = std::fs::read_link(fd.path())
+            && let Some(inode) = link
+                .to_str()
+                .and_then(|l| l.strip_prefix("socket:["))
+                .and_then(|l| l.strip_suffix(']'))
+        {
+            inodes.insert(inode.to_owned());
+        }
+    }
+    // `0100007F:1F90` is 127.0.0.1:8080: the address in host byte order (little-endian here).
+    let addr = |hex: &str| -> Option<std::net::SocketAddr> {
+        let (ip, port) = hex.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?.swap_bytes();
+        Some(
+            (
+                std::net::Ipv4Addr::from(ip),
+                u16::from_str_radix(port, 16).ok()?,
+            )
+                .into(),
+        )
+    };
+    let table = std::fs::read_to_string("/proc/net/tcp").context("reading /proc/net/tcp")?;
+    Ok(table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local, remote, state (01: established), ..., inode
+            if f.len() < 10 || f[3] != "01" || !inodes.contains(f[9]) {
+                return None;
+            }
+            let remote = addr(f[2])?;
+            peers.contains(&remote).then(|| addr(f[1]))?
+        })
+        .collect())
+}
+
 /// CPU time the whole machine spent busy (all cores, every process), in seconds.
 pub fn machine_busy_seconds() -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;

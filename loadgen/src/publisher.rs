@@ -4,6 +4,11 @@
 //! (anything else, or no answer), or not sent because `concurrency` publishes were already
 //! waiting for their answers (the bound that keeps an overloaded server from being sent an
 //! unbounded number of connections).
+//!
+//! A pooled keep-alive connection is checked before it is reused (a server closes idle ones:
+//! Node's after 5 s), and a publish on a reused connection that ends before any answer is sent
+//! again on a fresh one, as HTTP clients do. A publish that was sent and never answered counts
+//! as failed and stays due: the server may have taken it, and its subscribers are owed it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +58,9 @@ pub struct Tally {
     pub owed_per_room: Vec<AtomicU64>,
     /// Sequence numbers accepted, per room.
     accepted_seqs: Mutex<Vec<Vec<u64>>>,
+    /// Publishes sent and never answered, per room: failed, and still due.
+    unanswered_per_room: Vec<AtomicU64>,
+    unanswered_seqs: Mutex<Vec<Vec<u64>>>,
     pub offered: AtomicU64,
     pub accepted: AtomicU64,
     pub refused: AtomicU64,
@@ -68,6 +76,8 @@ impl Tally {
             accepted_per_room: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
             owed_per_room: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
             accepted_seqs: Mutex::new(vec![Vec::new(); rooms]),
+            unanswered_per_room: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
+            unanswered_seqs: Mutex::new(vec![Vec::new(); rooms]),
             offered: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -90,15 +100,46 @@ impl Tally {
         seqs
     }
 
+    /// Sequence numbers due to a room's subscribers, per room: accepted, or sent and never
+    /// answered (the server may have taken them).
+    pub fn due_seqs(&self) -> Vec<Vec<u64>> {
+        let mut seqs = self.accepted_seqs();
+        let unanswered = self
+            .unanswered_seqs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (room, more) in seqs.iter_mut().zip(unanswered.iter()) {
+            room.extend(more);
+            room.sort_unstable();
+        }
+        seqs
+    }
+
+    /// Publishes due to each room's subscribers so far (accepted, or sent and never answered).
+    pub fn due_in(&self, room: usize) -> u64 {
+        Self::load(&self.accepted_per_room[room]) + Self::load(&self.unanswered_per_room[room])
+    }
+
     fn accept(&self, room: usize, seq: u64) {
         self.accepted_seqs.lock().unwrap_or_else(|e| e.into_inner())[room].push(seq);
         self.accepted_per_room[room].fetch_add(1, Ordering::Relaxed);
         self.accepted.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A publish that failed before it was sent, or was answered with another status.
     fn fail(&self, room: usize) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         self.owed_per_room[room].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A publish sent and never answered: failed, and still owed to the room.
+    fn unanswered(&self, room: usize, seq: u64) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.unanswered_seqs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())[room]
+            .push(seq);
+        self.unanswered_per_room[room].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn load(counter: &AtomicU64) -> u64 {
@@ -188,7 +229,8 @@ pub async fn publish(
 }
 
 /// One publish on a pooled keep-alive connection (a new one when none is free, or always when
-/// there is no pool).
+/// there is no pool). A reused connection that ends before answering (closed while idle) is
+/// replaced by a fresh one and the publish sent again.
 async fn one(
     target: SocketAddr,
     api_key: &str,
@@ -197,7 +239,12 @@ async fn one(
     pool: Option<&Mutex<Vec<Publisher>>>,
     tally: &Tally,
 ) {
-    let pooled = pool.and_then(|p| p.lock().unwrap_or_else(|e| e.into_inner()).pop());
+    // A pooled connection the server has closed meanwhile is dropped, not reused.
+    let pooled = pool.and_then(|p| {
+        let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
+        std::iter::from_fn(|| p.pop()).find(Publisher::is_open)
+    });
+    let mut reused = pooled.is_some();
     let mut publisher = match pooled {
         Some(p) => p,
         None => match Publisher::connect(target).await {
@@ -212,25 +259,43 @@ async fn one(
     let payload = format!(
         r#"{{"seq":{seq},"sent_us":{sent},"text":"benchmark message, about a hundred bytes"}}"#
     );
-    match publisher.publish(api_key, &room_name(room), &payload).await {
-        Ok(answer) => {
-            tally
-                .answer_latency
-                .record_us(now_us().saturating_sub(sent));
-            match answer.status {
-                201 => tally.accept(room, seq),
-                503 | 429 => {
-                    tally.refused.fetch_add(1, Ordering::Relaxed);
-                    tally.owed_per_room[room].fetch_sub(1, Ordering::Relaxed);
+    loop {
+        match publisher.publish(api_key, &room_name(room), &payload).await {
+            Ok(answer) => {
+                tally
+                    .answer_latency
+                    .record_us(now_us().saturating_sub(sent));
+                match answer.status {
+                    201 => tally.accept(room, seq),
+                    503 | 429 => {
+                        tally.refused.fetch_add(1, Ordering::Relaxed);
+                        tally.owed_per_room[room].fetch_sub(1, Ordering::Relaxed);
+                    }
+                    _ => tally.fail(room),
                 }
-                _ => tally.fail(room),
+                if let Some(pool) = pool.filter(|_| answer.reusable) {
+                    pool.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(publisher);
+                }
+                return;
             }
-            if let Some(pool) = pool.filter(|_| answer.reusable) {
-                pool.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(publisher);
+            Err(e) if reused && !e.answered => {
+                // The race a keep-alive client has: the server closed the idle connection as
+                // the request went out. Once more, on a fresh connection.
+                reused = false;
+                publisher = match Publisher::connect(target).await {
+                    Ok(p) => p,
+                    Err(_) => {
+                        tally.unanswered(room, seq);
+                        return;
+                    }
+                };
+            }
+            Err(_) => {
+                tally.unanswered(room, seq);
+                return;
             }
         }
-        Err(_) => tally.fail(room),
     }
 }

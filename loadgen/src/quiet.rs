@@ -1,8 +1,9 @@
 //! The quiet node: two nodes sharing Redis; the first holds subscribers of the busy rooms
 //! (`--members` each) and takes every publish, the second holds `--connections` clients in other
-//! rooms that get no traffic at all. What counts is what the second node spends meanwhile: its CPU
-//! and the messages it took from Redis pub/sub (`twine_redis_messages_received_total` on
-//! `/metrics`, which the Node peers also answer), beside the busy node's and Redis's.
+//! rooms that get no traffic at all. What counts is what the second node spends meanwhile: its CPU,
+//! the messages it says it took from Redis pub/sub (`twine_redis_messages_received_total` on
+//! `/metrics`, which the Node peers also answer), and what Redis itself holds for it: the channels
+//! and patterns its connections subscribe to (`CLIENT LIST`), beside the busy node's and Redis's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -91,6 +92,13 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
     run.settle(due, Duration::from_secs(5)).await;
     let spent = cpu.spent()?;
     let received_after = [metric(busy, RECEIVED).await, metric(quiet, RECEIVED).await];
+    // Redis's own account of each node's subscriptions, not the node's: its connections (found
+    // by the node's sockets) and the channels and patterns Redis holds for them.
+    let mut subscribed = Vec::with_capacity(2);
+    for &pid in setup.pids.iter().take(2) {
+        let connections = crate::procfs::tcp_connections_to(pid, &setup.redis)?;
+        subscribed.push(crate::redis::subscriptions(&setup.redis, &connections).await?);
+    }
     figures.spent(&spent);
     figures.nodes_each = [busy_members, args.connections]
         .iter()
@@ -102,6 +110,8 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
             redis_messages: received_after[i]
                 .zip(received_before[i])
                 .map(|(a, b)| a - b),
+            redis_channels: subscribed.get(i).map(|s| s.channels),
+            redis_patterns: subscribed.get(i).map(|s| s.patterns),
         })
         .collect();
     figures.dropped = run.fleet.dropped.load(std::sync::atomic::Ordering::Relaxed);

@@ -1,6 +1,6 @@
 //! What Redis spent, asked of Redis itself over a few lines of RESP: its process id (for its CPU
-//! time in /proc) and `INFO commandstats` (microseconds per call of each command); and whether a
-//! cluster node is ready.
+//! time in /proc) and `INFO commandstats` (microseconds per call of each command); whether a
+//! cluster node is ready; and the subscriptions Redis holds for a given client's connections.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -96,4 +96,41 @@ pub async fn command_stats(addr: SocketAddr) -> anyhow::Result<BTreeMap<String, 
         out.insert(name.to_owned(), stat);
     }
     Ok(out)
+}
+
+/// What Redis holds for some clients' connections: channels (`SUBSCRIBE` and sharded `SSUBSCRIBE`)
+/// and patterns (`PSUBSCRIBE`), from `CLIENT LIST` on each of `redis`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Subscriptions {
+    pub connections: u64,
+    pub channels: u64,
+    pub patterns: u64,
+}
+
+/// The subscriptions of the clients whose addresses are `clients`, summed over `redis`.
+pub async fn subscriptions(
+    redis: &[SocketAddr],
+    clients: &[SocketAddr],
+) -> anyhow::Result<Subscriptions> {
+    let mut found = Subscriptions::default();
+    for &addr in redis {
+        let list = command(addr, &["CLIENT", "LIST"]).await?;
+        for line in list.lines() {
+            let field = |name: &str| {
+                line.split(' ')
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            };
+            let Some(client) = field("addr").and_then(|a| a.parse::<SocketAddr>().ok()) else {
+                continue;
+            };
+            if !clients.contains(&client) {
+                continue;
+            }
+            let count = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            found.connections += 1;
+            found.channels += count("sub") + count("ssub");
+            found.patterns += count("psub");
+        }
+    }
+    Ok(found)
 }

@@ -27,7 +27,7 @@ use crate::publisher::{self, Limit, Schedule, Tally, room_name};
 use crate::redis::CommandStat;
 use crate::stats::Latency;
 
-pub use crate::session::RecoveryFlow;
+pub use crate::session::{Loss, RecoveryFlow};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -127,6 +127,12 @@ pub struct Args {
     #[arg(long, default_value_t = 60.0)]
     #[serde(default)]
     pub watch_seconds: f64,
+    /// Churn: how a client's connection is lost: `clean` (pending acknowledgements flushed,
+    /// then a FIN) or `silent` (as a network that goes away: acknowledgements not yet sent lost,
+    /// no FIN, the server learns by its ping timeout or the client's next connection).
+    #[arg(long, value_enum, default_value = "clean")]
+    #[serde(default)]
+    pub loss: Loss,
     /// Hooks: the app backend's process id, for its CPU time.
     #[arg(long)]
     #[serde(default)]
@@ -157,6 +163,12 @@ pub struct NodeFigures {
     pub cpu_seconds: f64,
     /// Messages it took from Redis pub/sub meanwhile (`twine_redis_messages_received_total`).
     pub redis_messages: Option<f64>,
+    /// What Redis itself reports of the node's connections (`CLIENT LIST`): channels subscribed
+    /// (`sub` + `ssub`) and patterns (`psub`).
+    #[serde(default)]
+    pub redis_channels: Option<u64>,
+    #[serde(default)]
+    pub redis_patterns: Option<u64>,
 }
 
 /// Redis's share of a run.
@@ -370,13 +382,13 @@ impl Setup {
             .collect()
     }
 
-    /// Deliveries due for the accepted publishes counted in `tally`.
+    /// Deliveries due for the publishes counted in `tally` (accepted, or sent and never
+    /// answered).
     pub fn due(&self, tally: &Tally) -> u64 {
-        tally
-            .accepted_per_room
+        self.members
             .iter()
-            .zip(&self.members)
-            .map(|(a, m)| a.load(Ordering::Relaxed) * m)
+            .enumerate()
+            .map(|(room, m)| tally.due_in(room) * m)
             .sum()
     }
 
@@ -561,7 +573,7 @@ pub async fn fanout(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow
         figures.expected,
         figures.lost,
         figures.duplicated,
-    ) = fleet::tally(&seen, &setup.rooms_of, &tally.accepted_seqs(), 0);
+    ) = fleet::tally(&seen, &setup.rooms_of, &tally.due_seqs(), 0);
     finish_rates(figures);
     Ok(())
 }

@@ -74,6 +74,9 @@ pub struct Deployment {
     pub pinned: bool,
     /// Flags our server gets beyond the benchmark's own (e.g. the drain's).
     pub flags: &'static [&'static str],
+    /// Environment every node gets beyond the benchmark's own (a Node peer's `DRAIN_DELAY_MS`:
+    /// how long it stays up, not ready, after SIGTERM before it closes, as a `preStop` sleep).
+    pub env: &'static [(&'static str, &'static str)],
     /// An app backend for our server's hooks: every hook on (connect, subscribe, publish),
     /// clients publishing through the publish hook.
     pub backend: bool,
@@ -360,6 +363,12 @@ fn recipe(
             }
         }
     }
+    env.extend(
+        deployment
+            .env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     Recipe { argv, env }
 }
 

@@ -34,6 +34,43 @@ pub enum RecoveryFlow {
     SocketIo,
 }
 
+/// How a client's forced close (churn) goes.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Loss {
+    /// Pending acknowledgements flushed, then the TCP connection closed (FIN): the server has the
+    /// last acknowledgements and sees the close at once.
+    #[default]
+    Clean,
+    /// As a network that goes away: pending acknowledgements lost, no FIN, no pong; the old
+    /// connection still looks alive to the server until its ping timeout, when the client is
+    /// already back on a new one.
+    Silent,
+}
+
+impl Loss {
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::Clean => "clean",
+            Loss::Silent => "silent",
+        }
+    }
+}
+
+/// How long a silently lost connection is held open at most (past any ping timeout: 25 s
+/// interval + 20 s timeout by default on both servers), unless the server closes it first.
+const SILENT_HOLD: Duration = Duration::from_secs(90);
+
 /// Longest one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// socket.io-client's defaults: `reconnectionDelay`, `reconnectionDelayMax`,
@@ -71,6 +108,8 @@ pub struct Sessions {
     churn: watch::Receiver<bool>,
     /// Mean seconds between two forced closes of one connection while churning.
     churn_every: f64,
+    /// How a forced close goes.
+    loss: Loss,
     connecting: Semaphore,
     /// Sessions connected right now.
     pub connected: AtomicUsize,
@@ -161,8 +200,10 @@ async fn session(s: Arc<Sessions>, plan: SessionPlan, seed: u64) -> Trace {
         if *stop.borrow() {
             return trace;
         }
-        let began_us = now_us();
+        // The load generator's own bound on connections being opened: waiting for a slot is
+        // not the server's time, so the reconnect begins once it has one.
         let permit = s.connecting.acquire().await;
+        let began_us = now_us();
         let hello = match plan.flow {
             RecoveryFlow::Cookie => Hello {
                 cookie: plan.cookie.as_deref(),
@@ -275,7 +316,10 @@ async fn session(s: Arc<Sessions>, plan: SessionPlan, seed: u64) -> Trace {
                 },
                 _ = tokio::time::sleep_until(sleep_until.into()), if close_at.is_some() => {
                     s.forced.fetch_add(1, Ordering::Relaxed);
-                    client.abandon().await;
+                    match s.loss {
+                        Loss::Clean => client.abandon().await,
+                        Loss::Silent => client.vanish(SILENT_HOLD),
+                    }
                     break End::Lost;
                 }
                 _ = churn.changed() => {
@@ -326,6 +370,7 @@ impl SessionRun {
                 stop: stop_rx,
                 churn: churn_rx,
                 churn_every,
+                loss: Loss::Clean,
                 connecting: Semaphore::new(512),
                 connected: AtomicUsize::new(0),
                 ready: AtomicUsize::new(0),
@@ -349,6 +394,14 @@ impl SessionRun {
             churn,
             quiet,
         }
+    }
+
+    /// Forced closes go as `loss` says (before the sessions are launched).
+    pub fn losing(mut self, loss: Loss) -> SessionRun {
+        if let Some(s) = Arc::get_mut(&mut self.sessions) {
+            s.loss = loss;
+        }
+        self
     }
 
     pub fn progress(&self, what: &str) {

@@ -45,7 +45,7 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
         args,
     );
     setup.publish(schedule, &away).await;
-    let away_seqs = away.accepted_seqs();
+    let away_seqs = away.due_seqs();
     // All come back at once, each on another node, while publishing goes on.
     let again = Run::new(args.ack, args.quiet);
     let live = Arc::new(Tally::new(rooms));
@@ -94,7 +94,7 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
     let _ = stop_live.send(true);
     live_task.await?;
     let mut accepted = away_seqs;
-    for (room, seqs) in live.accepted_seqs().into_iter().enumerate() {
+    for (room, seqs) in live.due_seqs().into_iter().enumerate() {
         accepted[room].extend(seqs);
     }
     let due: u64 = accepted

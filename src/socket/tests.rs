@@ -151,10 +151,31 @@ async fn away_with_backlog(app: &Arc<AppState>, session: &str, room: &str, n: u6
     }
 }
 
-/// One client: its transport as the test sees it, and its connection.
+/// Publishes a marker (`{"marker": k}`, no `n`) to `room`; returns `k`.
+async fn publish_marker(app: &AppState, room: &str) -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let payload = format!("{{\"marker\":{k}}}");
+    app.history
+        .append(Publish::new(room, &payload))
+        .await
+        .expect("stored");
+    k
+}
+
+/// Whether a message carrying marker `k` is among what `transport` was handed.
+fn has_marker(transport: &FakeTransport, k: u64) -> bool {
+    transport
+        .of("message")
+        .iter()
+        .any(|m| m["marker"].as_u64() == Some(k))
+}
+
+/// One client: its transport as the test sees it, its connection, and the node it is on.
 struct Client {
     transport: Arc<FakeTransport>,
     connection: Arc<Connection>,
+    app: Arc<AppState>,
 }
 
 impl Client {
@@ -189,6 +210,7 @@ impl Client {
         Client {
             transport,
             connection,
+            app: app.clone(),
         }
     }
 
@@ -235,9 +257,40 @@ impl Client {
         {
             panic!("received {:?}, want {want:?}", received());
         }
-        // Nothing more arrives either.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Nothing more arrives either: a marker published after them to each of the client's
+        // rooms has arrived (a room's messages arrive in order), so anything else would have too.
+        self.nothing_more_on_its_way().await;
         assert_eq!(received(), want);
+    }
+
+    /// The rooms the client is in, as its `roomJoined` and `roomLeft` events tell.
+    fn rooms(&self) -> Vec<String> {
+        let mut rooms: Vec<String> = Vec::new();
+        for e in self.transport.emitted() {
+            let text = e.data.as_str().unwrap_or("");
+            if let Some(room) = text.strip_prefix("You have joined room: ") {
+                rooms.retain(|r| r != room);
+                rooms.push(room.to_owned());
+            } else if let Some(room) = text.strip_prefix("You have left room: ") {
+                rooms.retain(|r| r != room);
+            }
+        }
+        rooms
+    }
+
+    /// Returns once a marker published to each of the client's rooms has reached it: whatever
+    /// was published to them before has been delivered by then.
+    async fn nothing_more_on_its_way(&self) {
+        assert!(
+            !self.transport.is_cut(),
+            "a cut client gets no marker: show nothing reached it through another member"
+        );
+        let mut markers = Vec::new();
+        for room in self.rooms() {
+            markers.push(publish_marker(&self.app, &room).await);
+        }
+        let transport = self.transport.clone();
+        eventually(|| markers.iter().all(|&k| has_marker(&transport, k))).await;
     }
 
     /// Drops the connection, as a transport closing does, and waits until it has ended.
@@ -328,8 +381,9 @@ async fn messages_published_during_a_replay_follow_it_exactly() {
 
     let slow = FakeTransport::held();
     let again = Client::connect(&app, "s1", slow.clone());
-    eventually(|| !slow.numbers().is_empty()).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The replay has filled what the client does not read and waits for it to drain: nothing
+    // more is sent until it does.
+    eventually(|| slow.waited_on()).await;
     assert!(
         slow.numbers().len() < 100,
         "the replay waits for a client that does not read"
@@ -414,11 +468,15 @@ async fn an_ended_connection_handles_nothing_and_lets_go_of_its_transport() {
     let client = Client::connect(&app, "s1", FakeTransport::new());
     client.subscribe("news").await;
     client.drop_connection().await;
+    let witness = Client::connect(&app, "s2", FakeTransport::new());
+    witness.subscribe("news").await;
     client.send("subscribe", "other".into());
     publish(&app, "news", 1).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The room's delivery of 1 is over once a later message reached another member.
+    witness.receives([1]).await;
     assert_eq!(client.transport.of("roomJoined"), [joined("news")]);
     assert!(client.transport.numbers().is_empty());
+    witness.drop_connection().await;
     assert_eq!(app.metrics.connections.get(), 0);
 }
 
@@ -737,6 +795,8 @@ async fn a_drained_connection_stores_what_its_client_acknowledged_then_closes() 
     let app = node(&[]).await;
     let client = Client::connect(&app, "s1", FakeTransport::new());
     client.subscribe("news").await;
+    let witness = Client::connect(&app, "s2", FakeTransport::new());
+    witness.subscribe("news").await;
     for n in 1..=3 {
         publish(&app, "news", n).await;
     }
@@ -744,9 +804,11 @@ async fn a_drained_connection_stores_what_its_client_acknowledged_then_closes() 
     client.acknowledge();
     crate::drain::Drained::drain(client.connection.clone());
     eventually(|| client.transport.is_cut()).await;
-    // Nothing more reaches it once drained; what it acknowledged was stored before the close.
+    // Nothing more reaches it once drained (4 has reached another member of the room, and a
+    // marker after it); what it acknowledged was stored before the close.
     publish(&app, "news", 4).await;
-    client.receives(1..=3).await;
+    witness.receives(1..=4).await;
+    assert_eq!(client.transport.numbers(), [1, 2, 3]);
     client.connection.end();
     eventually(|| client.transport.was_released()).await;
     let again = Client::connect(&app, "s1", FakeTransport::new());

@@ -27,6 +27,8 @@ pub struct FakeTransport {
     held: AtomicBool,
     cut: AtomicBool,
     drained: Notify,
+    /// Someone waits for the queued bytes to drain.
+    waited_on: AtomicBool,
     pid: Mutex<Option<String>>,
     released: AtomicBool,
 }
@@ -41,6 +43,7 @@ impl FakeTransport {
             held: AtomicBool::new(false),
             cut: AtomicBool::new(false),
             drained: Notify::new(),
+            waited_on: AtomicBool::new(false),
             pid: Mutex::default(),
             released: AtomicBool::new(false),
         })
@@ -91,6 +94,11 @@ impl FakeTransport {
         Box::new(FakeReply(self.clone()))
     }
 
+    /// Whether the connection has waited for its queued bytes to drain (it stopped sending).
+    pub fn waited_on(&self) -> bool {
+        self.waited_on.load(Ordering::Acquire)
+    }
+
     pub fn pid(&self) -> Option<String> {
         self.pid.lock().unwrap().clone()
     }
@@ -137,6 +145,7 @@ impl Transport for FakeTransport {
                 if self.queued() < limit || self.is_cut() {
                     return;
                 }
+                self.waited_on.store(true, Ordering::Release);
                 drained.await;
             }
         })

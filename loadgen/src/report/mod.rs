@@ -17,7 +17,9 @@ mod runs;
 mod table;
 mod targets;
 
-pub use runs::{Group, Later, Meta, Run, Side, label, machine, now};
+pub use runs::{
+    Group, Later, Meta, Run, Side, commit, label, machine, node_version, now, redis_version,
+};
 
 use charts::{latency_chart, memory_chart};
 use prose::{hand_filled, method, profile};

@@ -40,27 +40,30 @@ impl Group {
                  \"server CPU, cores busy\" shows how much of a second core delivery used."
             }
             Group::RedisPublish => {
-                "No subscribers. Ours: one node; the peer: two nodes, all publishes into the first \
-                 (each is sent to the other over Redis pub/sub). Redis shares core 1 with the load \
-                 generator."
+                "No subscribers. One node on each side, on core 0 (the same node count and the same \
+                 core: a second node would only take that core from the one serving publishes). \
+                 The peer still sends every publish through Redis pub/sub, as the redis-adapter \
+                 does for any number of nodes. Redis shares core 1 with the load generator."
             }
             Group::RedisCluster => {
                 "As 5a, on a Redis Cluster of three primaries (no replicas), all three pinned to \
                  core 1 with the load generator. Ours: one node given the three primaries as \
                  seeds (it finds the cluster by itself and publishes with sharded pub/sub). The \
-                 peer: two nodes with `@socket.io/redis-adapter`'s `createShardedAdapter` \
+                 peer: one node with `@socket.io/redis-adapter`'s `createShardedAdapter` \
                  (`subscriptionMode: \"dynamic\"`, a channel per room) on a `redis` v4 \
-                 `createCluster` client (`js-fixtures/node-peer/redis-sharded.mjs`), all \
-                 publishes into the first. Redis CPU is read from /proc of each redis-server: per \
+                 `createCluster` client (`js-fixtures/node-peer/redis-sharded.mjs`). Both on core \
+                 0. Redis CPU is read from /proc of each redis-server: per \
                  primary and in total."
             }
             Group::QuietNode => {
                 "Two nodes on core 0. Node A holds one subscriber (acknowledging) in each busy \
                  room and takes every publish; node B holds the other clients, in rooms nobody \
-                 publishes to. What node B spends meanwhile is the point: its CPU and the messages \
-                 it took from Redis pub/sub (`twine_redis_messages_received_total` on `/metrics`; \
-                 the Node peers count what their subscribing Redis client hands to the adapter, \
-                 under the same name). On one Redis the peer is the classic \
+                 publishes to. What node B spends meanwhile is the point: its CPU, the messages \
+                 it says it took from Redis pub/sub (`twine_redis_messages_received_total` on \
+                 `/metrics`; ours counts only messages of rooms it serves, the Node peers what \
+                 their subscribing Redis client hands to the adapter), and, from Redis itself, \
+                 what it subscribes to: the channels (`sub` + `ssub`) and patterns (`psub`) that \
+                 `CLIENT LIST` shows for node B's connections (found by its sockets). On one Redis the peer is the classic \
                  `@socket.io/redis-adapter` (every node receives every broadcast); on the \
                  cluster, the sharded adapter with a channel per room."
             }
@@ -81,12 +84,15 @@ impl Group {
                  each. After 3 s of publishing, every node in turn gets SIGTERM, is waited for \
                  until it exits and is started again (same port, same flags); the next follows 3 s \
                  after every client is connected again (1 s in a smoke run). \"Surviving nodes' CPU\" is the other two \
-                 nodes' CPU from the SIGTERM until every client was back. \"Sockets at the end\" \
-                 are the connections the balancer holds to each node once the last node has been \
-                 back for 6 s (2 s in a smoke run) and every client is connected (node 3 was \
-                 restarted last). The peer has no drain: \
-                 on SIGTERM it closes every connection and exits (its `/ready` answers `503` \
-                 meanwhile), so its rows are alike in both points."
+                 nodes' CPU from the SIGTERM until every client was back. Both sides stay up, not \
+                 ready, for the same delay after SIGTERM before closing: ours with \
+                 `--drain-delay`, the peer with `DRAIN_DELAY_MS` (a `preStop`-like sleep, its \
+                 `/ready` answering `503` meanwhile). Then ours closes its connections at once \
+                 (`--drain-period 0s`) or paced over the drain period; the peer has no paced \
+                 close, it closes every connection and exits, so its rows are alike in both \
+                 points. \"Sockets at the end\" are the connections the balancer holds to each node once \
+                 the last node has been back for 6 s (2 s in a smoke run) and every client is \
+                 connected (node 3 was restarted last)."
             }
             Group::ScaleOut => {
                 "Two nodes on core 0 and one Redis on core 1, behind the deploy's balancer (8) \
@@ -121,9 +127,14 @@ impl Group {
                  `connectionStateRecovery` and its in-memory adapter \
                  (`js-fixtures/node-peer/recovery.mjs`). Every session first receives one \
                  message (so a socket.io session has an offset to recover from); then each \
-                 client closes its own connection (no WebSocket close, as when a network goes \
-                 away) at a random moment, the first spread over one period, then every 0.5–1.5 \
-                 periods, and reconnects after socket.io-client's backoff (0.5–1.5 s), ours with \
+                 client loses its own connection (no WebSocket close) at a random moment, the \
+                 first spread over one period, then every 0.5–1.5 periods. With `--loss clean` \
+                 the client flushes the acknowledgements it has written and closes TCP (FIN): the \
+                 server has them and sees the close at once. With `--loss silent` it goes as a \
+                 network does: acknowledgements not yet sent are lost and nothing more is sent, \
+                 neither FIN nor pong, so the old connection still looks alive to the server \
+                 until its ping timeout (25 s interval + 20 s on both servers), well after the \
+                 client is back on a new one. In both, it reconnects after socket.io-client's backoff (0.5–1.5 s), ours with \
                  its cookie, the peer's with `pid` and offset. Replay latency is publish → \
                  delivered for messages published before the reconnect that delivered them \
                  began."
@@ -146,8 +157,9 @@ impl Group {
                  (`--connect-hook-url`, `--subscribe-hook-url`, `--publish-hook-url`, \
                  `--client-publish hook`) calling `js-fixtures/backend.mjs` (node:http, every \
                  hook allowing, checking every call's signature) pinned to core 1 beside the load \
-                 generator; the right one with no hooks (`--auth optional --client-publish \
-                 token`). The ratio is hooks on ÷ hooks off. One token is minted first (`publish` \
+                 generator; the right one with no hooks (`--client-publish token`). Both verify \
+                 the client's token (`--auth optional`), so the hooks are the only difference. \
+                 The ratio is hooks on ÷ hooks off. One token is minted first (`publish` \
                  claim `hooks-*`); every client fetches its cookie; a first round of 500 other \
                  clients (all of them in a smoke run), not measured, warms the backend and the \
                  server's connections to it. Then three phases run one after another, 64 operations in flight in each: every client connects (the \
@@ -210,6 +222,15 @@ fn carried_over(out: &Path) -> Option<String> {
     )
 }
 
+/// `what`, or "not recorded" for a report drawn from figures that did not keep it.
+fn or_unknown(what: &str) -> &str {
+    if what.is_empty() {
+        "not recorded"
+    } else {
+        what
+    }
+}
+
 /// The method: how every point was run and measured, on what, when, and by which command.
 pub(super) fn method(text: &mut String, meta: &Meta) {
     let pinning = if meta.pinned {
@@ -242,7 +263,10 @@ pub(super) fn method(text: &mut String, meta: &Meta) {
            connections). Each table reports publishes offered, accepted (`201`), refused (`503`/`429`: \
            our server refuses publishes while live delivery runs more than `--max-delivery-lag` \
            500 ms behind, its documented overload behaviour) and failed or not sent (no answer, \
-           another status, or the in-flight bound reached).\n\
+           another status, or the in-flight bound reached). A pooled connection is checked \
+           before it is reused, and a publish on one that a server closed while idle is sent \
+           again on a fresh connection; a publish sent and never answered stays due to its \
+           room's clients (the server may have taken it).\n\
          - **What is measured**: server memory (RSS) and CPU time (user + system, summed over \
            nodes) from /proc; Redis's CPU from /proc and `INFO commandstats`; the load generator's \
            own CPU from /proc (\"load generator CPU, cores busy\" near 1.00 means it, not the \
@@ -264,12 +288,16 @@ pub(super) fn method(text: &mut String, meta: &Meta) {
          - Machine: {}\n\
          - Date: {}\n\
          - Our server: {}\n\
+         - Commit: {}; Node.js {}; Redis {}\n\
          - Command: `cargo build --release -p twine -p twine-loadgen && ./target/release/loadgen bench{}` \
            ({:.0} minutes)",
         meta.repeats,
         meta.machine,
         meta.date,
         meta.server,
+        or_unknown(&meta.commit),
+        or_unknown(&meta.node),
+        or_unknown(&meta.redis),
         if meta.of_record { "" } else { " --scale smoke" },
         meta.minutes
     );
@@ -307,8 +335,8 @@ pub(super) fn method(text: &mut String, meta: &Meta) {
          to 1/s), then a geometric bisection narrows to about 10 %; then one point offered well \
          above both servers' capacity; (4) many rooms, our server on both cores against one; (5) \
          Redis mode: (a) publishes per second with no subscribers into one room already holding \
-         10,000 messages and over 1,000 rooms, one node of ours against two Node nodes with the \
-         redis-adapter (publishing into one), (b) fan-out across two nodes sharing one Redis, \
+         10,000 messages and over 1,000 rooms, one node of ours against one Node node with the \
+         redis-adapter, (b) fan-out across two nodes sharing one Redis, \
          subscribers split over both, publishing into one, (c) a reconnect storm: every session \
          receives one message, all drop, messages are published while they are away, then all \
          come back at once on the other node while publishing goes on at 20/s. (6) 5a on a Redis \
@@ -316,11 +344,13 @@ pub(super) fn method(text: &mut String, meta: &Meta) {
          are all in rooms without traffic, beside a node taking 10,000 publishes/s: what it \
          spends and what it takes from Redis; (8) a rolling deploy of three nodes behind a load \
          balancer that skips unready nodes, each node stopped with SIGTERM and started again \
-         while 3,000 acknowledging clients reconnect by themselves, with our drain closing at \
-         once and paced; (8b) a third node added to two holding 6,000 acknowledging clients \
-         behind a round-robin balancer: how soon every node holds its share; (9) churn: 10,000 clients (fewer where the open-files limit is lower) \
-         each force-closing its own connection about every 15 s for a minute while each of 50 \
-         rooms gets one publish per second; (10) the mass disconnect and recovery of 5,000, \
+         while 3,000 acknowledging clients reconnect by themselves, both sides not ready for 5 s \
+         first, then our drain closing at once and paced; (8b) a third node added to two holding \
+         6,000 acknowledging clients behind a round-robin balancer: how soon every node holds its \
+         share; (9) churn: up to 10,000 clients (a \
+         quarter of the open-files limit, for the connections a silent loss leaves open) each \
+         losing its own connection about every 15 s for a minute, cleanly and silently, while \
+         each of 50 rooms gets one publish per second; (10) the mass disconnect and recovery of 5,000, \
          10,000 and 18,000 members of one room, with another room's latency meanwhile; (11) \
          2,000 clients connecting, subscribing and publishing 5 messages each with every backend \
          hook on (the backend on core 1) against our server without hooks: the cost of each \

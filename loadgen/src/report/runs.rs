@@ -64,6 +64,13 @@ pub struct Meta {
     /// --merge`).
     #[serde(default)]
     pub later: Vec<Later>,
+    /// The commit measured (`git describe`), and the versions of what the peers and Redis ran on.
+    #[serde(default)]
+    pub commit: String,
+    #[serde(default)]
+    pub node: String,
+    #[serde(default)]
+    pub redis: String,
 }
 
 /// Points measured in a later run than the rest of the report.
@@ -74,6 +81,52 @@ pub struct Later {
     pub minutes: f64,
     pub date: String,
     pub server: String,
+}
+
+/// The first line a command prints, trimmed; empty when it cannot run.
+fn first_line(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
+/// The commit of the working tree (`-dirty` when it has changes not committed).
+pub fn commit() -> String {
+    first_line(
+        "git",
+        &[
+            "describe",
+            "--always",
+            "--dirty",
+            "--abbrev=12",
+            "--exclude=*",
+        ],
+    )
+}
+
+/// `node --version`.
+pub fn node_version() -> String {
+    first_line("node", &["--version"])
+}
+
+/// `redis-server --version`'s version (`v=7.0.15` → `7.0.15`).
+pub fn redis_version() -> String {
+    let line = first_line("redis-server", &["--version"]);
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("v="))
+        .unwrap_or(&line)
+        .to_owned()
 }
 
 /// A deployment's name in table headers.
@@ -117,6 +170,9 @@ pub fn label(d: Deployment) -> String {
     }
     if !d.flags.is_empty() {
         name.push_str(&format!(", {}", d.flags.join(" ")));
+    }
+    for (key, value) in d.env {
+        name.push_str(&format!(", {key}={value}"));
     }
     if !d.pinned {
         name.push_str(", both cores (unpinned)");

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::rows::rows;
-use super::runs::{NEVER, Run, stat};
+use super::runs::{NEVER, Pick, Run, stat};
 
 /// One figure at the table's precision ("never" for [`NEVER`]).
 fn number(v: f64, digits: usize) -> String {
@@ -28,6 +28,29 @@ fn cell(s: Option<(f64, f64, f64)>, digits: usize) -> String {
             number(lo, digits),
             number(hi, digits)
         ),
+    }
+}
+
+/// Rows whose cell shows a count beside its share, and the count: a share that rounds to 100.000
+/// must not hide a few losses.
+const BESIDE: &[(&str, Pick, &str)] = &[(
+    "delivered, % of due",
+    |f| Some(f.expected.saturating_sub(f.lost) as f64),
+    "delivered",
+)];
+
+/// `cell`, with the median of the row's count beside it where it has one.
+fn cell_of(name: &str, s: Option<(f64, f64, f64)>, digits: usize, runs: &[&Run]) -> String {
+    let shown = cell(s, digits);
+    match BESIDE.iter().find(|(row, ..)| *row == name) {
+        Some((_, count, what)) if s.is_some() => match stat(runs, *count) {
+            Some((m, ..)) => {
+                let due = stat(runs, |f| Some(f.expected as f64)).map_or(0.0, |d| d.0);
+                format!("{shown} ({m:.0} {what} of {due:.0})")
+            }
+            None => shown,
+        },
+        _ => shown,
     }
 }
 
@@ -58,8 +81,8 @@ pub(super) fn table(out: &mut String, title: &str, ours: &[&Run], peer: &[&Run])
         let _ = writeln!(
             out,
             "| {name} | {} | {} | {} |",
-            cell(a, digits),
-            cell(b, digits),
+            cell_of(name, a, digits, ours),
+            cell_of(name, b, digits, peer),
             ratio(a, b, digits)
         );
     }

@@ -153,18 +153,34 @@ fn later_targets(out: &mut String, runs: &[Run]) {
         let cores = median(runs, &["quiet node", on], Side::Ours, |f| {
             node(f, 1).map(|n| n.cores)
         });
-        let taken = median(runs, &["quiet node", on], Side::Ours, |f| {
-            node(f, 1).and_then(|n| n.redis_messages)
+        // Redis's account, not the node's own counter (which counts only its rooms' messages):
+        // no pattern, and no more channels than its own rooms and a heartbeat per partition.
+        let patterns = median(runs, &["quiet node", on], Side::Ours, |f| {
+            node(f, 1).and_then(|n| n.redis_patterns).map(|p| p as f64)
+        });
+        let channels = median(runs, &["quiet node", on], Side::Ours, |f| {
+            node(f, 1).and_then(|n| n.redis_channels).map(|c| c as f64)
+        });
+        let rooms = median(runs, &["quiet node", on], Side::Ours, |f| {
+            Some(f.rooms as f64)
         });
         line(
-            &format!("quiet node on {on}: node B under 0.02 cores, ~0 messages from Redis"),
+            &format!(
+                "quiet node on {on}: node B under 0.02 cores, subscribed (as Redis reports) to no pattern and to no more channels than its own rooms and 64 heartbeats"
+            ),
             cores.map(|c| {
                 format!(
-                    "{c:.3} cores, {} messages",
-                    taken.map_or("–".into(), |t| format!("{t:.0}"))
+                    "{c:.3} cores, {} patterns, {} channels for {} rooms",
+                    patterns.map_or("–".into(), |p| format!("{p:.0}")),
+                    channels.map_or("–".into(), |c| format!("{c:.0}")),
+                    rooms.map_or("–".into(), |r| format!("{r:.0}")),
                 )
             }),
-            cores.map(|c| c < 0.02 && taken.is_none_or(|t| t < 10.0)),
+            cores.map(|c| {
+                c < 0.02
+                    && patterns.is_some_and(|p| p == 0.0)
+                    && channels.zip(rooms).is_some_and(|(c, r)| c <= r + 64.0)
+            }),
         );
     }
     let bad = |f: &Figures| {

@@ -179,6 +179,16 @@ pub(super) fn quiet_node() -> Vec<Row> {
             0,
         ),
         (
+            "node B: channels subscribed, as Redis reports (CLIENT LIST sub + ssub)",
+            |f| node(f, 1).and_then(|n| n.redis_channels).map(|c| c as f64),
+            0,
+        ),
+        (
+            "node B: patterns subscribed, as Redis reports (CLIENT LIST psub)",
+            |f| node(f, 1).and_then(|n| n.redis_patterns).map(|c| c as f64),
+            0,
+        ),
+        (
             "node A: subscribers",
             |f| node(f, 0).map(|n| n.clients as f64),
             0,
