@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
 
 use crate::addrs::SourceAddrs;
 use crate::balancer::Balancer;
@@ -76,11 +77,26 @@ pub async fn cookies_through(
     Ok(out)
 }
 
-pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.restart.len() == setup.targets.len(),
-        "the deploy needs each node's recipe to start it again"
-    );
+/// The clients and the publishing of a run behind the balancer, as the deploy and the
+/// scale-out start them.
+pub struct Fronted {
+    pub balancer: Balancer,
+    pub run: SessionRun,
+    pub handles: Vec<JoinHandle<session::Trace>>,
+    /// The one message per room published first, so every session has an offset to recover
+    /// from.
+    pub warm: Arc<Tally>,
+    /// What the publishing through the balancer had accepted.
+    pub tally: Arc<Tally>,
+    /// The first sequence number of that publishing.
+    pub from_seq: u64,
+    pub stop_publishing: watch::Sender<bool>,
+    pub publisher: JoinHandle<std::time::Instant>,
+}
+
+/// Starts the balancer in front of `setup`'s nodes, connects the clients through it, publishes
+/// one message per room and waits for it, then keeps publishing through it at `--rate`.
+pub async fn fronted(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::Result<Fronted> {
     let n = args.connections;
     let balancer = Balancer::start(setup.targets.clone()).await?;
     let front: SocketAddr = balancer.addr;
@@ -118,7 +134,7 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
     run.settle(setup.due(&warm), Duration::from_secs(5)).await;
     let from_seq = setup.rooms as u64;
 
-    // Publishing goes on through the balancer for the whole deploy.
+    // Publishing goes on through the balancer for the whole run.
     let tally = Arc::new(Tally::new(setup.rooms));
     let (stop_publishing, publishing) = watch::channel(false);
     let publisher = {
@@ -128,6 +144,34 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
             async move { publisher::publish(front, key, s, tally, Some(publishing)).await },
         )
     };
+    Ok(Fronted {
+        balancer,
+        run,
+        handles,
+        warm,
+        tally,
+        from_seq,
+        stop_publishing,
+        publisher,
+    })
+}
+
+pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.restart.len() == setup.targets.len(),
+        "the deploy needs each node's recipe to start it again"
+    );
+    let n = args.connections;
+    let Fronted {
+        balancer,
+        run,
+        handles,
+        warm,
+        tally,
+        from_seq,
+        stop_publishing,
+        publisher,
+    } = fronted(args, setup, figures).await?;
     let steady = Duration::from_secs_f64(args.seconds);
     tokio::time::sleep(steady).await;
 

@@ -13,22 +13,18 @@
 //! move, and connections the balancer could not place.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::sync::watch;
 
-use crate::balancer::Balancer;
-use crate::deploy::cookies_through;
+use crate::deploy::{Fronted, fronted};
 use crate::figures::ScaleOutFigures;
 use crate::http::fleet_sockets;
 use crate::procfs::CpuWindow;
-use crate::publisher::{self, Limit, Schedule, Tally, room_name};
 use crate::scenario::{Args, Figures, Setup, finish_rates, resolve};
 use crate::servers;
-use crate::session::{self, SessionPlan, SessionRun};
+use crate::session;
 
 /// A node's share is the fleet's sockets ÷ nodes, give or take this fraction (our server's
 /// default `--rebalance-tolerance`).
@@ -52,52 +48,16 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
         .get(first_nodes)
         .context("the scale-out needs the recipe of the node it adds")?;
     let n = args.connections;
-    let balancer = Balancer::start(setup.targets.clone()).await?;
-    let front: SocketAddr = balancer.addr;
-    let cookies = cookies_through(front, n, args.recovery).await?;
-    let run = SessionRun::new(args.ack, 0.0, args.quiet);
-    let plans: Vec<SessionPlan> = (0..n)
-        .map(|i| SessionPlan {
-            target: front,
-            room: room_name(setup.rooms_of[i]),
-            cookie: cookies.get(i).cloned(),
-            flow: args.recovery,
-        })
-        .collect();
-    let handles = run.launch(plans, args.connect_rate).await;
-    figures.connect_errors = n.saturating_sub(run.sessions.ready.load(Ordering::Relaxed));
-    let schedule = |rate: f64, limit: Limit, first_seq: u64| Schedule {
-        rate,
-        limit,
-        rooms: setup.rooms,
-        first_room: 0,
-        first_seq,
-        concurrency: args.concurrency,
-        fresh_connections: true,
-    };
-    // One message per room, so every socket.io session has an offset to recover from.
-    let warm = Arc::new(Tally::new(setup.rooms));
-    publisher::publish(
-        front,
-        setup.api_key.clone(),
-        schedule(1_000.0, Limit::Count(setup.rooms as u64), 0),
-        warm.clone(),
-        None,
-    )
-    .await;
-    run.settle(setup.due(&warm), Duration::from_secs(5)).await;
-    let from_seq = setup.rooms as u64;
-
-    // Publishing goes on through the balancer for the whole run.
-    let tally = Arc::new(Tally::new(setup.rooms));
-    let (stop_publishing, publishing) = watch::channel(false);
-    let publisher = {
-        let (key, tally) = (setup.api_key.clone(), tally.clone());
-        let s = schedule(args.rate, Limit::Open, from_seq);
-        tokio::spawn(
-            async move { publisher::publish(front, key, s, tally, Some(publishing)).await },
-        )
-    };
+    let Fronted {
+        balancer,
+        run,
+        handles,
+        warm,
+        tally,
+        from_seq,
+        stop_publishing,
+        publisher,
+    } = fronted(args, setup, figures).await?;
     tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
 
     // The new node: started, then put behind the balancer as soon as it listens.
