@@ -91,16 +91,6 @@ async function pollingSid(url) {
 
 /** Engine.IO itself, which is not a route of the router: long-polling posts and handshakes. */
 const ENGINE_FLOODS = {
-  // The Admin UI's namespace (`--admin on`): logins with wrong passwords, each a bcrypt check
-  // until the address's allowance is spent.
-  'admin logins with wrong passwords': async (url, i) => {
-    const sid = JSON.parse((await (await fetch(`${url}/socket.io/?EIO=4&transport=polling`)).text()).slice(1)).sid;
-    return fetch(`${url}/socket.io/?EIO=4&transport=polling&sid=${sid}`, {
-      method: 'POST',
-      headers: { 'Content-Type': 'text/plain;charset=UTF-8' },
-      body: `40/admin,${JSON.stringify({ username: 'operator', password: `guess-${i}` })}`,
-    });
-  },
   // Engine.IO takes one POST at a time on a session (an overlapping one ends it), so the loops
   // take turns: one post after the other, as fast as the node answers.
   'long-polling posts to one session': (url, i, state) => {
@@ -116,6 +106,17 @@ const ENGINE_FLOODS = {
     state.turn = (state.turn ?? Promise.resolve()).then(post, post);
     return state.turn;
   },
+  // The Admin UI's namespace (`--admin on`): logins with wrong passwords, each a bcrypt check
+  // until the address's allowance is spent.
+  'admin logins with wrong passwords': async (url, i) => {
+    const sid = JSON.parse((await (await fetch(`${url}/socket.io/?EIO=4&transport=polling`)).text()).slice(1)).sid;
+    return fetch(`${url}/socket.io/?EIO=4&transport=polling&sid=${sid}`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'text/plain;charset=UTF-8' },
+      body: `40/admin,${JSON.stringify({ username: 'operator', password: `guess-${i}` })}`,
+    });
+  },
+  // Last: each makes a session that stays pending a while, as each login above does.
   'long-polling handshakes': (url) => fetch(`${url}/socket.io/?EIO=4&transport=polling`),
 };
 
