@@ -231,14 +231,21 @@ export async function startRedisCluster() {
       const roles = await Promise.all(ports.map((p) => redisCli(p, 'ROLE').catch(() => '')));
       return ports.filter((_, i) => roles[i].startsWith('master'));
     },
-    /** The port of the primary serving `slot`, as a live primary sees it. */
+    /**
+     * The port of the primary serving `slot`, as a live primary sees it; asked again for up to
+     * 5 s while none does (just after a failover the primaries may not agree yet).
+     */
     async ownerOf(slot) {
-      for (const p of await cluster.primaries()) {
-        const slots = JSON.parse(await redisCli(p, '--json', 'CLUSTER', 'SLOTS').catch(() => '[]'));
-        const range = slots.find(([start, end]) => start <= slot && slot <= end);
-        if (range) return Number(range[2][1]);
+      const deadline = Date.now() + 5000;
+      for (;;) {
+        for (const p of await cluster.primaries()) {
+          const slots = JSON.parse(await redisCli(p, '--json', 'CLUSTER', 'SLOTS').catch(() => '[]'));
+          const range = slots.find(([start, end]) => start <= slot && slot <= end);
+          if (range) return Number(range[2][1]);
+        }
+        if (Date.now() > deadline) throw new Error(`no primary serves slot ${slot}`);
+        await sleepMs(200);
       }
-      throw new Error(`no primary serves slot ${slot}`);
     },
     async slotOf(key) {
       return Number(await redisCli(ports[0], 'CLUSTER', 'KEYSLOT', key));
