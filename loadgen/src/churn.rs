@@ -70,12 +70,7 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
     let traces = run.finish(handles).await;
     figures.published(&tally);
     let c = session::count(&traces, &setup.rooms_of, &tally.due_seqs(), from_seq);
-    (
-        figures.deliveries,
-        figures.expected,
-        figures.lost,
-        figures.duplicated,
-    ) = (c.deliveries, c.expected, c.lost, c.duplicated);
+    figures.delivered(&c);
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     // Connections the server itself ended count as dropped: here only the clients close.
     figures.dropped = load(&s.closed_by_server) as usize;

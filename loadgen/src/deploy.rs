@@ -264,12 +264,7 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
 
     figures.published(&tally);
     let c = session::count(&traces, &setup.rooms_of, &tally.accepted_seqs(), from_seq);
-    (
-        figures.deliveries,
-        figures.expected,
-        figures.lost,
-        figures.duplicated,
-    ) = (c.deliveries, c.expected, c.lost, c.duplicated);
+    figures.delivered(&c);
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     figures.latency = s.live.summary();
     figures.deploy = Some(DeployFigures {

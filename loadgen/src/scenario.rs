@@ -300,6 +300,12 @@ impl Figures {
         self.other_cores = cpu.other / cpu.wall.max(1e-9);
     }
 
+    /// What the clients' traces counted: deliveries, those due, lost and repeated.
+    pub fn delivered(&mut self, c: &crate::session::Count) {
+        (self.deliveries, self.expected, self.lost, self.duplicated) =
+            (c.deliveries, c.expected, c.lost, c.duplicated);
+    }
+
     pub fn published(&mut self, tally: &Tally) {
         self.offered = Tally::load(&tally.offered);
         self.accepted = Tally::load(&tally.accepted);
