@@ -263,7 +263,7 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
     drop(started);
 
     figures.published(&tally);
-    let c = session::count(&traces, &setup.rooms_of, &tally.accepted_seqs(), from_seq);
+    let c = session::count(&traces, &setup.rooms_of, &tally.due_seqs(), from_seq);
     figures.delivered(&c);
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     figures.latency = s.live.summary();

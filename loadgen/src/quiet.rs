@@ -120,7 +120,7 @@ pub async fn run(args: &Args, setup: &Setup, figures: &mut Figures) -> anyhow::R
     let seen = run.finish(handles).await;
     figures.published(&tally);
     figures.accepted_per_second = figures.accepted as f64 / args.seconds.max(1e-9);
-    let mut accepted = tally.accepted_seqs();
+    let mut accepted = tally.due_seqs();
     accepted.resize(2 * rooms, Vec::new());
     (
         figures.deliveries,
