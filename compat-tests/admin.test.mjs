@@ -213,26 +213,73 @@ test('wrong passwords are rate-limited per address', async () => {
   await assert.rejects(admin(server), /too many login attempts/, 'the right password waits too');
 });
 
-test('with Redis, server_stats comes for every node of the fleet', { timeout: 60_000 }, async () => {
+test('with Redis, an admin on one node sees and acts on every node', { timeout: 90_000 }, async () => {
   const redis = await startRedis();
-  const args = ['--redis-url', redis.url, '--redis-prefix', 'admin-fleet', '--drain-delay', '0s'];
-  const watched = await startTwine({ args: [...args, ...ADMIN_ARGS], apiKey: API_KEY });
+  const args = ['--redis-url', redis.url, '--redis-prefix', 'admin-fleet', '--drain-delay', '0s', ...ADMIN_ARGS, '--admin-readonly', 'off'];
+  const watched = await startTwine({ args, apiKey: API_KEY });
   const other = await startTwine({ args, apiKey: API_KEY });
   let ui;
-  let clients = [];
+  const clients = [];
   try {
-    clients = await Promise.all([1, 2].map(() => connect(other.url)));
+    // Before the admin logs in: one client on each node, each in a room.
+    for (const [node, room] of [[watched, 'here-room'], [other, 'there-room']]) {
+      const client = await connect(node.url, { cookie: await fetchCookie(node.url) });
+      await subscribe(client, room);
+      clients.push(client);
+    }
     ui = await admin(watched);
-    await until(() => of(ui, 'server_stats').length, 5000, 'server_stats');
+    await until(() => of(ui, 'all_sockets').length && of(ui, 'server_stats').length, 5000, 'greeting');
+    const listed = of(ui, 'all_sockets')[0].args[0];
+    assert.deepEqual(listed.map((s) => s.rooms).sort(), [['here-room'], ['there-room']], 'both nodes\' clients, with their rooms');
     const [mine] = of(ui, 'server_stats')[0].args;
     assert.equal(mine.pid, watched.proc.pid);
     await until(
-      () => of(ui, 'server_stats').some((e) => e.args[0].serverId !== mine.serverId && e.args[0].clientsCount === 2),
+      () => of(ui, 'server_stats').some((e) => e.args[0].serverId !== mine.serverId && e.args[0].clientsCount === 1),
       10000,
       "the other node's server_stats",
     );
-    const ids = new Set(of(ui, 'server_stats').map((e) => e.args[0].serverId));
-    assert.equal(ids.size, 2);
+    assert.equal(new Set(of(ui, 'server_stats').map((e) => e.args[0].serverId)).size, 2);
+
+    // The other node learns from the fleet's announcements (each second) that an admin is
+    // logged in here, and keeps its events for this node, which reads them every 500 ms.
+    await sleep(3000);
+    const cookie = await fetchCookie(other.url);
+    const twineid = cookie.split('=')[1];
+    const client = await connect(other.url, { cookie });
+    clients.push(client);
+    await until(() => of(ui, 'socket_connected').length === 1, 5000, 'socket_connected from the other node');
+    const [socket] = of(ui, 'socket_connected')[0].args;
+    const id = socket.id;
+    assert.match(id, /^[0-9a-f]{20}$/);
+    if (socket.transport === 'polling') {
+      await until(() => of(ui, 'socket_updated').some((e) => e.args[0].id === id), 5000, 'socket_updated (the upgrade)');
+      assert.deepEqual(of(ui, 'socket_updated').find((e) => e.args[0].id === id).args[0], { id, nsp: '/', transport: 'websocket' });
+    }
+    await subscribe(client, 'lobby');
+    await until(() => of(ui, 'room_joined').some((e) => e.args[2] === id), 5000, 'room_joined from the other node');
+    client.emit('unsubscribe', 'lobby');
+    await until(() => of(ui, 'room_left').some((e) => e.args[2] === id), 5000, 'room_left from the other node');
+
+    // Operations reach the other node's sockets: by id, and by room.
+    ui.emit('join', '/', 'ops-room', id);
+    await untilEvent(client, 'roomJoined', 'You have joined room: ops-room');
+    ui.emit('leave', '/', 'there-room', 'there-room'); // every socket in the room, on every node
+    await untilEvent(clients[1], 'roomLeft', 'You have left room: there-room');
+    const gone = new Promise((r) => client.once('disconnect', r));
+    ui.emit('_disconnect', '/', false, id);
+    assert.equal(await gone, 'io server disconnect');
+    await until(() => of(ui, 'socket_disconnected').some((e) => e.args[1] === id), 5000, 'socket_disconnected from the other node');
+    const sent = JSON.stringify(ui.received);
+    for (const secret of [twineid, API_KEY, client.id, client.io.engine.id]) {
+      assert.ok(!sent.includes(secret), `${secret} appears in what /admin sent`);
+    }
+    // Only the nodes may ask each other.
+    const forged = await fetch(`${other.url}/api/fleet/admin`, {
+      method: 'POST',
+      headers: { 'Twine-Relay': `x:${Date.now()}:${'0'.repeat(64)}` },
+      body: JSON.stringify({ ask: 'sockets' }),
+    });
+    assert.equal(forged.status, 403);
   } finally {
     for (const c of clients) c.close();
     ui?.close();

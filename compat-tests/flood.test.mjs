@@ -65,6 +65,13 @@ const ROUTE_FLOODS = {
   '/api/rooms/{room}/messages': (url) => fetch(`${url}/api/rooms/crowd/messages?limit=1000`),
   '/api/rooms/{room}/presence': (url) => fetch(`${url}/api/rooms/crowd/presence`),
   '/api/fleet': (url) => fetch(`${url}/api/fleet`),
+  // The nodes' own Admin UI requests, signed as no attacker can: refused before any work.
+  '/api/fleet/admin': (url, i) =>
+    fetch(`${url}/api/fleet/admin`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'Twine-Relay': `node:${Date.now()}:${'0'.repeat(64)}` },
+      body: JSON.stringify(i % 2 ? { ask: 'sockets' } : { ask: 'operate', text: `["_disconnect","/",false]` }),
+    }),
   '/demo/publish': (url, i) =>
     fetch(`${url}/demo/publish`, {
       method: 'POST',

@@ -51,6 +51,9 @@ pub enum AppError {
     /// A read (history, presence) the store did not answer.
     #[error("Service Unavailable: the store did not answer; retry later.")]
     StoreRead(StoreError),
+    /// A node's Admin UI request refused ([`crate::admin::relay`]).
+    #[error(transparent)]
+    Relay(#[from] crate::admin::relay::Refusal),
 }
 
 impl AppError {
@@ -59,6 +62,7 @@ impl AppError {
             AppError::MissingApiKey | AppError::InvalidApiKey => StatusCode::UNAUTHORIZED,
             AppError::TooLarge(_) | AppError::TokenTooLarge(..) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::Relay(refusal) => refusal.status(),
             AppError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             AppError::Malformed(_) | AppError::BadRoom(_) => StatusCode::BAD_REQUEST,
             AppError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,

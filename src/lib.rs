@@ -266,6 +266,7 @@ impl Server {
                     sockets: app.sockets(),
                     rooms: app.fanout.rooms_served() as u64,
                     draining: app.draining.is_on(),
+                    admins: app.admin.as_ref().map_or(0, |a| a.watchers() as u64),
                 })
         });
         if config.rebalances() && config.role.holds_sockets() {

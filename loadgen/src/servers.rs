@@ -329,6 +329,11 @@ fn recipe(
                 "1000000",
                 "--publish-burst",
                 "1000000",
+                // Nor the clients' own (the hooks point's client publishes).
+                "--client-publish-rate",
+                "1000000",
+                "--client-publish-burst",
+                "1000000",
             ];
             argv.extend(flags.iter().map(|f| f.to_string()));
             argv.extend(deployment.flags.iter().map(|f| f.to_string()));

@@ -10,9 +10,12 @@
 //!   [`redact`], each under a pseudonym: its id is its Engine.IO session's);
 //! - [`stats`]: `server_stats` every two seconds, for this node and, with Redis, the fleet's
 //!   others;
-//! - [`events`]: `socket_connected`, `socket_disconnected`, `room_joined` and `room_left` for
-//!   this node's sockets and Twine rooms, within a node-wide rate;
-//! - [`ops`]: the operator's joins, leaves and disconnects, on this node's sockets only.
+//! - [`events`]: `socket_connected`, `socket_updated` (an upgrade), `socket_disconnected`,
+//!   `room_joined` and `room_left` for the sockets and their Twine rooms, within a node-wide
+//!   rate;
+//! - [`ops`]: the operator's joins, leaves and disconnects;
+//! - [`relay`]: with Redis, the same across the fleet: the listing merged from every node, the
+//!   other nodes' live events, the operations run on every node.
 //!
 //! Admin connections are Engine.IO connections like the others (the edge's connection limits
 //! and the gate's pending sessions hold them), and at most [`MAX_WATCHERS`] are logged in at
@@ -23,6 +26,7 @@ pub mod events;
 pub mod ops;
 pub mod redact;
 pub mod registry;
+pub mod relay;
 pub mod stats;
 
 use std::fmt::Display;
@@ -48,6 +52,7 @@ use crate::transport::socketio::Handled;
 use auth::{LoggedIn, Login};
 use events::{Feed, Live};
 use registry::Registry;
+use relay::Relay;
 use stats::Tally;
 
 /// The namespace the Admin UI connects to.
@@ -64,6 +69,7 @@ pub struct Admin {
     pub registry: Registry,
     pub feed: Feed,
     pub tally: Tally,
+    pub relay: Relay,
     watchers: AtomicUsize,
     operations: Limiter,
 }
@@ -83,6 +89,7 @@ impl Admin {
             registry: Registry::default(),
             feed: Feed::default(),
             tally: Tally::default(),
+            relay: Relay::default(),
             watchers: AtomicUsize::new(0),
             operations: limiter(OPERATIONS_PER_SECOND, OPERATIONS_BURST),
         })
@@ -93,8 +100,20 @@ impl Admin {
         self.watchers.load(Ordering::Relaxed)
     }
 
-    fn watched(&self) -> bool {
+    /// Whether an admin is logged in on this node.
+    fn watched_here(&self) -> bool {
         self.watchers() > 0
+    }
+
+    /// Runs an operation on this node's sockets, within the node's rate of operations; whether
+    /// it ran.
+    fn operate_here(&self, text: &str) -> bool {
+        if self.operations.check().is_err() {
+            tracing::debug!("admin operation dropped over its rate");
+            return false;
+        }
+        ops::operate(self, text);
+        true
     }
 
     /// The features the UI is offered.
@@ -119,11 +138,11 @@ impl Admin {
     ) {
         let entry = self.registry.add(socket, connection, polling);
         self.tally.connected();
-        if self.watched() {
-            let api_key = connection.app.api_key.as_str();
-            self.feed
-                .push(|| registry::describe(&entry, api_key).map(Live::Connected));
-        }
+        let api_key = connection.app.api_key.as_str();
+        self.feed.push(self.watched_here(), || {
+            let socket = registry::describe(&entry, api_key)?;
+            Some(Live::Connected { socket })
+        });
     }
 
     /// A socket of `/` is gone.
@@ -132,32 +151,42 @@ impl Admin {
             return;
         };
         self.tally.disconnected();
-        if self.watched() {
-            self.feed.push(|| {
-                Some(Live::Disconnected {
-                    id: entry.shown.to_string(),
-                    reason: reason.to_owned(),
-                })
-            });
-        }
+        self.feed.push(self.watched_here(), || {
+            Some(Live::Disconnected {
+                id: entry.shown.to_string(),
+                reason: reason.to_owned(),
+            })
+        });
     }
 
     pub fn joined(&self, sid: Sid, room: &str) {
-        if self.watched() {
-            self.feed.push(|| {
-                let id = self.registry.get(sid)?.shown.to_string();
-                let room = room.to_owned();
-                Some(Live::Joined { id, room })
-            });
-        }
+        self.feed.push(self.watched_here(), || {
+            let id = self.registry.get(sid)?.shown.to_string();
+            let room = room.to_owned();
+            Some(Live::Joined { id, room })
+        });
     }
 
     pub fn left(&self, sid: Sid, room: &str) {
-        if self.watched() {
-            self.feed.push(|| {
-                let id = self.registry.get(sid)?.shown.to_string();
-                let room = room.to_owned();
-                Some(Live::Left { id, room })
+        self.feed.push(self.watched_here(), || {
+            let id = self.registry.get(sid)?.shown.to_string();
+            let room = room.to_owned();
+            Some(Live::Left { id, room })
+        });
+    }
+
+    /// Tells the admins of the sockets that upgraded from long-polling since last looked at
+    /// (engineioxide tells a socket's handler nothing of an upgrade, so it is looked for).
+    fn look_for_upgrades(&self) {
+        if !self.watched_here() && !self.feed.is_watched_elsewhere() {
+            return;
+        }
+        for entry in self.registry.upgraded() {
+            self.feed.push(self.watched_here(), || {
+                Some(Live::Updated {
+                    id: entry.shown.to_string(),
+                    transport: "websocket".to_owned(),
+                })
             });
         }
     }
@@ -170,6 +199,7 @@ pub fn register(io: &SocketIo, app: Arc<AppState>) {
     };
     admin.feed.spawn(io.clone());
     spawn_stats(io.clone(), Arc::downgrade(&app));
+    relay::spawn(Arc::downgrade(&app));
     io.ns(NAMESPACE, Door { app, admin });
 }
 
@@ -180,9 +210,13 @@ fn spawn_stats(io: SocketIo, app: std::sync::Weak<AppState>) {
         loop {
             every.tick().await;
             let Some(app) = app.upgrade() else { return };
-            let Some(admin) = app.admin.as_ref().filter(|a| a.watched()) else {
-                continue;
+            let Some(admin) = app.admin.as_ref() else {
+                return;
             };
+            admin.look_for_upgrades();
+            if !admin.watched_here() {
+                continue;
+            }
             for node in stats::collect(&app, admin) {
                 let Some(admins) = io.of(NAMESPACE) else {
                     break;
@@ -225,14 +259,9 @@ impl ConnectHandler<LocalAdapter, Handled> for Door {
             let Some(admin) = app.admin.as_ref() else {
                 return;
             };
-            let listing = admin.registry.listing(app.api_key.as_str());
-            if listing.total > listing.sockets.len() {
-                tracing::debug!(
-                    total = listing.total,
-                    "all_sockets lists the newest sockets only"
-                );
-            }
-            let _ = s.emit("all_sockets", &(listing.sockets,));
+            admin.look_for_upgrades();
+            let sockets = relay::all_sockets(&app, admin).await;
+            let _ = s.emit("all_sockets", &(sockets,));
             for node in stats::collect(&app, admin) {
                 let _ = s.emit("server_stats", &node);
             }
@@ -285,13 +314,8 @@ struct Operations(Arc<AppState>);
 
 impl MessageHandler<LocalAdapter, Handled> for Operations {
     fn call(&self, _s: Arc<Socket<LocalAdapter>>, data: Value, _ack: Option<i64>) {
-        let Some(admin) = &self.0.admin else { return };
-        if admin.operations.check().is_err() {
-            tracing::debug!("admin operation dropped over its rate");
-            return;
-        }
         if let Some(text) = data.as_str() {
-            ops::operate(admin, text.as_str());
+            tokio::spawn(relay::operate(self.0.clone(), text.as_str().to_owned()));
         }
     }
 }

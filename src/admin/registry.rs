@@ -10,7 +10,7 @@
 //! a pseudonym instead (a keyed hash of its id, the key random per process), which the
 //! operations name it by.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::SystemTime;
 
@@ -37,7 +37,6 @@ pub struct Entry {
     pub issued: SystemTime,
     pub socket: Weak<Socket<LocalAdapter>>,
     pub connection: Weak<Connection>,
-    polling: bool,
 }
 
 #[derive(Default)]
@@ -46,8 +45,8 @@ struct Inner {
     by_shown: HashMap<Arc<str>, Sid>,
     order: BTreeMap<u64, Sid>,
     next: u64,
-    /// Sockets whose handshake came by long-polling.
-    polling: usize,
+    /// Sockets on long-polling when last looked at ([`Registry::upgraded`]).
+    polling: HashSet<Sid>,
 }
 
 pub struct Registry {
@@ -104,11 +103,12 @@ impl Registry {
             issued: SystemTime::now(),
             socket: Arc::downgrade(socket),
             connection: Arc::downgrade(connection),
-            polling,
         };
         inner.order.insert(seq, socket.id);
         inner.by_shown.insert(entry.shown.clone(), socket.id);
-        inner.polling += usize::from(polling);
+        if polling {
+            inner.polling.insert(socket.id);
+        }
         inner.by_sid.insert(socket.id, entry.clone());
         entry
     }
@@ -119,7 +119,7 @@ impl Registry {
         let entry = inner.by_sid.remove(&sid)?;
         inner.order.remove(&entry.seq);
         inner.by_shown.remove(&entry.shown);
-        inner.polling -= usize::from(entry.polling);
+        inner.polling.remove(&sid);
         Some(entry)
     }
 
@@ -134,10 +134,34 @@ impl Registry {
         inner.by_sid.get(sid).cloned()
     }
 
-    /// How many sockets, and how many of them came by long-polling.
+    /// How many sockets, and how many of them were on long-polling when last looked at.
     pub fn counts(&self) -> (usize, usize) {
         let inner = self.inner();
-        (inner.by_sid.len(), inner.polling)
+        (inner.by_sid.len(), inner.polling.len())
+    }
+
+    /// The sockets that have upgraded from long-polling since last asked (each is looked at
+    /// until it upgrades or goes: most upgrade within their first round trips).
+    pub fn upgraded(&self) -> Vec<Entry> {
+        let mut inner = self.inner();
+        let Inner {
+            by_sid, polling, ..
+        } = &mut *inner;
+        let mut upgraded = Vec::new();
+        polling.retain(|sid| {
+            let Some(entry) = by_sid.get(sid) else {
+                return false;
+            };
+            let on_polling = entry
+                .socket
+                .upgrade()
+                .is_some_and(|s| s.transport_type() == TransportType::Polling);
+            if !on_polling {
+                upgraded.push(entry.clone());
+            }
+            on_polling
+        });
+        upgraded
     }
 
     /// Up to `most` sockets, newest first (the lock is held only to copy them).

@@ -47,6 +47,9 @@ pub struct Node {
     /// Whether it is moving sockets to other nodes ([`rebalance`]).
     #[serde(default)]
     pub moving: bool,
+    /// Admin UI connections logged in on it ([`crate::admin::relay`]).
+    #[serde(default)]
+    pub admins: u64,
     /// When it started, in milliseconds since the epoch.
     pub started_at: u64,
     pub version: String,
@@ -62,6 +65,7 @@ pub struct Load {
     pub sockets: u64,
     pub rooms: u64,
     pub draining: bool,
+    pub admins: u64,
 }
 
 /// Why a handshake is refused.
@@ -232,6 +236,7 @@ impl FleetView {
             draining: load.draining,
             holds_sockets: self.holds_sockets,
             moving: self.take_below.load(Ordering::Acquire) == 0,
+            admins: load.admins,
             started_at: self.started_at,
             version: env!("CARGO_PKG_VERSION").to_owned(),
         };
@@ -435,18 +440,21 @@ mod tests {
             sockets: 3,
             rooms: 1,
             draining: false,
+            admins: 0,
         })
         .await;
         b.announce(Load {
             sockets: 4,
             rooms: 2,
             draining: true,
+            admins: 0,
         })
         .await;
         a.announce(Load {
             sockets: 3,
             rooms: 1,
             draining: false,
+            admins: 0,
         })
         .await;
         let nodes = a.nodes();

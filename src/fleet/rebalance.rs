@@ -251,6 +251,7 @@ mod tests {
             draining,
             holds_sockets: true,
             moving: false,
+            admins: 0,
             started_at: 0,
             version: String::new(),
         }

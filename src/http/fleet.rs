@@ -1,14 +1,17 @@
 //! `GET /api/fleet`: the deployment's nodes as this node last saw them (each announces itself
 //! about once a second, see [`crate::fleet`]), with totals, for backends and operators holding
-//! the API key.
+//! the API key. `POST /api/fleet/admin`: the nodes' own requests for the Admin UI
+//! ([`crate::admin::relay`]), signed under the deployment's secret.
 
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::Serialize;
 
+use crate::admin::relay;
 use crate::error::AppError;
 use crate::fleet::Node;
 use crate::state::AppState;
@@ -47,4 +50,13 @@ pub async fn listing(
         nodes: nodes.to_vec(),
         totals,
     }))
+}
+
+pub async fn admin(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let body = super::read_body(body, relay::MAX_BODY as u64).await?;
+    Ok(Json(relay::answer(&app, &headers, &body)?))
 }

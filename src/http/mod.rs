@@ -26,10 +26,25 @@ use crate::config::Role;
 use crate::error::AppError;
 use crate::state::AppState;
 
+/// A request's body, `limit` bytes at most.
+pub async fn read_body(body: axum::body::Body, limit: u64) -> Result<axum::body::Bytes, AppError> {
+    axum::body::to_bytes(body, limit as usize)
+        .await
+        .map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            {
+                AppError::TooLarge(limit)
+            } else {
+                AppError::BodyTimeout
+            }
+        })
+}
+
 /// Every route the node serves beside Socket.IO, as `(method, path)`. The router is built from
 /// this list, so it is the whole of what clients can reach over HTTP (`GET /metrics` counts
 /// requests under these names, and the flood test drives each of them).
-pub const ROUTES: [(&str, &str); 9] = [
+pub const ROUTES: [(&str, &str); 10] = [
     ("GET", "/"),
     ("GET", "/ready"),
     ("GET", "/metrics"),
@@ -39,6 +54,7 @@ pub const ROUTES: [(&str, &str); 9] = [
     ("GET", "/api/rooms/{room}/messages"),
     ("GET", "/api/rooms/{room}/presence"),
     ("GET", "/api/fleet"),
+    ("POST", crate::admin::relay::PATH),
 ];
 
 /// Routes only a node that takes publishes serves (`--role both` or `publish`).
@@ -67,6 +83,7 @@ fn handler(path: &str) -> MethodRouter<Arc<AppState>> {
         "/api/rooms/{room}/messages" => get(history::messages),
         "/api/rooms/{room}/presence" => get(presence::members),
         "/api/fleet" => get(fleet::listing),
+        crate::admin::relay::PATH => post(fleet::admin),
         other => unreachable!("no handler for route {other}"),
     }
 }

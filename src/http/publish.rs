@@ -32,18 +32,7 @@ pub async fn publish(
     app.api_key.check(&headers)?;
     app.admit(publish::Source::Backend)?;
     let key = idempotency_key(&headers)?;
-    let limit = app.config.max_payload;
-    let bytes = axum::body::to_bytes(body, limit as usize)
-        .await
-        .map_err(|e| {
-            if std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            {
-                AppError::TooLarge(limit)
-            } else {
-                AppError::BodyTimeout
-            }
-        })?;
+    let bytes = super::read_body(body, app.config.max_payload).await?;
     let (room, payload) = parse(&bytes)?;
     let publish = Publish::new(&room, payload).with_key(key);
     let appended = publish::store(&*app.history, &app.metrics, publish).await?;

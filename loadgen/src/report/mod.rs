@@ -146,6 +146,9 @@ pub fn merge(out: &Path, meta: &Meta, runs: Vec<Run>) -> anyhow::Result<()> {
         minutes: meta.minutes,
         date: meta.date.clone(),
         server: meta.server.clone(),
+        commit: meta.commit.clone(),
+        node: meta.node.clone(),
+        redis: meta.redis.clone(),
     });
     write(out, &old, &all)
 }

@@ -282,9 +282,10 @@ pub(super) fn method(text: &mut String, meta: &Meta) {
          - **Repeats**: each point is run {} time(s); a cell is the median, with the range \
            (min–max) in parentheses when the runs differ. The ratio is ours / peer of the medians.\n\
          - Our server runs with `--max-connections-per-ip 0` (one source address carries every \
-           connection) and `--publish-rate 1000000 --publish-burst 1000000` (the API key's rate \
-           limit is not what is measured); everything else is default, `--max-delivery-lag 500ms` \
-           included.\n\
+           connection), `--publish-rate 1000000 --publish-burst 1000000` and \
+           `--client-publish-rate 1000000 --client-publish-burst 1000000` (the API key's and the \
+           clients' publish rate limits are not what is measured); everything else is default, \
+           `--max-delivery-lag 500ms` included.\n\
          - Machine: {}\n\
          - Date: {}\n\
          - Our server: {}\n\
@@ -311,11 +312,14 @@ pub(super) fn method(text: &mut String, meta: &Meta) {
         let _ = writeln!(
             text,
             "- Measured later, with `--only … --merge` ({} run(s) each, {:.1} minutes, {}, our \
-             server {}): {}.",
+             server {}, commit {}, Node.js {}, Redis {}): {}.",
             later.repeats,
             later.minutes,
             later.date,
             later.server,
+            or_unknown(&later.commit),
+            or_unknown(&later.node),
+            or_unknown(&later.redis),
             later
                 .titles
                 .iter()

@@ -81,6 +81,12 @@ pub struct Later {
     pub minutes: f64,
     pub date: String,
     pub server: String,
+    #[serde(default)]
+    pub commit: String,
+    #[serde(default)]
+    pub node: String,
+    #[serde(default)]
+    pub redis: String,
 }
 
 /// The first line a command prints, trimmed; empty when it cannot run.
