@@ -16,6 +16,10 @@
 //! sockets (perhaps moved here) is not moved again for [`PROTECTED_FOR`]. A node waits
 //! [`WARM_UP`] after it starts before it moves anything (its view of the fleet is new), moves
 //! nothing on a stale view, and a draining node moves nothing (its drain moves everything).
+//!
+//! While any node of the fleet drains, and for [`SETTLE`] after, no node moves sockets or refuses
+//! a handshake over its share: a rolling deploy is under way, the drained clients must land at
+//! once wherever the balancer sends them, and the node restarted last fills up once it is over.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -164,6 +168,8 @@ pub fn spawn(view: Arc<FleetView>, draining: Arc<Draining>, metrics: Arc<Metrics
         let mut last_total = 0;
         let mut moving = false;
         let mut moves = Moves::default();
+        // When a snapshot last showed a node draining.
+        let mut drain_seen: Option<Instant> = None;
         loop {
             every.tick().await;
             if !leaving.is_empty() {
@@ -181,25 +187,30 @@ pub fn spawn(view: Arc<FleetView>, draining: Arc<Draining>, metrics: Arc<Metrics
             let now = Instant::now();
             let nodes = view.nodes();
             moves.seen(moving || nodes.iter().any(|n| n.moving), now);
+            if nodes.iter().any(|n| n.draining) {
+                drain_seen = Some(now);
+            }
+            let deploying = drain_seen.is_some_and(|at| now.duration_since(at) < SETTLE);
             let total: u64 = nodes.iter().map(|n| n.sockets).sum();
             let settling =
                 (total as f64 - last_total as f64).abs() > plan.tolerance * total as f64 / 2.0;
             last_total = total;
-            let wanted = if draining.is_on() || view.age() < WARM_UP || !view.is_fresh() {
-                0
-            } else if !moving && settling {
-                // Clients arriving or leaving in numbers: the figures are not yet worth acting on.
-                0
-            } else {
-                excess(&nodes, view.me(), plan.tolerance, moving)
-            };
+            let wanted =
+                if draining.is_on() || deploying || view.age() < WARM_UP || !view.is_fresh() {
+                    0
+                } else if !moving && settling {
+                    // Clients arriving or leaving in numbers: the figures are not yet worth acting on.
+                    0
+                } else {
+                    excess(&nodes, view.me(), plan.tolerance, moving)
+                };
             if wanted == 0 {
                 if moving {
                     tracing::info!("rebalancing: this node holds its share");
                 }
                 (moving, over_in_a_row) = (false, 0);
                 let limit = share(&nodes, view.me())
-                    .filter(|_| moves.recent(now))
+                    .filter(|_| moves.recent(now) && !deploying)
                     .map_or(u64::MAX, |share| {
                         (share * (1.0 + plan.tolerance / 2.0)).ceil() as u64 + 1
                     });
