@@ -221,6 +221,16 @@ test('with Redis, an admin on one node sees and acts on every node', { timeout: 
   let ui;
   const clients = [];
   try {
+    // Both nodes know each other (they announce themselves each second).
+    const fleetSize = async (node) =>
+      (await (await fetch(`${node.url}/api/fleet`, { headers: { Authorization: API_KEY } })).json()).nodes.length;
+    for (const node of [watched, other]) {
+      const deadline = Date.now() + 10000;
+      while ((await fleetSize(node)) < 2) {
+        assert.ok(Date.now() < deadline, 'the nodes see each other');
+        await sleep(100);
+      }
+    }
     // Before the admin logs in: one client on each node, each in a room.
     for (const [node, room] of [[watched, 'here-room'], [other, 'there-room']]) {
       const client = await connect(node.url, { cookie: await fetchCookie(node.url) });
