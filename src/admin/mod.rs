@@ -198,21 +198,37 @@ pub fn register(io: &SocketIo, app: Arc<AppState>) {
         return;
     };
     admin.feed.spawn(io.clone());
-    spawn_stats(io.clone(), Arc::downgrade(&app));
-    relay::spawn(Arc::downgrade(&app));
+    spawn_rounds(io.clone(), Arc::downgrade(&app));
     io.ns(NAMESPACE, Door { app, admin });
 }
 
-fn spawn_stats(io: SocketIo, app: std::sync::Weak<AppState>) {
+/// The namespace's timed work: the fleet's events every [`relay::POLL_EVERY`], and every
+/// [`stats::EVERY`] the upgrades looked for and `server_stats` emitted. A round of the fleet's
+/// events runs on its own task (a slow node holds up no `server_stats`); the next starts once it
+/// has ended.
+fn spawn_rounds(io: SocketIo, app: std::sync::Weak<AppState>) {
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(stats::EVERY);
+        let mut every = tokio::time::interval(relay::POLL_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        let stats_every = (stats::EVERY.as_millis() / relay::POLL_EVERY.as_millis()).max(1);
+        let mut polling: Option<tokio::task::JoinHandle<()>> = None;
+        for round in 0u128.. {
             every.tick().await;
             let Some(app) = app.upgrade() else { return };
             let Some(admin) = app.admin.as_ref() else {
                 return;
             };
+            if polling.as_ref().is_none_or(|p| p.is_finished()) {
+                let app = app.clone();
+                polling = Some(tokio::spawn(async move {
+                    if let Some(admin) = app.admin.as_ref() {
+                        relay::poll(&app, admin).await;
+                    }
+                }));
+            }
+            if round % stats_every != 0 {
+                continue;
+            }
             admin.look_for_upgrades();
             if !admin.watched_here() {
                 continue;

@@ -16,7 +16,7 @@
 //! more than [`SKEW`] old, or signed under another secret, is refused `403`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -250,46 +250,34 @@ pub async fn operate(app: Arc<AppState>, text: String) {
     futures_util::future::join_all(asked).await;
 }
 
-/// Every [`POLL_EVERY`]: notes whether an admin is logged in on another node (so this node
-/// keeps its events for them) and, while one is logged in here, reads the other nodes' events
-/// and hands them to this node's admins.
-pub fn spawn(app: Weak<AppState>) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(POLL_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            every.tick().await;
-            let Some(app) = app.upgrade() else { return };
-            let Some(admin) = app.admin.as_ref() else {
-                return;
-            };
-            let nodes = others(&app);
-            admin
-                .feed
-                .watched_elsewhere(nodes.iter().any(|n| n.admins > 0));
-            if admin.watchers() == 0 {
-                admin.relay.forget();
-                continue;
-            }
-            let reads = nodes.iter().map(|node| {
-                let after = admin.relay.cursor(&node.id);
-                let app = &app;
-                async move {
-                    let ask = Ask::Events { after };
-                    let since: Option<Since> = admin.relay.ask(app, &node.address, &ask).await;
-                    (node.id.clone(), since)
-                }
-            });
-            for (node, since) in futures_util::future::join_all(reads).await {
-                let Some(since) = since else { continue };
-                admin.feed.missed(since.missed);
-                for event in since.events {
-                    admin.feed.relay(event);
-                }
-                admin.relay.moved_to(node, since.cursor);
-            }
+/// One round, every [`POLL_EVERY`]: notes whether an admin is logged in on another node (so
+/// this node keeps its events for them) and, while one is logged in here, reads the other nodes'
+/// events and hands them to this node's admins.
+pub async fn poll(app: &AppState, admin: &Admin) {
+    let nodes = others(app);
+    admin
+        .feed
+        .watched_elsewhere(nodes.iter().any(|n| n.admins > 0));
+    if admin.watchers() == 0 {
+        admin.relay.forget();
+        return;
+    }
+    let reads = nodes.iter().map(|node| {
+        let after = admin.relay.cursor(&node.id);
+        async move {
+            let ask = Ask::Events { after };
+            let since: Option<Since> = admin.relay.ask(app, &node.address, &ask).await;
+            (node.id.clone(), since)
         }
     });
+    for (node, since) in futures_util::future::join_all(reads).await {
+        let Some(since) = since else { continue };
+        admin.feed.missed(since.missed);
+        for event in since.events {
+            admin.feed.relay(event);
+        }
+        admin.relay.moved_to(node, since.cursor);
+    }
 }
 
 impl Relay {
